@@ -1,0 +1,5 @@
+import sys
+
+from tinyllm.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""``Function``: one differentiable op, a forward and a hand-written backward, on arrays.
+
+The API is PyTorch's custom-function API, except that ``forward`` and ``backward`` receive and
+return arrays (NumPy or CuPy), never Tensors::
+
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, x):               # x: ndarray
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, dy):             # one gradient per forward argument
+            (x,) = ctx.saved_tensors
+            return 2 * x * dy
+
+    y = Square.apply(t)                    # t, y: Tensor
+
+``apply`` unwraps Tensor arguments to arrays (other arguments pass through unchanged), runs
+``forward`` without recording anything inside it, wraps the outputs, and — when grad mode is
+on and some input requires a gradient — records the ``Context`` as the outputs' ``grad_fn``.
+
+What the engine guarantees to every backward:
+- it receives one gradient per output (zeros for outputs that got none), of the output's shape;
+- what it returns is checked: one entry per forward argument, ``None`` where the argument is
+  not a Tensor requiring a gradient; a gradient of a broadcast shape is summed back to the
+  input's shape here, in one place, so elementwise backwards stay one line; the dtype must
+  equal the input's (no silent upcasting);
+- arrays it saved that belong to a Tensor are version-checked: an in-place change to such a
+  Tensor between forward and backward raises instead of giving a wrong gradient.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from tinyllm import anomaly
+from tinyllm.grad_mode import is_grad_enabled
+
+_live_nodes: weakref.WeakSet = weakref.WeakSet()
+
+
+def live_graph_nodes() -> int:
+    """How many recorded graph nodes (Contexts) are alive now: a leak detector for tests."""
+    return len(_live_nodes)
+
+
+class Context:
+    """The record of one op application: what backward needs, and the graph edges.
+
+    ``inputs`` holds strong references to the input Tensors (the graph's edges); outputs are
+    held only weakly, so a graph is freed as soon as nothing refers to its last output.
+    """
+
+    def __init__(self) -> None:
+        self.saved_arrays: tuple = ()
+        self.needs_input_grad: tuple[bool, ...] = ()
+        self.non_differentiable: tuple = ()
+        self.materialize_grads = True
+        self.fn: type[Function] | None = None
+        self.inputs: tuple = ()
+        self.outputs: tuple = ()
+        self.output_meta: tuple = ()  # (shape, dtype) per output
+        self.saved_versions: tuple = ()  # (counter, version) per saved array of a Tensor
+        self.freed = False
+        self.created_at: str | None = None
+
+    # -- the PyTorch-compatible surface ---------------------------------------------
+    def save_for_backward(self, *arrays) -> None:
+        """Keep these arrays for backward (inputs, outputs or intermediates)."""
+        self.saved_arrays = arrays
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """The arrays given to ``save_for_backward``, checked for in-place changes."""
+        if self.freed:
+            raise RuntimeError(self.second_backward_message())
+        for counter, version in self.saved_versions:
+            if counter.value != version:
+                raise RuntimeError(
+                    f"{self.name}.backward: one of the arrays saved for backward was modified "
+                    f"by an in-place operation (version {counter.value}, saved at version "
+                    f"{version}); the gradient would be wrong. Use an out-of-place op instead."
+                )
+        return self.saved_arrays
+
+    def second_backward_message(self) -> str:
+        return (
+            f"{self.name}.backward: trying to backward through the graph a second time "
+            "(its saved arrays were freed after the first backward); call "
+            ".backward(retain_graph=True) the first time if you need to backward twice"
+        )
+
+    def mark_non_differentiable(self, *arrays) -> None:
+        """Declare outputs (e.g. argmax indices) that never carry a gradient."""
+        self.non_differentiable = arrays
+
+    def set_materialize_grads(self, value: bool) -> None:
+        """When False, backward receives None (not zeros) for outputs that got no gradient."""
+        self.materialize_grads = bool(value)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__ if self.fn is not None else "Function"
+
+    def release(self) -> None:
+        """Free saved arrays after backward (the graph edges stay, for error messages)."""
+        self.saved_arrays = ()
+        self.freed = True
+
+    def __repr__(self) -> str:
+        return f"<{self.name}Backward>"
+
+
+class Function:
+    """Base class of every differentiable op: subclass and write ``forward``/``backward``."""
+
+    # True for ops whose output is a view of the first input (reshape, transpose, ...):
+    # the output then shares the input's version counter, as views share memory.
+    is_view = False
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grads: Any):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any):
+        """Run the op on Tensors (and plain values); return a Tensor or a tuple of them."""
+        from tinyllm.tensor import Tensor
+
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if tensors:
+            device = tensors[0].device
+            for t in tensors[1:]:
+                if t.device != device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors on the same device, "
+                        f"got {device} and {t.device}"
+                    )
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        record = is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+        ctx = Context()
+        if record:
+            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        else:
+            ctx.needs_input_grad = (False,) * len(args)
+        raw = cls.forward(ctx, *arrays, **kwargs)
+        multiple = isinstance(raw, tuple)
+        raw_outputs = raw if multiple else (raw,)
+
+        checking = anomaly.is_anomaly_enabled()
+        if checking:
+            anomaly.check_finite(cls.__name__, "forward", raw_outputs, None)
+
+        non_diff = {id(a) for a in ctx.non_differentiable}
+        outputs = []
+        for i, array in enumerate(raw_outputs):
+            differentiable = record and array.dtype.kind == "f" and id(array) not in non_diff
+            out = Tensor._from_op(array, differentiable)
+            if differentiable:
+                out.grad_fn = ctx
+                out._output_index = i
+            outputs.append(out)
+
+        if cls.is_view and tensors and isinstance(args[0], Tensor):
+            for out in outputs:
+                out._version = args[0]._version
+
+        if record:
+            ctx.fn = cls
+            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            ctx.outputs = tuple(weakref.ref(o) for o in outputs)
+            ctx.output_meta = tuple((a.shape, a.dtype) for a in raw_outputs)
+            if ctx.saved_arrays:
+                ctx.saved_versions = _saved_versions(ctx.saved_arrays, args, outputs)
+            if checking:
+                ctx.created_at = anomaly.creation_stack()
+            _live_nodes.add(ctx)
+        return tuple(outputs) if multiple else outputs[0]
+
+
+def _saved_versions(saved: tuple, args: tuple, outputs: list) -> tuple:
+    """(version counter, current version) for each saved array that is a Tensor's data."""
+    from tinyllm.tensor import Tensor
+
+    owners = {id(a.data): a for a in args if isinstance(a, Tensor)}
+    owners.update({id(o.data): o for o in outputs})
+    records = []
+    for array in saved:
+        owner = owners.get(id(array))
+        if owner is not None:
+            records.append((owner._version, owner._version.value))
+    return tuple(records)

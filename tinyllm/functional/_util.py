@@ -1,0 +1,26 @@
+"""Small helpers shared by the op files: axis normalization and argument checks."""
+
+from __future__ import annotations
+
+
+def normalize_dim(dim: int, ndim: int, op: str, arg: str = "dim") -> int:
+    """A non-negative axis from ``dim`` (negative counts from the end), or a clear IndexError."""
+    size = max(ndim, 1)
+    if not -size <= dim < size:
+        raise IndexError(
+            f"{op}: {arg}={dim} is out of range for a tensor of {ndim} dimensions "
+            f"(expected in [{-size}, {size - 1}])"
+        )
+    return dim % size
+
+
+def normalize_dims(dim, ndim: int, op: str) -> tuple[int, ...]:
+    """A sorted tuple of axes from None (all), an int, or a sequence of ints."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, int):
+        dim = (dim,)
+    axes = tuple(sorted({normalize_dim(d, ndim, op) for d in dim}))
+    if len(axes) != len(tuple(dim)):
+        raise ValueError(f"{op}: dim {tuple(dim)} names an axis twice")
+    return axes

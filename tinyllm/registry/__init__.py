@@ -1,0 +1,103 @@
+"""The op registry: every differentiable op with the inputs that test it.
+
+Each ``OpInfo`` names a public op and gives:
+- ``samples(rng, dtype)``: a list of ``SampleInput`` — shapes including size-1, 0-d and
+  broadcasting cases, values in the op's domain, away from kinks and ties;
+- ``reference``: a NumPy forward written independently of the op, the oracle for the output;
+- ``composite`` (fused ops): the same function built from primitive ops, so the engine's
+  autograd of the composite checks the hand-written backward;
+- tolerances for the float64 gradcheck and for the float32 forward;
+- ``kernels``: which kernel tiers exist (reference, numba, cuda).
+
+The generic tests (tests/test_registry.py) and ``tinyllm gradcheck`` enumerate the registry, so
+an op cannot escape checking by being forgotten; a meta-test fails if a public op of
+``tinyllm.functional`` is missing here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Modules that register ops when imported (one per op family).
+FAMILY_MODULES = [
+    "tinyllm.registry.core",
+    "tinyllm.registry.transformer_norms",
+    "tinyllm.registry.transformer_attention",
+]
+
+
+@dataclass
+class SampleInput:
+    """One call of an op: positional ``args`` (arrays become Tensors) and ``kwargs``.
+
+    Floating arrays in ``args`` become Tensors that require grad, unless their position is
+    listed in ``no_grad``; integer and bool arrays become Tensors without grad; other values
+    pass through unchanged.
+    """
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    name: str = ""
+    no_grad: tuple = ()
+
+
+@dataclass
+class OpInfo:
+    name: str
+    op: Callable
+    samples: Callable[[np.random.Generator, Any], list]
+    reference: Callable | None = None
+    composite: Callable | None = None
+    family: str = "core"
+    differentiable: bool = True
+    gradcheck_atol: float = 1e-5
+    gradcheck_rtol: float = 1e-3
+    forward_atol32: float = 1e-5
+    forward_rtol32: float = 1e-4
+    aliases: tuple = ()
+    kernels: tuple = ("reference",)
+    mutates_ok: bool = False  # True only for ops documented to write into an input
+
+    def tensors(self, sample: SampleInput, requires_grad: bool = True, device=None):
+        """The sample's args with arrays wrapped as Tensors (float ones requiring grad)."""
+        from tinyllm.tensor import Tensor
+
+        out = []
+        for i, a in enumerate(sample.args):
+            if isinstance(a, np.ndarray):
+                grad = requires_grad and a.dtype.kind == "f" and i not in sample.no_grad
+                out.append(Tensor(a.copy(), requires_grad=grad))
+            else:
+                out.append(a)
+        return out
+
+
+_REGISTRY: dict[str, OpInfo] = {}
+
+
+def register(info: OpInfo) -> OpInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"op {info.name!r} is registered twice")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def all_ops() -> dict[str, OpInfo]:
+    """Every registered op, by name (imports the family modules on first use)."""
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def covered_names() -> set[str]:
+    """Names of public functions covered by the registry (op names and their aliases)."""
+    names = set()
+    for info in all_ops().values():
+        names.add(info.name)
+        names.update(info.aliases)
+    return names
