@@ -8,7 +8,7 @@ x.grad            # d/dx sum(x tanh x)
 
 import numpy as _np
 
-from tinyllm import functional
+from tinyllm import functional, nn, optim
 from tinyllm.anomaly import detect_anomaly
 from tinyllm.backend import cuda_is_available, manual_seed
 from tinyllm.creation import (
@@ -82,7 +82,8 @@ class cuda:  # noqa: N801  (mirrors torch.cuda.is_available())
 __all__ = [
     "Context", "Function", "GradcheckError", "Tensor", "abs", "arange", "as_tensor", "cat",
     "chunk", "clamp", "cos", "cuda", "detect_anomaly", "empty", "empty_like", "enable_grad",
-    "exp", "eye", "from_numpy", "full", "full_like", "functional", "gather", "gradcheck",
+    "exp", "eye", "from_numpy", "full", "full_like", "functional", "gather", "gradcheck", "nn",
+    "optim",
     "is_grad_enabled", "linspace", "log", "logsumexp", "manual_seed", "masked_fill", "matmul",
     "maximum", "minimum", "no_grad", "ones", "ones_like", "rand", "rand_like", "randint",
     "randn", "randn_like", "randperm", "set_grad_enabled", "sigmoid", "sin", "split", "sqrt",

@@ -7,6 +7,7 @@ and shows where it was created, which is where a learner needs to look.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 
@@ -33,7 +34,8 @@ class detect_anomaly:
 
 def creation_stack() -> str:
     """The user's stack at op creation (the engine's own frames dropped)."""
-    frames = [f for f in traceback.extract_stack()[:-1] if "/tinyllm/" not in f.filename]
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_stack()[:-1] if not f.filename.startswith(package)]
     return "".join(traceback.format_list(frames[-6:]))
 
 

@@ -41,25 +41,8 @@ def _scalar(fn, arrays, inputs, cotangents) -> float:
     return float(sum(np.sum(backend.to_numpy(o.data) * v) for o, v in zip(outs, cotangents)))
 
 
-def gradcheck(
-    fn: Callable,
-    inputs: Sequence | Tensor,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
-    *,
-    max_elements: int = 4096,
-    n_directions: int = 16,
-    seed: int = 0,
-    raise_exception: bool = True,
-) -> bool:
-    """Check ``fn``'s backward against central differences; True or GradcheckError.
-
-    ``inputs`` are Tensors (those with ``requires_grad`` are checked, and must be float64)
-    and other arguments passed through. The error names the input, the element and both
-    derivatives. Inputs with more than ``max_elements`` elements are checked along
-    ``n_directions`` random directions instead of element by element.
-    """
+def _comparisons(fn, inputs, eps, max_elements, n_directions, seed):
+    """Yield (input index, location, analytic, numeric) for every checked derivative."""
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
@@ -98,38 +81,107 @@ def gradcheck(
         arrays[i] = xp.asarray(x)
         return _scalar(fn, arrays, inputs, cotangents)
 
-    def fail(msg: str) -> bool:
-        if raise_exception:
-            raise GradcheckError(msg)
-        return False
-
     for i in checked:
-        x0 = base[i]
-        g = analytic[i]
+        x0, g = base[i], analytic[i]
         if x0.size <= max_elements:
             for flat in range(x0.size):
                 e = np.zeros(x0.size)
                 e[flat] = eps
                 e = e.reshape(x0.shape)
                 numeric = (at(i, x0 + e) - at(i, x0 - e)) / (2 * eps)
-                a = float(g.reshape(-1)[flat])
-                if not abs(a - numeric) <= atol + rtol * abs(numeric):
-                    where = tuple(map(int, np.unravel_index(flat, x0.shape))) if x0.ndim else ()
-                    return fail(
-                        f"gradcheck: input {i} (shape {x0.shape}), element {where}: "
-                        f"analytic {a:.10g} vs numeric {numeric:.10g} "
-                        f"(|diff| {abs(a - numeric):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
-                    )
+                where = tuple(map(int, np.unravel_index(flat, x0.shape))) if x0.ndim else ()
+                yield i, f"element {where}", float(g.reshape(-1)[flat]), numeric
         else:
             for k in range(n_directions):
                 d = rng.standard_normal(x0.shape)
                 d /= np.linalg.norm(d)
                 numeric = (at(i, x0 + eps * d) - at(i, x0 - eps * d)) / (2 * eps)
-                a = float(np.sum(g * d))
-                if not abs(a - numeric) <= atol + rtol * abs(numeric):
-                    return fail(
-                        f"gradcheck: input {i} (shape {x0.shape}), random direction {k}: "
-                        f"analytic {a:.10g} vs numeric {numeric:.10g} "
-                        f"(|diff| {abs(a - numeric):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
-                    )
+                yield i, f"random direction {k}", float(np.sum(g * d)), numeric
+
+
+def gradcheck(
+    fn: Callable,
+    inputs: Sequence | Tensor,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    *,
+    max_elements: int = 4096,
+    n_directions: int = 16,
+    seed: int = 0,
+    raise_exception: bool = True,
+) -> bool:
+    """Check ``fn``'s backward against central differences; True or GradcheckError.
+
+    ``inputs`` are Tensors (those with ``requires_grad`` are checked, and must be float64)
+    and other arguments passed through. The error names the input, the element and both
+    derivatives. Inputs with more than ``max_elements`` elements are checked along
+    ``n_directions`` random directions instead of element by element.
+    """
+    shapes = [
+        getattr(t, "shape", None)
+        for t in (inputs if isinstance(inputs, (list, tuple)) else [inputs])
+    ]
+    for i, where, a, numeric in _comparisons(fn, inputs, eps, max_elements, n_directions, seed):
+        if not abs(a - numeric) <= atol + rtol * abs(numeric):
+            if not raise_exception:
+                return False
+            raise GradcheckError(
+                f"gradcheck: input {i} (shape {shapes[i]}), {where}: analytic {a:.10g} vs "
+                f"numeric {numeric:.10g} (|diff| {abs(a - numeric):.3g} > atol {atol} + "
+                f"rtol {rtol} * |numeric|)"
+            )
     return True
+
+
+def gradcheck_report(
+    fn: Callable,
+    inputs: Sequence | Tensor,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    *,
+    max_elements: int = 4096,
+    n_directions: int = 16,
+    seed: int = 0,
+) -> dict:
+    """Like ``gradcheck`` but measures: max absolute and relative error, and pass/fail."""
+    max_abs = max_rel = 0.0
+    passed = True
+    for _, _, a, numeric in _comparisons(fn, inputs, eps, max_elements, n_directions, seed):
+        diff = abs(a - numeric)
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / max(abs(numeric), atol))  # atol floors the scale
+        passed = passed and diff <= atol + rtol * abs(numeric)
+    return {"max_abs_error": max_abs, "max_rel_error": max_rel, "passed": passed}
+
+
+def gradcheck_parameters(
+    module, loss_fn: Callable, *, max_elements: int = 256, n_directions: int = 4, **tolerances
+) -> list[dict]:
+    """Gradcheck ``loss_fn()`` (a function of ``module``'s state) w.r.t. each parameter.
+
+    The module must be float64 (``module.double()``). Each parameter is perturbed in place
+    for the finite differences and restored afterwards; parameters with more than
+    ``max_elements`` elements are checked along random directions. Returns one row per
+    parameter: name, shape and the ``gradcheck_report`` fields.
+    """
+    rows = []
+    for name, p in module.named_parameters():
+
+        def fn(x, _p=p):
+            if x is _p:
+                return loss_fn()
+            saved = _p._data
+            _p._data = x.data
+            try:
+                return loss_fn()
+            finally:
+                _p._data = saved
+
+        report = gradcheck_report(
+            fn, [p], max_elements=max_elements, n_directions=n_directions, **tolerances
+        )
+        report.update(parameter=name, shape=tuple(p.shape))
+        rows.append(report)
+    return rows
