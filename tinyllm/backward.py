@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
-from tinyllm import anomaly
+import time
+
+from tinyllm import anomaly, profiler_state
 from tinyllm.backend import get_array_module
 from tinyllm.grad_mode import no_grad
 
@@ -98,6 +100,7 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
         pending[id(root.grad_fn)][root._output_index] = droot
 
     checking = anomaly.is_anomaly_enabled()
+    profiler = profiler_state.active
     with no_grad():
         for node in order:
             grads = pending.pop(id(node), None)
@@ -121,7 +124,11 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
                         grads[i] = xp.zeros(shape, dtype=dtype)
             if node.freed:
                 raise RuntimeError(node.second_backward_message())
+            if profiler is not None:
+                start = time.perf_counter()
             input_grads = node.fn.backward(node, *grads)
+            if profiler is not None:
+                profiler.record_backward(node.name, time.perf_counter() - start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if len(input_grads) != len(node.inputs):

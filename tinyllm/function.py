@@ -32,10 +32,11 @@ What the engine guarantees to every backward:
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
-from tinyllm import anomaly
+from tinyllm import anomaly, profiler_state
 from tinyllm.grad_mode import is_grad_enabled
 
 _live_nodes: weakref.WeakSet = weakref.WeakSet()
@@ -150,6 +151,9 @@ class Function:
             ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         else:
             ctx.needs_input_grad = (False,) * len(args)
+        profiler = profiler_state.active
+        if profiler is not None:
+            start = time.perf_counter()
         raw = cls.forward(ctx, *arrays, **kwargs)
         multiple = isinstance(raw, tuple)
         raw_outputs = raw if multiple else (raw,)
@@ -182,6 +186,9 @@ class Function:
             if checking:
                 ctx.created_at = anomaly.creation_stack()
             _live_nodes.add(ctx)
+        if profiler is not None:
+            saved = sum(getattr(a, "nbytes", 0) for a in ctx.saved_arrays) if record else 0
+            profiler.record_forward(cls.__name__, time.perf_counter() - start, saved)
         return tuple(outputs) if multiple else outputs[0]
 
 

@@ -28,7 +28,8 @@ def test_names_follow_pytorch_layout():
     names = [n for n, _ in block.named_parameters()]
     assert names == ["proj.weight", "proj.bias", "layers.0.weight", "layers.0.bias",
                      "layers.1.weight"]  # fmt: skip
-    assert list(block.state_dict()) == names[:2] + names[2:] + ["scale"]
+    # as PyTorch: a module's own parameters and buffers first, then its children's
+    assert list(block.state_dict()) == ["scale"] + names
     assert block.proj.weight.shape == (3, 4)
     assert block.num_parameters() == 12 + 3 + 9 + 3 + 6
 
