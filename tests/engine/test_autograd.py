@@ -175,7 +175,9 @@ def test_anomaly_mode_names_the_op_and_where_it_was_created():
     x2 = tinyllm.tensor([0.0, 1.0], requires_grad=True)
     with tinyllm.detect_anomaly():
         y = x2.sqrt()  # sqrt(0) = 0 is finite; its backward 1/(2*0) is Inf
-        with pytest.raises(FloatingPointError, match=r"Sqrt.backward produced Inf(.|\n)*test_autograd"):
+        with pytest.raises(
+            FloatingPointError, match=r"Sqrt.backward produced Inf(.|\n)*test_autograd"
+        ):
             y.sum().backward()
 
 

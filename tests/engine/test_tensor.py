@@ -62,7 +62,9 @@ def test_shape_errors_name_the_op_and_shapes():
     a, b = tinyllm.randn(2, 3), tinyllm.randn(4, 5)
     with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\)"):
         a @ b
-    with pytest.raises(RuntimeError, match=r"reshape: shape \(4,\) is invalid for input of shape \(2, 3\)"):
+    with pytest.raises(
+        RuntimeError, match=r"reshape: shape \(4,\) is invalid for input of shape \(2, 3\)"
+    ):
         a.reshape(4)
     with pytest.raises(RuntimeError, match=r"cat: tensor 1 has shape \(4, 5\)"):
         tinyllm.cat([a, b])
@@ -80,7 +82,9 @@ def test_cuda_request_without_gpu_is_a_clear_error():
 def test_mixing_devices_names_both(monkeypatch):
     """Two tensors that report different devices are refused by every op (simulated)."""
     a, b = tinyllm.randn(2), tinyllm.randn(2)
-    monkeypatch.setattr(tinyllm.Tensor, "device", property(lambda self: "cuda" if self is b else "cpu"))
+    monkeypatch.setattr(
+        tinyllm.Tensor, "device", property(lambda self: "cuda" if self is b else "cpu")
+    )
     with pytest.raises(RuntimeError, match="same device, got cpu and cuda"):
         a + b
 

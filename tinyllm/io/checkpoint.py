@@ -1,0 +1,76 @@
+"""Checkpoints: named arrays plus JSON metadata in one safetensors file, written atomically.
+
+A checkpoint is ``{name: ndarray}`` and a JSON-serializable ``metadata`` dict (config, step,
+optimizer hyper-parameters, RNG state). Nothing is pickled: safetensors stores raw little-
+endian arrays behind a JSON header, and the metadata travels in that header as one string.
+
+Writes are atomic: the file is written to a temporary name in the same folder, flushed and
+fsynced, then renamed over the target, so a crash (or Ctrl-C) never leaves a half-written
+checkpoint under the real name. A truncated or corrupt file fails to load with a
+``CheckpointError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+METADATA_KEY = "tinyllm"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that does not fit what it is loaded into."""
+
+
+def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict) -> Path:
+    """Write ``arrays`` and ``metadata`` to ``path`` atomically; returns the path."""
+    from safetensors.numpy import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {}
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"save_checkpoint: {name!r} is a {type(array).__name__}, not an array")
+        clean[name] = np.ascontiguousarray(array)
+    blob = save(clean, metadata={METADATA_KEY: json.dumps(metadata)})
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a checkpoint written by ``save_checkpoint``: (arrays, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"load_checkpoint: no such file: {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            arrays = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # safetensors raises several types for truncated/corrupt files
+        raise CheckpointError(
+            f"load_checkpoint: {path} is not a readable checkpoint ({exc})"
+        ) from exc
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"load_checkpoint: {path} has no tinyllm metadata")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"load_checkpoint: {path} has corrupt metadata ({exc})") from exc
+    return arrays, metadata
