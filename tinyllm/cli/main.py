@@ -15,6 +15,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "gradcheck_cmd",
     "demo_cmd",
+    "tokenizer_cmd",
 ]
 
 
