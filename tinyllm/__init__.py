@@ -8,7 +8,7 @@ x.grad            # d/dx sum(x tanh x)
 
 import numpy as _np
 
-from tinyllm import functional, nn, optim
+from tinyllm import functional, nn, optim, runtime  # noqa: F401  (runtime: tunes malloc, OpenMP)
 from tinyllm.anomaly import detect_anomaly
 from tinyllm.backend import cuda_is_available, manual_seed
 from tinyllm.creation import (
