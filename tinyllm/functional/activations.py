@@ -1,3 +1,286 @@
-"""(to be written)"""
+"""Activations: GELU, SiLU, and the gated linear units GLU, ReGLU, GeGLU, SwiGLU.
 
-__all__: list[str] = []
+Elementwise, with Phi and phi the standard normal CDF and density, sigma the logistic sigmoid:
+
+    gelu(x)        = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2
+        gelu'(x)   = Phi(x) + x phi(x),            phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    gelu_tanh(x)   = x (1 + tanh u) / 2,           u = sqrt(2/pi) (x + 0.044715 x^3)
+        gelu_tanh' = (1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2,  t = tanh u
+    silu(x)        = x sigma(x)
+        silu'(x)   = sigma(x) (1 + x (1 - sigma(x)))
+
+Gated units take one tensor, split it into two equal halves along ``dim`` and multiply one
+half by an activation of the other. Two conventions exist; both are kept, as their users
+expect:
+
+    glu(x)    = a * sigma(b)          a, b = x.chunk(2, dim)   (PyTorch's F.glu: gate second)
+    reglu(x)  = relu(gate) * up       gate, up = x.chunk(2, dim)
+    geglu(x)  = gelu(gate) * up       (``approximate="tanh"`` for the tanh GELU)
+    swiglu(x) = silu(gate) * up
+
+reglu/geglu/swiglu follow Shazeer's "GLU Variants Improve Transformer" (2020): FFN(x) =
+(act(x W) * x V) W2, so for the fused projection ``x @ [W; V]^T`` of width 2F the *first*
+half is the gate. Backward of ``y = act(gate) * up``:
+
+    dgate = dy * up * act'(gate),     dup = dy * act(gate)
+
+and the two halves are concatenated back along ``dim``. Each gated unit is one Function that
+saves only its input. Kernel tiers: reference only.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinyllm.backend import erf, get_array_module
+from tinyllm.function import Function
+from tinyllm.functional._util import normalize_dim
+
+__all__ = ["geglu", "gelu", "glu", "reglu", "silu", "swiglu"]
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_TANH_C = 0.044715
+
+
+# ---------------------------------------------------------------- elementwise helpers (arrays)
+
+
+def _sigmoid(x):
+    """1 / (1 + e^-x) without overflow for either sign of x."""
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _gelu(x, approximate: str):
+    """gelu(x) on an array."""
+    if approximate == "tanh":
+        t = get_array_module(x).tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x * x * x))
+        return 0.5 * x * (1 + t)
+    return 0.5 * x * (1 + erf(x * _INV_SQRT_2))
+
+
+def _gelu_derivative(x, approximate: str):
+    """gelu'(x) on an array."""
+    xp = get_array_module(x)
+    if approximate == "tanh":
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x * x * x))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * x * x)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+    cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))  # Phi(x)
+    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)  # phi(x)
+    return cdf + x * pdf
+
+
+def _halves(x, dim: int):
+    """The two halves of ``x`` along ``dim`` (views, no copy)."""
+    n = x.shape[dim] // 2
+    first = (slice(None),) * dim + (slice(0, n),)
+    second = (slice(None),) * dim + (slice(n, None),)
+    return x[first], x[second]
+
+
+def _join(d_first, d_second, dim: int):
+    """The gradient of ``x`` from the gradients of its two halves."""
+    return get_array_module(d_first).concatenate([d_first, d_second], axis=dim)
+
+
+# ---------------------------------------------------------------- Functions
+
+
+class GELU(Function):
+    @staticmethod
+    def forward(ctx, x, approximate):
+        ctx.save_for_backward(x)  # x: input
+        ctx.approximate = approximate
+        return _gelu(x, approximate)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        # y = gelu(x)  =>  dx = dy * gelu'(x)
+        return dy * _gelu_derivative(x, ctx.approximate), None
+
+
+class SiLU(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)  # x: input
+        return x * _sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        s = _sigmoid(x)
+        # y = x sigma(x)  =>  dx = dy * sigma(x) (1 + x (1 - sigma(x)))
+        return dy * s * (1 + x * (1 - s))
+
+
+class GLU(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.save_for_backward(x)  # x: input [..., 2F, ...]
+        ctx.dim = dim
+        a, b = _halves(x, dim)
+        return a * _sigmoid(b)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        a, b = _halves(x, ctx.dim)
+        s = _sigmoid(b)
+        # y = a sigma(b)  =>  da = dy sigma(b),  db = dy a sigma(b) (1 - sigma(b))
+        da = dy * s
+        db = dy * a * s * (1 - s)
+        return _join(da, db, ctx.dim), None
+
+
+class ReGLU(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.save_for_backward(x)  # x: input [..., 2F, ...]
+        ctx.dim = dim
+        gate, up = _halves(x, dim)
+        return get_array_module(x).maximum(gate, 0) * up
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        gate, up = _halves(x, ctx.dim)
+        active = gate > 0
+        # y = relu(gate) up  =>  dgate = dy up [gate > 0],  dup = dy relu(gate)
+        dgate = dy * up * active
+        dup = dy * gate * active
+        return _join(dgate, dup, ctx.dim), None
+
+
+class GeGLU(Function):
+    @staticmethod
+    def forward(ctx, x, dim, approximate):
+        ctx.save_for_backward(x)  # x: input [..., 2F, ...]
+        ctx.dim, ctx.approximate = dim, approximate
+        gate, up = _halves(x, dim)
+        return _gelu(gate, approximate) * up
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        gate, up = _halves(x, ctx.dim)
+        # y = gelu(gate) up  =>  dgate = dy up gelu'(gate),  dup = dy gelu(gate)
+        dgate = dy * up * _gelu_derivative(gate, ctx.approximate)
+        dup = dy * _gelu(gate, ctx.approximate)
+        return _join(dgate, dup, ctx.dim), None, None
+
+
+class SwiGLU(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.save_for_backward(x)  # x: input [..., 2F, ...]
+        ctx.dim = dim
+        gate, up = _halves(x, dim)
+        return gate * _sigmoid(gate) * up
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        gate, up = _halves(x, ctx.dim)
+        s = _sigmoid(gate)
+        # y = gate sigma(gate) up
+        #   =>  dgate = dy up sigma(gate) (1 + gate (1 - sigma(gate))),  dup = dy gate sigma(gate)
+        dgate = dy * up * s * (1 + gate * (1 - s))
+        dup = dy * gate * s
+        return _join(dgate, dup, ctx.dim), None
+
+
+# ---------------------------------------------------------------- functional wrappers
+
+
+def _check_float(op: str, input) -> None:
+    if input.dtype.kind != "f" and input.dtype.name != "bfloat16":
+        raise TypeError(f"{op}: expected a floating-point input, got {input.dtype}")
+
+
+def _check_approximate(op: str, approximate) -> str:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
+
+def _gated_dim(op: str, input, dim: int) -> int:
+    """``dim`` normalized, after checking the input splits into two equal halves there."""
+    _check_float(op, input)
+    if input.ndim == 0:
+        raise ValueError(f"{op}: expected an input with at least 1 dim, got a 0-d tensor")
+    d = normalize_dim(dim, input.ndim, op)
+    if input.shape[d] % 2:
+        raise ValueError(
+            f"{op}: the halved dim must have an even size, but dim {dim} of the input of shape "
+            f"{tuple(input.shape)} has size {input.shape[d]}"
+        )
+    return d
+
+
+def gelu(input, approximate: str = "none"):
+    """Gaussian error linear unit ``x * Phi(x)``; ``approximate="tanh"`` for the tanh form.
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.gelu(tinyllm.tensor([0.0, 1.0]))
+    tensor([0.    , 0.8413])
+    """
+    _check_float("gelu", input)
+    return GELU.apply(input, _check_approximate("gelu", approximate))
+
+
+def silu(input, inplace: bool = False):
+    """Sigmoid linear unit (swish) ``x * sigmoid(x)``. ``inplace`` is accepted and ignored.
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.silu(tinyllm.tensor([0.0, 1.0]))
+    tensor([0.    , 0.7311])
+    """
+    _check_float("silu", input)
+    return SiLU.apply(input)
+
+
+def glu(input, dim: int = -1):
+    """PyTorch's gated linear unit: ``a * sigmoid(b)`` with ``a, b = input.chunk(2, dim)``.
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.glu(tinyllm.tensor([2.0, 0.0]))
+    tensor([1.])
+    """
+    return GLU.apply(input, _gated_dim("glu", input, dim))
+
+
+def reglu(input, dim: int = -1):
+    """``relu(gate) * up`` with ``gate, up = input.chunk(2, dim)`` (gate first).
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.reglu(tinyllm.tensor([-1.0, 2.0, 3.0, 3.0]))
+    tensor([0., 6.])
+    """
+    return ReGLU.apply(input, _gated_dim("reglu", input, dim))
+
+
+def geglu(input, dim: int = -1, approximate: str = "none"):
+    """``gelu(gate, approximate) * up`` with ``gate, up = input.chunk(2, dim)`` (gate first).
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.geglu(tinyllm.tensor([1.0, 2.0]))
+    tensor([1.6827])
+    """
+    d = _gated_dim("geglu", input, dim)
+    return GeGLU.apply(input, d, _check_approximate("geglu", approximate))
+
+
+def swiglu(input, dim: int = -1):
+    """``silu(gate) * up`` with ``gate, up = input.chunk(2, dim)`` (gate first), the
+    feed-forward activation of LLaMA-style models, applied to the fused [.., 2F] projection.
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.swiglu(tinyllm.tensor([1.0, 2.0]))
+    tensor([1.4621])
+    """
+    return SwiGLU.apply(input, _gated_dim("swiglu", input, dim))

@@ -63,15 +63,19 @@ class OpInfo:
     kernels: tuple = ("reference",)
     mutates_ok: bool = False  # True only for ops documented to write into an input
 
-    def tensors(self, sample: SampleInput, requires_grad: bool = True, device=None):
-        """The sample's args with arrays wrapped as Tensors (float ones requiring grad)."""
+    def tensors(self, sample: SampleInput, requires_grad: bool = True, copy: bool = True):
+        """The sample's args with arrays wrapped as Tensors (float ones requiring grad).
+
+        ``copy=False`` wraps the arrays themselves, keeping their strides (the
+        non-contiguous test relies on it).
+        """
         from tinyllm.tensor import Tensor
 
         out = []
         for i, a in enumerate(sample.args):
             if isinstance(a, np.ndarray):
                 grad = requires_grad and a.dtype.kind == "f" and i not in sample.no_grad
-                out.append(Tensor(a.copy(), requires_grad=grad))
+                out.append(Tensor(a.copy() if copy else a, requires_grad=grad))
             else:
                 out.append(a)
         return out
