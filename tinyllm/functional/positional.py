@@ -1,3 +1,378 @@
-"""(to be written)"""
+"""Positional encodings: rotary (RoPE), ALiBi, T5 relative buckets, sinusoidal.
 
-__all__: list[str] = []
+Rotary embedding (Su et al. 2021), one fused Function. For a head vector x in R^D (D even) at
+position m, frequencies theta_i = base^(-2i/D), i = 0 .. D/2 - 1, each pair (a_i, b_i) of x is
+rotated by the angle m * theta_i:
+
+    a'_i = a_i cos(m theta_i) - b_i sin(m theta_i)
+    b'_i = b_i cos(m theta_i) + a_i sin(m theta_i)
+
+The pairs are (x_i, x_{i + D/2}) in the half-split layout (GPT-NeoX, HF Llama: ``rotate_half``)
+and (x_{2i}, x_{2i+1}) in the interleaved layout (GPT-J, Meta's Llama). With the permutation
+P = [0, 2, 4, ..., 1, 3, 5, ...]: interleaved(x)[P] == half(x[P]).
+
+A rotation is orthogonal, so the backward is the rotation by the negative angle:
+
+    da_i = da'_i cos(m theta_i) + db'_i sin(m theta_i)
+    db_i = db'_i cos(m theta_i) - da'_i sin(m theta_i)
+
+The Function saves only the cos/sin tables ([T, D/2], no batch or head dims), not x.
+Angles are computed in float64 and cast to x's dtype, so positions of 10^4 and more stay exact.
+Context extension (``scaling``): ``{"type": "linear", "factor": f}`` is position interpolation
+(positions m / f, Chen et al. 2023); ``{"type": "ntk", "factor": f}`` is NTK-aware scaling
+(base' = base * f^(D / (D - 2)): the highest frequency unchanged, the lowest divided by f).
+
+ALiBi (Press et al. 2022): bias[h, i, j] = -m_h |i - j| added to head h's scores, slopes
+m_h = 2^(-8h/n) for n = 2^k heads, and for other n the slopes of the closest lower power of two
+followed by every other slope of the next power of two (``get_slopes`` of the paper's code).
+
+T5 relative position buckets (Raffel et al. 2020, HF ``T5Attention._relative_position_bucket``):
+exact buckets for small distances, logarithmic ones up to ``max_distance``, then the last.
+
+Sinusoidal encoding (Vaswani et al. 2017): PE[t, 2i] = sin(t / base^(2i/D)),
+PE[t, 2i + 1] = cos(t / base^(2i/D)).
+
+Only ``rotary_embedding`` is differentiable; the others build constant tables.
+Kernel tiers: reference (NumPy/CuPy array ops) only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyllm import backend
+from tinyllm.backend import get_array_module
+from tinyllm.function import Function
+from tinyllm.tensor import Tensor
+
+__all__ = [
+    "alibi_bias",
+    "alibi_slopes",
+    "relative_position_bucket",
+    "rope_cos_sin",
+    "rope_frequencies",
+    "rotary_embedding",
+    "sinusoidal_position_encoding",
+]
+
+
+# ---------------------------------------------------------------- helpers
+def _xp(device):
+    return backend.xp_for(backend.normalize_device(device))
+
+
+def _tensor(array, dtype, device) -> Tensor:
+    xp = _xp(device)
+    return Tensor(xp.asarray(array).astype(backend.as_dtype(dtype), copy=False))
+
+
+def _check_int(value, op: str, arg: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{op}: {arg} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_head_size(D, op: str) -> int:
+    D = _check_int(D, op, "D (head size)", 2)
+    if D % 2:
+        raise ValueError(f"{op}: the head size D must be even (pairs of dims rotate), got {D}")
+    return D
+
+
+def _scaling(scaling, op: str) -> tuple[str | None, float]:
+    """(kind, factor) from None, a dict or an object with ``type``/``rope_type`` and ``factor``."""
+    if scaling is None:
+        return None, 1.0
+    get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
+    kind = get("type") or get("rope_type")
+    factor = get("factor")
+    if kind not in ("linear", "ntk"):
+        raise ValueError(f"{op}: scaling type must be 'linear' or 'ntk', got {kind!r}")
+    if factor is None or not math.isfinite(float(factor)) or float(factor) <= 0:
+        raise ValueError(f"{op}: scaling factor must be a positive number, got {factor!r}")
+    return kind, float(factor)
+
+
+def _inv_freq(xp, D: int, base: float, scaling, op: str):
+    """theta_i = base'^(-2i/D) (float64, [D/2]) with the scaling folded in."""
+    kind, factor = _scaling(scaling, op)
+    if not base > 0:
+        raise ValueError(f"{op}: base must be positive, got {base}")
+    if kind == "ntk":
+        if D <= 2:
+            raise ValueError(f"{op}: NTK scaling needs a head size D > 2, got {D}")
+        base = base * factor ** (D / (D - 2))
+    theta = 1.0 / (base ** (xp.arange(0, D, 2, dtype=xp.float64) / D))
+    if kind == "linear":  # angle (m / f) theta = m (theta / f)
+        theta = theta / factor
+    return theta
+
+
+def _positions_array(xp, T, positions, offset, op: str):
+    """Positions as float64: ``arange(T) + offset`` or ``positions + offset``."""
+    if positions is None:
+        return xp.arange(T, dtype=xp.float64) + offset
+    p = positions.data if isinstance(positions, Tensor) else xp.asarray(positions)
+    if p.dtype.kind not in "iuf":
+        raise TypeError(f"{op}: positions must be integer or float, got {p.dtype}")
+    return p.astype(xp.float64) + offset
+
+
+def _cos_sin(xp, T, D, base, scaling, offset, positions, op: str):
+    """cos and sin of the angles m * theta_i (float64, positions.shape + [D/2])."""
+    angles = _positions_array(xp, T, positions, offset, op)[..., None] * _inv_freq(
+        xp, D, base, scaling, op
+    )
+    return xp.cos(angles), xp.sin(angles)
+
+
+def rope_frequencies(D: int, base: float = 10000.0, scaling=None, *, dtype=None, device=None):
+    """The rotary frequencies theta_i = base^(-2i/D), i < D/2, with ``scaling`` folded in.
+
+    Linear scaling divides every theta by the factor (the same angles as positions / factor);
+    NTK scaling changes the base to base * factor^(D / (D - 2)).
+
+    >>> import tinyllm.functional as F
+    >>> F.rope_frequencies(4, base=100.0, dtype="float64")
+    tensor([1. , 0.1], dtype=float64)
+    """
+    op = "rope_frequencies"
+    D = _check_head_size(D, op)
+    xp = _xp(device)
+    return _tensor(_inv_freq(xp, D, float(base), scaling, op), dtype, device)
+
+
+def rope_cos_sin(
+    T: int | None,
+    D: int,
+    base: float = 10000.0,
+    scaling=None,
+    *,
+    offset: int = 0,
+    positions=None,
+    dtype=None,
+    device=None,
+):
+    """(cos, sin) tables of the rotary angles, each [T, D/2] (or positions.shape + [D/2]).
+
+    Row t holds cos/sin of (offset + t) * theta_i (or (positions[t] + offset) * theta_i): the
+    half-angle tables both layouts use, ready for a module's cache.
+    """
+    op = "rope_cos_sin"
+    D = _check_head_size(D, op)
+    if positions is None:
+        T = _check_int(T, op, "T")
+    xp = _xp(device)
+    cos, sin = _cos_sin(xp, T, D, float(base), scaling, offset, positions, op)
+    return _tensor(cos, dtype, device), _tensor(sin, dtype, device)
+
+
+# ---------------------------------------------------------------- rotary embedding
+def _split_pairs(x, interleaved: bool):
+    """The two members (a, b) of each rotated pair, each [..., D/2]."""
+    if interleaved:
+        return x[..., 0::2], x[..., 1::2]
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
+
+
+def _join_pairs(a, b, interleaved: bool):
+    """Inverse of ``_split_pairs``: [..., D/2] twice -> [..., D]."""
+    xp = get_array_module(a)
+    if interleaved:
+        return xp.stack([a, b], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))
+    return xp.concatenate([a, b], axis=-1)
+
+
+class RotaryEmbedding(Function):
+    """Rotate each pair (a_i, b_i) of the last dim by the angle m theta_i."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin, interleaved):
+        # x: [..., T, D]; cos, sin: [T, D/2] (or broadcastable to x's [..., T, D/2])
+        a, b = _split_pairs(x, interleaved)
+        out = _join_pairs(a * cos - b * sin, b * cos + a * sin, interleaved)
+        ctx.save_for_backward(cos, sin)
+        ctx.interleaved = interleaved
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        cos, sin = ctx.saved_tensors
+        # a' = a cos - b sin, b' = b cos + a sin  =>  rotate (da', db') by the negative angle
+        da_out, db_out = _split_pairs(dout, ctx.interleaved)
+        da = da_out * cos + db_out * sin
+        db = db_out * cos - da_out * sin
+        return _join_pairs(da, db, ctx.interleaved), None, None, None
+
+
+def rotary_embedding(
+    x,
+    positions=None,
+    *,
+    base: float = 10000.0,
+    layout: str = "half",
+    offset: int = 0,
+    scaling=None,
+):
+    """Rotary position embedding of ``x`` [..., T, D] (D even) along its last dim.
+
+    ``positions``: integer (or float) positions, shape [T] or broadcastable to x.shape[:-1]
+    (e.g. [B, 1, T] for per-sequence positions); default arange(T). ``offset`` is added to
+    them (offset=p gives positions p, p+1, ... as for the tail of a longer sequence).
+    ``layout``: "half" (NeoX/Llama rotate_half, pairs (i, i + D/2)) or "interleaved" (GPT-J,
+    pairs (2i, 2i+1)). ``scaling``: None, {"type": "linear", "factor": f} or
+    {"type": "ntk", "factor": f}. Positions carry no gradient.
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> x = tinyllm.tensor([[1.0, 0.0], [1.0, 0.0]], dtype="float64")  # T = 2, D = 2
+    >>> F.rotary_embedding(x).numpy().round(4).tolist()
+    [[1.0, 0.0], [0.5403, 0.8415]]
+    """
+    op = "rotary_embedding"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be a Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: x must be floating point, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have shape [..., T, D], got {tuple(x.shape)}")
+    if layout not in ("half", "interleaved"):
+        raise ValueError(f"{op}: layout must be 'half' or 'interleaved', got {layout!r}")
+    D = x.shape[-1]
+    if D % 2 or D == 0:
+        raise ValueError(
+            f"{op}: the last dim D must be even and positive (pairs rotate), got x {tuple(x.shape)}"
+        )
+    xp = get_array_module(x.data)
+    if positions is not None:
+        p = positions.data if isinstance(positions, Tensor) else xp.asarray(positions)
+        lead = tuple(x.shape[:-1])
+        try:
+            ok = xp.broadcast_shapes(p.shape, lead) == lead
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{op}: positions of shape {tuple(p.shape)} do not broadcast to x's "
+                f"[..., T] = {lead} (x {tuple(x.shape)})"
+            )
+        positions = p
+    cos, sin = _cos_sin(xp, x.shape[-2], D, float(base), scaling, offset, positions, op)
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
+    return RotaryEmbedding.apply(x, cos, sin, layout == "interleaved")
+
+
+# ---------------------------------------------------------------- ALiBi
+def _alibi_slope_list(n: int) -> list[float]:
+    """The paper's get_slopes: 2^(-8h/n) for powers of two; else interleave the next power."""
+    closest = 2 ** int(math.floor(math.log2(n)))
+    slopes = [2.0 ** (-8.0 * h / closest) for h in range(1, closest + 1)]
+    if closest < n:
+        # every other slope (indices 0, 2, 4, ...) of 2 * closest heads: 2^(-8(2i+1)/(2 closest))
+        finer = [2.0 ** (-8.0 * h / (2 * closest)) for h in range(1, 2 * closest + 1)]
+        slopes += finer[0::2][: n - closest]
+    return slopes
+
+
+def alibi_slopes(n_heads: int, *, dtype=None, device=None):
+    """ALiBi's per-head slopes m_h, shape [n_heads].
+
+    >>> import tinyllm.functional as F
+    >>> F.alibi_slopes(4, dtype="float64")
+    tensor([0.25  , 0.0625, 0.0156, 0.0039], dtype=float64)
+    """
+    n = _check_int(n_heads, "alibi_slopes", "n_heads", 1)
+    return _tensor(np.array(_alibi_slope_list(n), dtype=np.float64), dtype, device)
+
+
+def alibi_bias(
+    n_heads: int, Tq: int, Tk: int | None = None, *, offset: int = 0, dtype=None, device=None
+):
+    """ALiBi's additive bias [n_heads, Tq, Tk]: bias[h, i, j] = -m_h |(offset + i) - j|.
+
+    Query i sits at position offset + i (offset = Tk - Tq for the last Tq tokens of a cache;
+    the default 0 is top-left aligned like ``is_causal``), key j at position j. For causal
+    attention (keys j <= offset + i) this is -m_h (offset + i - j), the paper's bias; future
+    keys get the mirrored value, which a causal mask removes, and which is the symmetric
+    (bidirectional) variant when no causal mask is used. Add it to the scores as a float
+    ``attn_mask``.
+    """
+    op = "alibi_bias"
+    n = _check_int(n_heads, op, "n_heads", 1)
+    Tq = _check_int(Tq, op, "Tq")
+    Tk = Tq if Tk is None else _check_int(Tk, op, "Tk")
+    xp = _xp(device)
+    slopes = xp.asarray(_alibi_slope_list(n), dtype=xp.float64)
+    distance = xp.abs(xp.arange(Tq)[:, None] + int(offset) - xp.arange(Tk)[None, :])
+    return _tensor(-slopes[:, None, None] * distance, dtype, device)
+
+
+# ---------------------------------------------------------------- T5 relative buckets
+def relative_position_bucket(
+    relative_position, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+):
+    """T5's bucket (an int64 tensor) of each ``relative_position`` = key_pos - query_pos.
+
+    bidirectional: half the buckets per sign (positive offsets add num_buckets / 2), n = |rel|;
+    causal (bidirectional=False): n = max(0, -rel) (future keys share bucket 0). With nb the
+    buckets left and max_exact = nb / 2: bucket n for n < max_exact, else
+    max_exact + floor(log(n / max_exact) / log(max_distance / max_exact) * (nb - max_exact)),
+    capped at nb - 1. The logarithm is evaluated in float32, as T5 (Mesh TF) and HF do, so
+    bucket boundaries agree with them exactly. Not differentiable.
+    """
+    op = "relative_position_bucket"
+    num_buckets = _check_int(num_buckets, op, "num_buckets", 2)
+    max_distance = _check_int(max_distance, op, "max_distance", 1)
+    xp = (
+        get_array_module(relative_position.data)
+        if isinstance(relative_position, Tensor)
+        else get_array_module(relative_position)
+    )
+    rel = (
+        relative_position.data
+        if isinstance(relative_position, Tensor)
+        else xp.asarray(relative_position)
+    )
+    if rel.dtype.kind not in "iu":
+        raise TypeError(f"{op}: relative_position must be an integer tensor, got {rel.dtype}")
+    rel = rel.astype(xp.int64)
+    buckets = xp.zeros(rel.shape, dtype=xp.int64)
+    nb = num_buckets
+    if bidirectional:
+        nb //= 2
+        buckets += (rel > 0).astype(xp.int64) * nb
+        n = xp.abs(rel)
+    else:
+        n = -xp.minimum(rel, 0)
+    max_exact = nb // 2
+    if max_exact < 1 or max_distance <= max_exact:
+        raise ValueError(
+            f"{op}: need num_buckets >= {4 if bidirectional else 2} and max_distance > "
+            f"{max_exact} (got num_buckets={num_buckets}, max_distance={max_distance})"
+        )
+    # log-spaced buckets for n >= max_exact (n clipped below only to keep log away from 0)
+    n_large = xp.maximum(n, max_exact).astype(xp.float32)
+    ratio = xp.log(n_large / xp.float32(max_exact)) / xp.float32(math.log(max_distance / max_exact))
+    large = max_exact + (ratio * xp.float32(nb - max_exact)).astype(xp.int64)
+    large = xp.minimum(large, nb - 1)
+    buckets += xp.where(n < max_exact, n, large)
+    return Tensor(buckets)
+
+
+# ---------------------------------------------------------------- sinusoidal
+def sinusoidal_position_encoding(T: int, D: int, base: float = 10000.0, *, dtype=None, device=None):
+    """The Transformer's fixed encoding [T, D]: sin at even dims, cos at odd dims.
+
+    PE[t, 2i] = sin(t / base^(2i/D)), PE[t, 2i + 1] = cos(t / base^(2i/D)).
+    """
+    op = "sinusoidal_position_encoding"
+    T = _check_int(T, op, "T")
+    D = _check_head_size(D, op)
+    xp = _xp(device)
+    angles = xp.arange(T, dtype=xp.float64)[:, None] / float(base) ** (
+        xp.arange(0, D, 2, dtype=xp.float64) / D
+    )
+    pe = xp.stack([xp.sin(angles), xp.cos(angles)], axis=-1).reshape(T, D)
+    return _tensor(pe, dtype, device)
