@@ -67,10 +67,8 @@ def topological_order(root_node) -> list:
 
 def _hooked(tensor, grad):
     """Apply ``tensor``'s hooks to ``grad`` (an array); a hook may return a replacement."""
-    from tinyllm.tensor import Tensor
-
     for hook in tensor._hooks or ():
-        result = hook(Tensor(grad))
+        result = hook(Tensor._from_op(grad, False))
         if result is not None:
             grad = result.data if isinstance(result, Tensor) else result
     return grad
@@ -78,8 +76,6 @@ def _hooked(tensor, grad):
 
 def run_backward(root, droot, retain_graph: bool = False) -> None:
     """Backpropagate ``droot`` (an array shaped like ``root``) into the leaves' ``.grad``."""
-    from tinyllm.tensor import Tensor
-
     leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, summed gradient]
 
     def add_leaf(leaf, grad):
@@ -104,23 +100,26 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
     with no_grad():
         for node in order:
             grads = pending.pop(id(node), None)
-            if grads is None or all(g is None for g in grads):
+            missing = 0 if grads is None else sum(g is None for g in grads)
+            if grads is None or missing == len(grads):
                 if not retain_graph:
                     node.release()
                 continue
             for i, ref in enumerate(node.outputs):
                 out = ref()
-                if out is not None and grads[i] is not None:
+                if out is not None and (out._hooks or out._retains_grad) and grads[i] is not None:
                     if out._hooks:
                         grads[i] = _hooked(out, grads[i])
                     if out._retains_grad:
                         g = grads[i]
-                        out.grad = Tensor(g if out.grad is None else out.grad.data + g)
-            if node.materialize_grads:
+                        out.grad = Tensor._from_op(
+                            g if out.grad is None else out.grad.data + g, False
+                        )
+            if missing and node.materialize_grads:
+                xp = get_array_module(next(x for x in grads if x is not None))
                 for i, g in enumerate(grads):
                     if g is None:
                         shape, dtype = node.output_meta[i]
-                        xp = get_array_module(next(x for x in grads if x is not None))
                         grads[i] = xp.zeros(shape, dtype=dtype)
             if node.freed:
                 raise RuntimeError(node.second_backward_message())
@@ -129,7 +128,7 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
             input_grads = node.fn.backward(node, *grads)
             if profiler is not None:
                 profiler.record_backward(node.name, time.perf_counter() - start)
-            if not isinstance(input_grads, tuple):
+            if type(input_grads) is not tuple:
                 input_grads = (input_grads,)
             if len(input_grads) != len(node.inputs):
                 raise RuntimeError(
@@ -139,10 +138,11 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
             if checking:
                 anomaly.check_finite(node.name, "backward", input_grads, node.created_at)
             for index, (tensor, grad) in enumerate(zip(node.inputs, input_grads)):
-                if grad is None or tensor is None or not tensor.requires_grad:
+                if grad is None or tensor is None or not tensor._requires_grad:
                     continue
-                grad = unbroadcast(grad, tensor.shape, node.name, index)
-                if grad.dtype != tensor.dtype:
+                if grad.shape != tensor._data.shape:
+                    grad = unbroadcast(grad, tensor._data.shape, node.name, index)
+                if grad.dtype != tensor._data.dtype:
                     raise RuntimeError(
                         f"{node.name}.backward returned a {grad.dtype} gradient for input "
                         f"{index} of dtype {tensor.dtype}"
@@ -151,7 +151,9 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
                 if producer is None:
                     add_leaf(tensor, grad)
                     continue
-                slots = pending.setdefault(id(producer), [None] * len(producer.output_meta))
+                slots = pending.get(id(producer))
+                if slots is None:
+                    slots = pending[id(producer)] = [None] * len(producer.output_meta)
                 k = tensor._output_index
                 slots[k] = grad if slots[k] is None else slots[k] + grad
             if not retain_graph:
@@ -167,4 +169,7 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
                 # each leaf owns its .grad: never a view or an alias of another array
                 grad = grad.copy()
             given.add(id(grad))
-            leaf.grad = Tensor(grad)
+            leaf.grad = Tensor._from_op(grad, False)
+
+
+from tinyllm.tensor import Tensor  # noqa: E402  (tensor.py imports this module lazily)

@@ -39,12 +39,16 @@ from typing import Any
 from tinyllm import anomaly, profiler_state
 from tinyllm.grad_mode import is_grad_enabled
 
-_live_nodes: weakref.WeakSet = weakref.WeakSet()
-
 
 def live_graph_nodes() -> int:
-    """How many recorded graph nodes (Contexts) are alive now: a leak detector for tests."""
-    return len(_live_nodes)
+    """How many recorded graph nodes (Contexts) are alive now: a leak detector for tests.
+
+    Walks the garbage collector's objects, so it costs milliseconds: call it in tests and
+    debugging, not in a training loop.
+    """
+    import gc
+
+    return sum(1 for o in gc.get_objects() if type(o) is Context and o.fn is not None)
 
 
 class Context:
@@ -54,18 +58,19 @@ class Context:
     held only weakly, so a graph is freed as soon as nothing refers to its last output.
     """
 
-    def __init__(self) -> None:
-        self.saved_arrays: tuple = ()
-        self.needs_input_grad: tuple[bool, ...] = ()
-        self.non_differentiable: tuple = ()
-        self.materialize_grads = True
-        self.fn: type[Function] | None = None
-        self.inputs: tuple = ()
-        self.outputs: tuple = ()
-        self.output_meta: tuple = ()  # (shape, dtype) per output
-        self.saved_versions: tuple = ()  # (counter, version) per saved array of a Tensor
-        self.freed = False
-        self.created_at: str | None = None
+    # Defaults live on the class, so creating a Context costs no attribute writes; an op's
+    # forward may set any other attribute it needs for backward (ctx.dim = ...).
+    saved_arrays: tuple = ()
+    needs_input_grad: tuple = ()
+    non_differentiable: tuple = ()
+    materialize_grads = True
+    fn: type[Function] | None = None
+    inputs: tuple = ()  # input Tensors (None for non-tensor arguments): the graph's edges
+    outputs: tuple = ()  # weak references to the output Tensors
+    output_meta: tuple = ()  # (shape, dtype) per output
+    saved_versions: tuple = ()  # (counter, version) per saved array that is a Tensor's data
+    freed = False
+    created_at: str | None = None
 
     # -- the PyTorch-compatible surface ---------------------------------------------
     def save_for_backward(self, *arrays) -> None:
@@ -132,75 +137,94 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any):
         """Run the op on Tensors (and plain values); return a Tensor or a tuple of them."""
-        from tinyllm.tensor import Tensor
-
-        tensors = [a for a in args if isinstance(a, Tensor)]
-        if tensors:
-            device = tensors[0].device
-            for t in tensors[1:]:
-                if t.device != device:
-                    raise RuntimeError(
-                        f"{cls.__name__}: expected all tensors on the same device, "
-                        f"got {device} and {t.device}"
-                    )
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        record = is_grad_enabled() and any(t.requires_grad for t in tensors)
+        arrays = []
+        needs = []
+        tensors = []
+        array_type = None
+        for a in args:
+            if isinstance(a, Tensor):
+                data = a._data
+                if array_type is None:
+                    array_type = type(data)
+                elif type(data) is not array_type:
+                    _check_same_device(cls, args)
+                arrays.append(data)
+                needs.append(a._requires_grad)
+                tensors.append(a)
+            else:
+                arrays.append(a)
+                needs.append(False)
+        record = True in needs and is_grad_enabled()
 
         ctx = Context()
-        if record:
-            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        else:
-            ctx.needs_input_grad = (False,) * len(args)
+        ctx.needs_input_grad = tuple(needs) if record else (False,) * len(args)
         profiler = profiler_state.active
         if profiler is not None:
             start = time.perf_counter()
         raw = cls.forward(ctx, *arrays, **kwargs)
-        multiple = isinstance(raw, tuple)
+        multiple = type(raw) is tuple
         raw_outputs = raw if multiple else (raw,)
 
         checking = anomaly.is_anomaly_enabled()
         if checking:
             anomaly.check_finite(cls.__name__, "forward", raw_outputs, None)
 
-        non_diff = {id(a) for a in ctx.non_differentiable}
+        non_diff = ctx.non_differentiable
         outputs = []
         for i, array in enumerate(raw_outputs):
-            differentiable = record and array.dtype.kind == "f" and id(array) not in non_diff
+            differentiable = (
+                record
+                and array.dtype.kind == "f"
+                and not (non_diff and any(array is nd for nd in non_diff))
+            )
             out = Tensor._from_op(array, differentiable)
             if differentiable:
                 out.grad_fn = ctx
                 out._output_index = i
             outputs.append(out)
 
-        if cls.is_view and tensors and isinstance(args[0], Tensor):
+        if cls.is_view and tensors and args[0] is tensors[0]:
             for out in outputs:
-                out._version = args[0]._version
+                out._version = tensors[0]._version
 
         if record:
             ctx.fn = cls
             ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
-            ctx.outputs = tuple(weakref.ref(o) for o in outputs)
-            ctx.output_meta = tuple((a.shape, a.dtype) for a in raw_outputs)
+            ctx.outputs = tuple([weakref.ref(o) for o in outputs])
+            ctx.output_meta = tuple([(a.shape, a.dtype) for a in raw_outputs])
             if ctx.saved_arrays:
-                ctx.saved_versions = _saved_versions(ctx.saved_arrays, args, outputs)
+                ctx.saved_versions = _saved_versions(ctx.saved_arrays, tensors, outputs)
             if checking:
                 ctx.created_at = anomaly.creation_stack()
-            _live_nodes.add(ctx)
         if profiler is not None:
             saved = sum(getattr(a, "nbytes", 0) for a in ctx.saved_arrays) if record else 0
             profiler.record_forward(cls.__name__, time.perf_counter() - start, saved)
         return tuple(outputs) if multiple else outputs[0]
 
 
-def _saved_versions(saved: tuple, args: tuple, outputs: list) -> tuple:
-    """(version counter, current version) for each saved array that is a Tensor's data."""
-    from tinyllm.tensor import Tensor
+def _check_same_device(cls, args) -> None:
+    devices = [a.device for a in args if isinstance(a, Tensor)]
+    for d in devices[1:]:
+        if d != devices[0]:
+            raise RuntimeError(
+                f"{cls.__name__}: expected all tensors on the same device, got {devices[0]} and {d}"
+            )
 
-    owners = {id(a.data): a for a in args if isinstance(a, Tensor)}
-    owners.update({id(o.data): o for o in outputs})
+
+def _saved_versions(saved: tuple, tensors: list, outputs: list) -> tuple:
+    """(version counter, current version) for each saved array that is a Tensor's data."""
     records = []
     for array in saved:
-        owner = owners.get(id(array))
-        if owner is not None:
-            records.append((owner._version, owner._version.value))
+        for owner in tensors:
+            if owner._data is array:
+                records.append((owner._version, owner._version.value))
+                break
+        else:
+            for owner in outputs:
+                if owner._data is array:
+                    records.append((owner._version, owner._version.value))
+                    break
     return tuple(records)
+
+
+from tinyllm.tensor import Tensor  # noqa: E402  (tensor.py imports this module's users lazily)

@@ -79,13 +79,24 @@ def test_cuda_request_without_gpu_is_a_clear_error():
         tinyllm.zeros(2, device="cuda")
 
 
+class _FakeGpuArray(np.ndarray):
+    """Stands in for a CuPy array: a different array type that reports device 'cuda'."""
+
+
 def test_mixing_devices_names_both(monkeypatch):
-    """Two tensors that report different devices are refused by every op (simulated)."""
-    a, b = tinyllm.randn(2), tinyllm.randn(2)
+    """Tensors on two devices are refused by every op (a GPU array simulated on the CPU)."""
+    real_device_of = backend.device_of
     monkeypatch.setattr(
-        tinyllm.Tensor, "device", property(lambda self: "cuda" if self is b else "cpu")
+        backend,
+        "device_of",
+        lambda a: "cuda" if isinstance(a, _FakeGpuArray) else real_device_of(a),
     )
-    with pytest.raises(RuntimeError, match="same device, got cpu and cuda"):
+    a = tinyllm.randn(2)
+    b = tinyllm.Tensor(np.zeros(2, dtype=np.float32).view(_FakeGpuArray))
+    assert b.device == "cuda"
+    with pytest.raises(
+        RuntimeError, match="Add: expected all tensors on the same device, got cpu and cuda"
+    ):
         a + b
 
 
