@@ -60,6 +60,7 @@ from tinyllm.functional import (
 )
 from tinyllm.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinyllm.gradcheck import GradcheckError, gradcheck
+from tinyllm.profiler import profile
 from tinyllm.tensor import Tensor
 
 __version__ = "0.1.0"
@@ -83,7 +84,7 @@ __all__ = [
     "Context", "Function", "GradcheckError", "Tensor", "abs", "arange", "as_tensor", "cat",
     "chunk", "clamp", "cos", "cuda", "detect_anomaly", "empty", "empty_like", "enable_grad",
     "exp", "eye", "from_numpy", "full", "full_like", "functional", "gather", "gradcheck", "nn",
-    "optim",
+    "optim", "profile",
     "is_grad_enabled", "linspace", "log", "logsumexp", "manual_seed", "masked_fill", "matmul",
     "maximum", "minimum", "no_grad", "ones", "ones_like", "rand", "rand_like", "randint",
     "randn", "randn_like", "randperm", "set_grad_enabled", "sigmoid", "sin", "split", "sqrt",

@@ -16,6 +16,10 @@ SUBCOMMAND_MODULES = [
     "gradcheck_cmd",
     "demo_cmd",
     "tokenizer_cmd",
+    "train_cmd",
+    "sample_cmd",
+    "ops_cmd",
+    "graph_cmd",
 ]
 
 
