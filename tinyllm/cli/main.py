@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "sample_cmd",
     "ops_cmd",
     "graph_cmd",
+    "rag_cmd",
 ]
 
 

@@ -1,0 +1,125 @@
+"""``tinyllm rag``: build a retrieval store over the default corpus and query it.
+
+    tinyllm rag build --out runs/rag [--dense tfidf] [--index exact|hnsw]
+    tinyllm rag query --store runs/rag "how do I catch an exception" [-k 5] [--mode hybrid]
+
+The corpus is the standard library's help topics, split into passages of about 100-200 words.
+Ranking is BM25 by default. ``--dense tfidf`` adds a dense index built from a TF-IDF +
+random-projection embedder (a lexical baseline in dense form, no model needed); a MiniLM
+sentence encoder can replace it once the model code lands, through the same embedder
+interface (``embed(texts) -> (n, D)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+
+def register(subparsers) -> None:
+    """Add the ``rag`` command with its ``build`` and ``query`` subcommands."""
+    parser = subparsers.add_parser(
+        "rag",
+        help="retrieval over the default corpus (BM25; optional TF-IDF dense baseline)",
+        description=(
+            "Build a passage store over the default corpus (Python help topics) and query it. "
+            "Ranking is BM25; --dense tfidf adds a TF-IDF random-projection dense index "
+            "(a baseline: MiniLM embeddings will plug in later through the same interface)."
+        ),
+    )
+    commands = parser.add_subparsers(dest="rag_command", metavar="SUBCOMMAND")
+
+    build = commands.add_parser("build", help="index the default corpus passages into a directory")
+    build.add_argument("--out", required=True, help="directory to write the store into")
+    build.add_argument("--min-words", type=int, default=100, help="passage lower size (words)")
+    build.add_argument("--max-words", type=int, default=200, help="passage upper size (words)")
+    build.add_argument(
+        "--dense",
+        choices=["none", "tfidf"],
+        default="none",
+        help="also build a dense index: 'tfidf' = TF-IDF + random projection (default: none)",
+    )
+    build.add_argument(
+        "--idf",
+        choices=["lucene", "robertson", "rank_bm25"],
+        default="lucene",
+        help="BM25 IDF variant (default lucene: the textbook robertson IDF is negative for "
+        "words in most passages)",
+    )
+    build.add_argument("--dim", type=int, default=256, help="dense embedding size (tfidf)")
+    build.add_argument(
+        "--index", choices=["exact", "hnsw"], default="exact", help="dense index type"
+    )
+    build.set_defaults(func=run_build)
+
+    query = commands.add_parser("query", help="print the top passages for a query")
+    query.add_argument("--store", required=True, help="directory written by 'rag build'")
+    query.add_argument("text", help="the query")
+    query.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
+    query.add_argument(
+        "--mode",
+        choices=["bm25", "dense", "hybrid", "hybrid_score"],
+        default="bm25",
+        help="bm25 (default); dense, hybrid (RRF) and hybrid_score need a dense index",
+    )
+    query.add_argument("--width", type=int, default=300, help="characters of each passage shown")
+    query.set_defaults(func=run_query)
+
+    parser.set_defaults(func=lambda args: _print_help(parser))
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Split the corpus into passages, index them, save the store. Returns the exit status."""
+    from tinyllm.rag.embedders import TfidfProjectionEmbedder
+    from tinyllm.rag.passages import corpus_passages
+    from tinyllm.rag.retriever import PassageRetriever
+
+    try:
+        passages = corpus_passages(args.min_words, args.max_words)
+    except ValueError as error:
+        print(f"tinyllm rag build: {error}", file=sys.stderr)
+        return 2
+    embedder = None
+    if args.dense == "tfidf":
+        embedder = TfidfProjectionEmbedder(dim=args.dim).fit([p.text for p in passages])
+    store = PassageRetriever.build(
+        passages, embedder=embedder, index=args.index, bm25_options={"idf": args.idf}
+    )
+    store.save(args.out)
+    dense = f", dense {args.dense} ({args.index}, dim {args.dim})" if embedder else ""
+    print(f"indexed {len(passages)} passages (BM25 {args.idf} IDF{dense}) into {args.out}")
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Load a store and print the top passages with their scores. Returns the exit status."""
+    from tinyllm.rag.retriever import PassageRetriever
+
+    try:
+        store = PassageRetriever.load(args.store)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"tinyllm rag query: {error}", file=sys.stderr)
+        return 2
+    if args.mode != "bm25" and not store.has_dense:
+        print(
+            f"tinyllm rag query: mode {args.mode!r} needs a dense index; "
+            "rebuild with 'tinyllm rag build --dense tfidf'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.k < 1:
+        print("tinyllm rag query: -k must be >= 1", file=sys.stderr)
+        return 2
+    for rank, (passage, score) in enumerate(store.search(args.text, args.k, args.mode), start=1):
+        snippet = " ".join(passage.text.split())
+        if len(snippet) > args.width:
+            snippet = snippet[: args.width - 3] + "..."
+        print(f"{rank}. [{passage.topic} #{passage.id}] score={score:.4f}")
+        print(textwrap.indent(textwrap.fill(snippet, 96), "   "))
+    return 0

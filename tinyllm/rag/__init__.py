@@ -1,0 +1,64 @@
+"""Retrieval for retrieval-augmented generation, on NumPy and Numba.
+
+Vector search: :mod:`~tinyllm.rag.similarity` (cosine, dot, L2), :mod:`~tinyllm.rag.exact`
+(brute force with argpartition), :mod:`~tinyllm.rag.ivf` (k-means inverted lists),
+:mod:`~tinyllm.rag.lsh` (random hyperplanes), :mod:`~tinyllm.rag.hnsw` (Malkov & Yashunin,
+Numba kernels). Lexical: :mod:`~tinyllm.rag.bm25`. Hybrid: :mod:`~tinyllm.rag.fusion` (RRF,
+min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE). Context side:
+:mod:`~tinyllm.rag.compress` (extractive, surprisal), :mod:`~tinyllm.rag.rerank` (MMR,
+cross-encoder). Passages and the store: :mod:`~tinyllm.rag.passages`,
+:mod:`~tinyllm.rag.retriever`. Nothing is compiled at import; Numba kernels compile on first
+use (and are cached beside the sources).
+"""
+
+from tinyllm.rag.bm25 import BM25, bm25_idf
+from tinyllm.rag.compress import extractive_compress, surprisal_compress
+from tinyllm.rag.embedders import TfidfProjectionEmbedder
+from tinyllm.rag.exact import ExactIndex, exact_search, top_k
+from tinyllm.rag.fusion import min_max_normalize, reciprocal_rank_fusion, score_fusion
+from tinyllm.rag.hnsw import HNSWIndex
+from tinyllm.rag.ivf import IVFIndex
+from tinyllm.rag.kmeans import kmeans
+from tinyllm.rag.lsh import LSHIndex
+from tinyllm.rag.passages import Passage, corpus_passages, split_passages
+from tinyllm.rag.persistence import load_index
+from tinyllm.rag.query import hyde_search, hyde_vector, multi_query_fusion, rm3_expand, rm3_search
+from tinyllm.rag.rerank import cross_encoder_rerank, mmr
+from tinyllm.rag.retriever import PassageRetriever
+from tinyllm.rag.similarity import cosine_similarity, dot_similarity, l2_distance, normalize
+from tinyllm.rag.text import tokenize
+
+__all__ = [
+    "BM25",
+    "ExactIndex",
+    "HNSWIndex",
+    "IVFIndex",
+    "LSHIndex",
+    "Passage",
+    "PassageRetriever",
+    "TfidfProjectionEmbedder",
+    "bm25_idf",
+    "corpus_passages",
+    "cosine_similarity",
+    "cross_encoder_rerank",
+    "dot_similarity",
+    "exact_search",
+    "extractive_compress",
+    "hyde_search",
+    "hyde_vector",
+    "kmeans",
+    "l2_distance",
+    "load_index",
+    "min_max_normalize",
+    "mmr",
+    "multi_query_fusion",
+    "normalize",
+    "reciprocal_rank_fusion",
+    "rm3_expand",
+    "rm3_search",
+    "score_fusion",
+    "split_passages",
+    "surprisal_compress",
+    "tokenize",
+    "top_k",
+]
