@@ -1,7 +1,10 @@
 """Neural-network modules (``tinyllm.nn``), PyTorch's names and parameter layouts."""
 
 from tinyllm.nn import init, utils
+from tinyllm.nn.attention import Attention
 from tinyllm.nn.containers import ModuleDict, ModuleList, Sequential
+from tinyllm.nn.feedforward import MLP, GatedMLP
+from tinyllm.nn.kv_cache import KVCache, LatentKVCache
 from tinyllm.nn.layers import (
     GELU,
     CrossEntropyLoss,
@@ -15,11 +18,24 @@ from tinyllm.nn.layers import (
     SiLU,
     Tanh,
 )
+from tinyllm.nn.mla import MultiHeadLatentAttention
 from tinyllm.nn.module import Module
+from tinyllm.nn.normalization import GroupNorm, LayerNorm, RMSNorm
 from tinyllm.nn.parameter import Parameter
+from tinyllm.nn.positional import (
+    ALiBi,
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    T5RelativePositionBias,
+)
+from tinyllm.nn.transformer import TransformerBlock
 
 __all__ = [
-    "GELU", "CrossEntropyLoss", "Dropout", "Embedding", "Identity", "Linear", "MSELoss",
-    "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU", "Sequential", "SiLU", "Sigmoid",
-    "Tanh", "init", "utils",
+    "GELU", "MLP", "ALiBi", "Attention", "CrossEntropyLoss", "Dropout", "Embedding", "GatedMLP",
+    "GroupNorm", "Identity", "KVCache", "LatentKVCache", "LayerNorm", "LearnedPositionalEmbedding",
+    "Linear", "MSELoss", "Module", "ModuleDict", "ModuleList", "MultiHeadLatentAttention",
+    "Parameter", "RMSNorm", "ReLU", "RotaryEmbedding", "Sequential", "SiLU", "Sigmoid",
+    "SinusoidalPositionalEncoding", "T5RelativePositionBias", "Tanh", "TransformerBlock", "init",
+    "utils",
 ]  # fmt: skip

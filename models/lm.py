@@ -1,0 +1,96 @@
+"""What every language model here shares: weight init, and ``generate()`` with a KV cache.
+
+Generation keeps a sliding context of at most ``block_size`` tokens: prefill the prompt,
+then feed one token at a time through the per-layer caches. When the context is full, the
+cache is rebuilt from the last ``block_size // 2`` tokens (positions restart at 0), so the
+model never sees a position it was not trained on. ``use_cache=False`` recomputes the same
+context from scratch at every step: the two paths produce the same tokens, which the tests
+check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+import tinyllm
+from tinyllm import backend
+from tinyllm.generation.sampling import sample_next
+from tinyllm.nn import Embedding, Linear, Module, init
+
+
+class LanguageModel(Module):
+    """Base class: subclasses define ``blocks`` (a ModuleList) and ``forward(idx, caches)``."""
+
+    config = None
+
+    def init_weights(self, residual_projections: tuple[str, ...]) -> None:
+        """GPT-2's init: N(0, 0.02) for weights, zeros for biases, and the projections that
+        write into the residual stream scaled by 1/sqrt(2 n_layer)."""
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, Linear):
+                last = name.rsplit(".", 1)[-1]
+                init.normal_(
+                    module.weight, 0.0, residual_std if last in residual_projections else std
+                )
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+            elif isinstance(module, Embedding):
+                init.normal_(module.weight, 0.0, std)
+
+    def new_caches(self) -> list:
+        return [block.new_cache() for block in self.blocks]
+
+    @tinyllm.no_grad()
+    def generate(
+        self,
+        idx,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: np.random.Generator | None = None,
+        callback: Callable[[int], None] | None = None,
+        use_cache: bool = True,
+    ):
+        """Continue ``idx`` [B, T] (int64) by ``max_new_tokens`` sampled tokens; returns [B, T+N].
+
+        ``temperature=0`` is greedy. ``callback(token)`` is called with each new token of the
+        first sequence (for streaming). ``generator`` seeds the sampling.
+        """
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
+        if max_new_tokens < 0:
+            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        rng = generator if generator is not None else np.random.default_rng()
+        was_training = self.training
+        self.eval()
+        block = self.config.block_size
+        tokens = backend.to_numpy(idx.data).astype(np.int64)
+        device = idx.device
+        start = max(0, tokens.shape[1] - block)  # first token of the current context
+        caches = self.new_caches() if use_cache else None
+        pending = tokens[:, start:]  # tokens not yet fed through the cache
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits = self(tinyllm.tensor(pending, device=device), caches=caches)
+            else:
+                logits = self(tinyllm.tensor(tokens[:, start:], device=device))
+            last = backend.to_numpy(logits.data[:, -1, :])
+            nxt = sample_next(last, rng, temperature, top_k, top_p)
+            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+            if callback is not None:
+                callback(int(nxt[0]))
+            if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache
+                start = tokens.shape[1] - block // 2
+                if use_cache:
+                    caches = self.new_caches()
+                    pending = tokens[:, start:]
+                    continue
+            pending = nxt[:, None]
+        self.train(was_training)
+        return tinyllm.tensor(tokens, device=device)

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``tinyllm bench``: each prints one JSON line per run."""

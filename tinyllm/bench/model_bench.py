@@ -1,0 +1,213 @@
+"""Training-step and decoding benchmarks of ``tinyllm.models``, optionally against PyTorch.
+
+train-step: forward + backward + AdamW on random tokens, ``--steps`` timed after ``--warmup``;
+prints the median, min and max ms per step, tokens/s, peak RSS and the parameter count.
+generate: greedy decoding with the KV cache, batch 1, an 8-token prompt; ms per new token.
+With ``compare="torch"`` the same architecture is built in PyTorch eager from tinyllm's
+initial weights, the first step's loss and gradients are checked to agree (1e-4 relative),
+and the two are timed alternately (A B A B ...) in one process, so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import numpy as np
+
+import tinyllm
+import tinyllm.functional as F
+from tinyllm.models import ModelConfig, build_model
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summary(times_ms: list[float]) -> dict:
+    return {
+        "ms": round(statistics.median(times_ms), 2),
+        "min": round(min(times_ms), 2),
+        "max": round(max(times_ms), 2),
+    }
+
+
+def model_config(args) -> ModelConfig:
+    block = max(args.seq_len, 8 + getattr(args, "new_tokens", 0))
+    return ModelConfig(
+        arch=args.arch, vocab_size=args.vocab, d_model=args.d_model, n_layer=args.n_layer,
+        n_head=args.n_head, n_kv_head=args.n_kv_head, block_size=block,
+    )  # fmt: skip
+
+
+def _tinyllm_step(model, opt, x, y):
+    def step():
+        logits = model(tinyllm.tensor(x))
+        V = logits.shape[-1]
+        loss = F.cross_entropy(logits.reshape(-1, V), tinyllm.tensor(y.reshape(-1)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def _torch_step(model, x, y):
+    import torch
+    import torch.nn.functional as TF
+
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01, foreach=False)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.reshape(-1))
+
+    def step():
+        logits = model(xt)
+        loss = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def bench_train_step(args) -> dict:
+    config = model_config(args)
+    tinyllm.manual_seed(0)
+    model = build_model(config)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
+    y = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
+    result = {"bench": "train-step", "arch": args.arch, "d_model": args.d_model,
+              "n_layer": args.n_layer, "n_head": args.n_head, "n_kv_head": config.n_kv_head,
+              "seq_len": args.seq_len, "batch": args.batch, "vocab": args.vocab,
+              "params": model.num_parameters(), "device": "cpu"}  # fmt: skip
+    runners = {}
+    if args.compare == "torch":
+        import torch
+
+        from tinyllm.bench.torch_reference import build_torch_model, compare_first_step, load_from
+
+        torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+        tmodel = build_torch_model(config)
+        load_from(tmodel, model)
+        result["first_step_check"] = compare_first_step(tmodel, model, x, y)
+        runners["torch"] = _torch_step(tmodel, x, y)
+    opt = tinyllm.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+    runners = {"tinyllm": _tinyllm_step(model, opt, x, y), **runners}
+    times = {name: [] for name in runners}
+    profiler = tinyllm.profile() if args.profile else None
+    for i in range(args.warmup + args.steps):
+        for name, step in runners.items():  # alternate: A B A B ...
+            if profiler is not None and name == "tinyllm" and i == args.warmup:
+                profiler.__enter__()
+            t0 = time.perf_counter()
+            step()
+            if i >= args.warmup:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        result["profile"] = profiler.rows()
+        print(profiler.table())
+    ours = _summary(times["tinyllm"])
+    result.update(ms_per_step=ours["ms"], min=ours["min"], max=ours["max"],
+                  tokens_per_s=round(args.batch * args.seq_len / ours["ms"] * 1000))  # fmt: skip
+    if "torch" in times:
+        theirs = _summary(times["torch"])
+        paired = [a / b for a, b in zip(times["tinyllm"], times["torch"])]
+        result.update(torch_ms_per_step=theirs["ms"], torch_min=theirs["min"],
+                      torch_max=theirs["max"], ratio=round(ours["ms"] / theirs["ms"], 3),
+                      paired_ratio_median=round(statistics.median(paired), 3))  # fmt: skip
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def bench_generate(args) -> dict:
+    config = model_config(args)
+    tinyllm.manual_seed(0)
+    model = build_model(config)
+    model.eval()
+    prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, 8))
+    result = {"bench": "generate", "arch": args.arch, "d_model": args.d_model,
+              "n_layer": args.n_layer, "n_head": args.n_head, "new_tokens": args.new_tokens,
+              "params": model.num_parameters()}  # fmt: skip
+
+    def ours():
+        model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
+
+    runners = {"tinyllm": ours}
+    if args.compare == "torch":
+        import torch
+
+        from tinyllm.bench.torch_reference import build_torch_model, load_from
+
+        tmodel = build_torch_model(config)
+        load_from(tmodel, model)
+        tmodel.eval()
+
+        @torch.no_grad()
+        def theirs():
+            caches = [{} for _ in range(config.n_layer)]
+            idx = torch.from_numpy(prompt)
+            logits = tmodel(idx, caches)
+            out = []
+            for _ in range(args.new_tokens):
+                nxt = logits[:, -1].argmax(-1, keepdim=True)
+                out.append(int(nxt))
+                logits = tmodel(nxt, caches)
+            return out
+
+        ref_tokens = theirs()
+        our_tokens = model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
+        same = int((np.asarray(ref_tokens) == our_tokens.numpy()[0, 8:]).sum())
+        result["same_tokens_as_torch"] = f"{same}/{args.new_tokens}"
+        runners["torch"] = theirs
+    times = {name: [] for name in runners}
+    for i in range(args.warmup + args.runs):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            if i >= args.warmup:
+                times[name].append((time.perf_counter() - t0) * 1000 / args.new_tokens)
+    ours_ms = statistics.median(times["tinyllm"])
+    result.update(ms_per_token=round(ours_ms, 3), tokens_per_s=round(1000 / ours_ms, 1))
+    if "torch" in times:
+        theirs_ms = statistics.median(times["torch"])
+        result.update(torch_ms_per_token=round(theirs_ms, 3), ratio=round(ours_ms / theirs_ms, 3))
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def bench_overhead(args) -> dict:
+    """The engine's fixed cost per op (forward + backward) on 4x4 tensors, in microseconds."""
+    x = tinyllm.randn(4, 4, requires_grad=True)
+    # near the identity, so a long chain of products neither overflows nor vanishes
+    w = tinyllm.tensor(np.eye(4, dtype=np.float32) + 0.01 * np.ones((4, 4), np.float32),
+                       requires_grad=True)  # fmt: skip
+    ops = {
+        "mul": lambda a: a * w,
+        "add": lambda a: a + w,
+        "tanh": lambda a: a.tanh(),
+        "matmul": lambda a: a @ w,
+        "softmax": lambda a: F.softmax(a, -1),
+    }
+    result = {"bench": "overhead", "shape": [4, 4], "chain": args.chain}
+    for name, op in ops.items():
+        best = float("inf")
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            y = x
+            for _ in range(args.chain):
+                y = op(y)
+            y.sum().backward()
+            best = min(best, (time.perf_counter() - t0) / (args.chain + 1) * 1e6)
+            x.grad = None
+        result[f"{name}_us"] = round(best, 2)
+    a = np.ones((4, 4), np.float32)
+    t0 = time.perf_counter()
+    for _ in range(10000):
+        a * a
+    result["numpy_mul_us"] = round((time.perf_counter() - t0) / 10000 * 1e6, 2)
+    return result
