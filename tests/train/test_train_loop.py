@@ -117,3 +117,21 @@ def test_train_cli_runs_and_rejects_bad_flags(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "cli"), "--prompt", "def ", "--max-new-tokens", "5"]) == 0
     assert main(["train", "--d-model", "10", "--n-head", "3"]) == 2
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_training_on_bpe_tokens_reports_loss_per_byte(tmp_path):
+    """With a BPE tokenizer the validation loss is still per byte, so runs compare."""
+    from tinyllm.data.corpus import default_corpus_text
+    from tinyllm.tokenizers import BPETokenizer
+    from tinyllm.train.tokens import load_tokens
+
+    tok = BPETokenizer.train(default_corpus_text()[:50_000], vocab_size=320)
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    data = load_tokens(None, str(path))
+    assert data.vocab_size == 320 and data.val_bytes_per_token > 1.2
+    config = tiny_config(tmp_path, tokenizer=str(path), steps=10, eval_interval=10)
+    result = train(config, progress=False, echo=lambda *a: None)
+    # nats/byte = nats/token / bytes-per-token: consistent with the logged per-token loss
+    assert result.val_nats_per_byte < np.log(320) / data.val_bytes_per_token + 0.5
+    assert abs(result.val_bits_per_byte - result.val_nats_per_byte / np.log(2)) < 1e-9
