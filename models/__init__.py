@@ -1,9 +1,19 @@
 """Language-model architectures built from ``tinyllm.nn`` (``import tinyllm.models``)."""
 
+from tinyllm.models.bert import BertConfig, BertModel
 from tinyllm.models.config import ModelConfig
 from tinyllm.models.gpt import GPT
 from tinyllm.models.llama import Llama
 from tinyllm.models.lm import LanguageModel
+from tinyllm.models.pretrained import (
+    LoadReport,
+    PretrainedWeightsError,
+    hf_to_tinyllm_name,
+    load_hf_state_dict,
+    load_pretrained,
+    load_pretrained_tokenizer,
+    tinyllm_to_hf_name,
+)
 
 
 def build_model(config: ModelConfig) -> LanguageModel:
@@ -18,4 +28,8 @@ def from_config(config: ModelConfig | dict) -> LanguageModel:
     return build_model(config)
 
 
-__all__ = ["GPT", "LanguageModel", "Llama", "ModelConfig", "build_model", "from_config"]
+__all__ = [
+    "GPT", "BertConfig", "BertModel", "LanguageModel", "Llama", "LoadReport", "ModelConfig",
+    "PretrainedWeightsError", "build_model", "from_config", "hf_to_tinyllm_name",
+    "load_hf_state_dict", "load_pretrained", "load_pretrained_tokenizer", "tinyllm_to_hf_name",
+]  # fmt: skip

@@ -168,7 +168,9 @@ def padding_mask(attention_mask) -> np.ndarray | None:
 
 def _ids(name: str, value, upper: int, shape: tuple | None = None) -> Tensor:
     """``value`` as an int Tensor [B, T] with entries in [0, upper) (Tensor, array or lists)."""
-    t = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+    if not isinstance(value, Tensor):
+        value = Tensor(value if hasattr(value, "shape") else np.asarray(value))
+    t = value
     if t.dtype.kind not in "iu":
         raise TypeError(f"BertModel: {name} must hold integers, got dtype {t.dtype}")
     if t.ndim != 2:

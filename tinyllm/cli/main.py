@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "ops_cmd",
     "graph_cmd",
     "rag_cmd",
+    "embed_cmd",
 ]
 
 
