@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "graph_cmd",
     "rag_cmd",
     "embed_cmd",
+    "bench_cmd",
 ]
 
 

@@ -1,0 +1,103 @@
+"""Numba bodies of softmax, log-softmax and cross-entropy (see ``softmax.py`` for the math).
+
+Rows run in parallel (``prange``); each row is a few vectorizable passes over C numbers.
+Imported lazily (this module imports Numba); compiled on first call and cached on disk.
+Scalars arrive in the arrays' dtype and constants go through ``like``, so that float32
+kernels compute in float32 (a float64 literal would promote every element to float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from tinyllm.kernels.numba_math import fast_exp, like, row_dot, row_max, row_sum
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def softmax_rows(x, y, log_out):
+    """y[r] = softmax(x[r]) (or log_softmax when log_out); x, y: [R, C]."""
+    R, C = x.shape
+    for r in prange(R):
+        xr = x[r]  # [C]
+        yr = y[r]  # [C]
+        m = row_max(xr)
+        if m == -np.inf:  # every entry -inf: softmax is undefined (NaN), as in NumPy
+            for c in range(C):
+                yr[c] = np.nan
+            continue
+        if log_out:
+            e = np.empty(C, x.dtype)  # [C] per-row scratch: y is written once
+            for c in range(C):
+                e[c] = fast_exp(xr[c] - m)
+            log_s = like(xr, math.log(row_sum(e)))
+            for c in range(C):
+                yr[c] = (xr[c] - m) - log_s
+        else:
+            for c in range(C):
+                yr[c] = fast_exp(xr[c] - m)
+            inv = like(xr, 1.0) / row_sum(yr)
+            for c in range(C):
+                yr[c] = yr[c] * inv
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def softmax_rows_backward(dy, y, dx, log_out):
+    """dx from dy and the forward output y; dy, y, dx: [R, C]."""
+    R, C = y.shape
+    for r in prange(R):
+        dyr = dy[r]
+        yr = y[r]
+        dxr = dx[r]
+        if log_out:
+            s = row_sum(dyr)  # dx = dy - softmax * sum(dy)
+            for c in range(C):
+                dxr[c] = dyr[c] - fast_exp(yr[c]) * s
+        else:
+            s = row_dot(dyr, yr)  # dx = y (dy - <dy, y>)
+            for c in range(C):
+                dxr[c] = yr[c] * (dyr[c] - s)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def cross_entropy_rows(logits, target, ignore_index, smoothing, loss, lse):
+    """Per-row loss [R] and log-sum-exp [R] of logits [R, V] against target [R]."""
+    R, C = logits.shape
+    for r in prange(R):
+        xr = logits[r]  # [V]
+        e = np.empty(C, logits.dtype)  # [V] per-row scratch: a loop that stores vectorizes
+        m = row_max(xr)
+        for c in range(C):
+            e[c] = fast_exp(xr[c] - m)
+        lr = m + like(xr, math.log(row_sum(e)))
+        lse[r] = lr
+        t = target[r]
+        if t == ignore_index:
+            loss[r] = 0
+            continue
+        value = lr - (like(xr, 1.0) - smoothing) * xr[t]
+        if smoothing != 0:
+            value -= smoothing / like(xr, C) * row_sum(xr)
+        loss[r] = value
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def cross_entropy_rows_backward(dloss, logits, target, lse, ignore_index, smoothing, dlogits):
+    """dlogits[r] = (softmax(logits[r]) - q_r) dloss[r]; rows with ignore_index get 0."""
+    R, C = logits.shape
+    for r in prange(R):
+        xr = logits[r]  # [V]
+        dr = dlogits[r]  # [V]
+        t = target[r]
+        if t == ignore_index:
+            for c in range(C):
+                dr[c] = 0
+            continue
+        lr = lse[r]
+        g = dloss[r]
+        base = smoothing / like(xr, C)
+        for c in range(C):
+            dr[c] = (fast_exp(xr[c] - lr) - base) * g
+        dr[t] -= (like(xr, 1.0) - smoothing) * g
