@@ -309,10 +309,93 @@ def run_kernels(args) -> int:
 
 
 # name -> (help, add_arguments(parser), run(args) -> exit status)
+
+
+# ---------------------------------------------------------------- model benchmarks
+def _add_model_arguments(p, generate: bool = False) -> None:
+    p.add_argument("--arch", choices=["llama", "gpt"], default="llama")
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-kv-head", type=int, default=None)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vocab", type=int, default=256)
+    p.add_argument("--device", choices=["cpu"], default="cpu",
+                   help="cpu (the GPU path of the models is not benchmarked yet)")  # fmt: skip
+    p.add_argument("--compare", choices=["torch"], default=None,
+                   help="also time the same model in PyTorch eager (if installed)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=3)
+    if generate:
+        p.add_argument("--new-tokens", type=int, default=128)
+        p.add_argument("--runs", type=int, default=5)
+    else:
+        p.add_argument("--batch", type=int, default=8)
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--profile", action="store_true", help="print the per-op profile table")
+
+
+def _check_compare(args) -> bool:
+    if args.compare == "torch":
+        from tinyllm.bench.torch_reference import torch_available
+
+        if not torch_available():
+            print("tinyllm bench: --compare torch needs PyTorch (pip install torch==2.13.0)",
+                  file=sys.stderr)  # fmt: skip
+            return False
+    return True
+
+
+def run_train_step(args) -> int:
+    from tinyllm.bench.model_bench import bench_train_step
+
+    if not _check_compare(args):
+        return 2
+    result = bench_train_step(args)
+    result.pop("profile", None)
+    emit(result)
+    return 0
+
+
+def run_generate(args) -> int:
+    from tinyllm.bench.model_bench import bench_generate
+
+    if not _check_compare(args):
+        return 2
+    emit(bench_generate(args))
+    return 0
+
+
+def _add_overhead_arguments(p) -> None:
+    p.add_argument("--chain", type=int, default=200, help="ops per chain (one backward)")
+    p.add_argument("--runs", type=int, default=20, help="best of this many chains")
+
+
+def run_overhead(args) -> int:
+    from tinyllm.bench.model_bench import bench_overhead
+
+    emit(bench_overhead(args))
+    return 0
+
+
 BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
     "kernels": (
         "reference (NumPy) vs Numba kernels, naive vs flash attention (time and memory)",
         _add_kernel_arguments,
         run_kernels,
+    ),
+    "train-step": (
+        "forward + backward + AdamW of a tinyllm.models model on random tokens",
+        _add_model_arguments,
+        run_train_step,
+    ),
+    "generate": (
+        "greedy decoding with the KV cache, batch 1, an 8-token prompt",
+        lambda p: _add_model_arguments(p, generate=True),
+        run_generate,
+    ),
+    "overhead": (
+        "the engine's fixed cost per op (forward + backward) on 4x4 tensors",
+        _add_overhead_arguments,
+        run_overhead,
     ),
 }

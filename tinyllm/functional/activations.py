@@ -25,13 +25,15 @@ half is the gate. Backward of ``y = act(gate) * up``:
     dgate = dy * up * act'(gate),     dup = dy * act(gate)
 
 and the two halves are concatenated back along ``dim``. Each gated unit is one Function that
-saves only its input. Kernel tiers: reference only.
+saves only its input. swiglu and geglu run ``tinyllm.kernels.glu_forward/backward``
+(reference, Numba and CUDA tiers); the others are written here.
 """
 
 from __future__ import annotations
 
 import math
 
+from tinyllm import kernels
 from tinyllm.backend import erf, get_array_module
 from tinyllm.function import Function
 from tinyllm.functional._util import normalize_dim
@@ -156,42 +158,40 @@ class ReGLU(Function):
         return _join(dgate, dup, ctx.dim), None
 
 
-class GeGLU(Function):
+def _to_last(x, dim: int):
+    """Move ``dim`` to the last axis (the GLU kernels split the last axis)."""
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, dim, -1)
+
+
+def _from_last(x, dim: int):
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, -1, dim)
+
+
+class _KernelGLU(Function):
+    """act(gate) * up on the two halves of ``dim``, through ``tinyllm.kernels.glu_*``."""
+
     @staticmethod
-    def forward(ctx, x, dim, approximate):
+    def forward(ctx, x, dim, activation):
         ctx.save_for_backward(x)  # x: input [..., 2F, ...]
-        ctx.dim, ctx.approximate = dim, approximate
-        gate, up = _halves(x, dim)
-        return _gelu(gate, approximate) * up
+        ctx.dim, ctx.activation = dim, activation
+        return _from_last(kernels.glu_forward(_to_last(x, dim), activation), dim)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
-        gate, up = _halves(x, ctx.dim)
-        # y = gelu(gate) up  =>  dgate = dy up gelu'(gate),  dup = dy gelu(gate)
-        dgate = dy * up * _gelu_derivative(gate, ctx.approximate)
-        dup = dy * _gelu(gate, ctx.approximate)
-        return _join(dgate, dup, ctx.dim), None, None
+        d = ctx.dim
+        # y = act(gate) up  =>  dgate = dy up act'(gate),  dup = dy act(gate)
+        dx = kernels.glu_backward(_to_last(dy, d), _to_last(x, d), ctx.activation)
+        return _from_last(dx, d), None, None
 
 
-class SwiGLU(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        ctx.save_for_backward(x)  # x: input [..., 2F, ...]
-        ctx.dim = dim
-        gate, up = _halves(x, dim)
-        return gate * _sigmoid(gate) * up
+class GeGLU(_KernelGLU):
+    """y = gelu(gate) * up (``approximate``: exact erf or tanh)."""
 
-    @staticmethod
-    def backward(ctx, dy):
-        (x,) = ctx.saved_tensors
-        gate, up = _halves(x, ctx.dim)
-        s = _sigmoid(gate)
-        # y = gate sigma(gate) up
-        #   =>  dgate = dy up sigma(gate) (1 + gate (1 - sigma(gate))),  dup = dy gate sigma(gate)
-        dgate = dy * up * s * (1 + gate * (1 - s))
-        dup = dy * gate * s
-        return _join(dgate, dup, ctx.dim), None
+
+class SwiGLU(_KernelGLU):
+    """y = silu(gate) * up = gate sigma(gate) up;
+    dgate = dy up sigma(gate) (1 + gate (1 - sigma(gate))),  dup = dy gate sigma(gate)."""
 
 
 # ---------------------------------------------------------------- functional wrappers
@@ -272,7 +272,8 @@ def geglu(input, dim: int = -1, approximate: str = "none"):
     tensor([1.6827])
     """
     d = _gated_dim("geglu", input, dim)
-    return GeGLU.apply(input, d, _check_approximate("geglu", approximate))
+    kind = "gelu_tanh" if _check_approximate("geglu", approximate) == "tanh" else "gelu"
+    return GeGLU.apply(input, d, kind)
 
 
 def swiglu(input, dim: int = -1):
@@ -283,4 +284,4 @@ def swiglu(input, dim: int = -1):
     >>> F.swiglu(tinyllm.tensor([1.0, 2.0]))
     tensor([1.4621])
     """
-    return SwiGLU.apply(input, _gated_dim("swiglu", input, dim))
+    return SwiGLU.apply(input, _gated_dim("swiglu", input, dim), "silu")

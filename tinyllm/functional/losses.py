@@ -10,11 +10,13 @@ Cross-entropy over classes c for logits x (rows n), target t_n, smoothing eps, w
 
 Rows whose target equals ``ignore_index`` contribute 0 loss and 0 gradient; with
 ``reduction="mean"`` the sum is divided by the number of rows not ignored (0 rows: loss 0).
-Only the log-sum-exp per row is saved, never the [N, C] probabilities.
+Only the log-sum-exp per row is saved, never the [N, C] probabilities. The arithmetic runs in
+``tinyllm.kernels`` (``kernels/softmax.py``: reference, Numba and CUDA tiers).
 """
 
 from __future__ import annotations
 
+from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 from tinyllm.tensor import Tensor
@@ -23,23 +25,17 @@ __all__ = ["cross_entropy", "mse_loss"]
 
 
 class CrossEntropy(Function):
+    """Runs ``tinyllm.kernels.cross_entropy_forward/backward`` (reference, Numba or CUDA)."""
+
     @staticmethod
     def forward(ctx, logits, target, ignore_index, label_smoothing, reduction):
         # logits: [N, C]; target: [N] integer
         xp = get_array_module(logits)
-        N, C = logits.shape
-        valid = target != ignore_index  # [N]
-        safe_target = xp.where(valid, target, 0)
-        m = logits.max(axis=1, keepdims=True)
-        lse = (xp.log(xp.exp(logits - m).sum(axis=1, keepdims=True)) + m)[:, 0]  # [N]
-        picked = xp.take_along_axis(logits, safe_target[:, None], axis=1)[:, 0]  # [N]
-        loss = lse - (1 - label_smoothing) * picked
-        if label_smoothing:
-            loss = loss - label_smoothing * logits.mean(axis=1)
-        loss = xp.where(valid, loss, 0).astype(logits.dtype)
-        count = int(valid.sum())
-        ctx.save_for_backward(logits, lse, safe_target, valid)
-        ctx.label_smoothing, ctx.reduction, ctx.count = label_smoothing, reduction, count
+        loss, lse = kernels.cross_entropy_forward(logits, target, ignore_index, label_smoothing)
+        count = int((target != ignore_index).sum())  # rows that count
+        ctx.save_for_backward(logits, target, lse)  # lse: [N], one number per row
+        ctx.ignore_index, ctx.label_smoothing = ignore_index, label_smoothing
+        ctx.reduction, ctx.count = reduction, count
         if reduction == "none":
             return loss
         total = loss.sum()
@@ -49,20 +45,13 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, dloss):
-        logits, lse, target, valid = ctx.saved_tensors
-        xp = get_array_module(logits)
-        N, C = logits.shape
-        eps = ctx.label_smoothing
-        # dx = dloss_n * (softmax(x_n) - q_n)
-        dx = xp.exp(logits - lse[:, None])
-        if eps:
-            dx -= eps / C
-        dx[xp.arange(N), target] -= 1 - eps
-        if ctx.reduction == "none":
-            scale = dloss * valid
-        else:
-            scale = valid * (dloss / max(ctx.count, 1) if ctx.reduction == "mean" else dloss)
-        dx *= scale.astype(logits.dtype)[:, None]
+        logits, target, lse = ctx.saved_tensors
+        # loss_n = lse_n - sum_c q_nc x_nc  =>  dx_nc = dloss_n (softmax(x_n)_c - q_nc)
+        if ctx.reduction == "mean":
+            dloss = dloss / max(ctx.count, 1)
+        dx = kernels.cross_entropy_backward(
+            dloss, logits, target, lse, ctx.ignore_index, ctx.label_smoothing
+        )
         return dx, None, None, None, None
 
 

@@ -22,8 +22,9 @@ Backward, with g = dy * w (the gradient arriving at xhat) and <.> the mean over 
 (from dxhat_i/dx_k = rstd (delta_ik - 1/D - xhat_i xhat_k / D), and without the 1/D term
 when the mean is not subtracted). Only x and the per-row statistics (mu, rstd: one number
 each per row) are saved; xhat is recomputed in backward. Statistics are computed in float32
-at least (float16 and bfloat16 inputs are upcast, the result cast back). Kernel tiers:
-reference only.
+at least (float16 and bfloat16 inputs are upcast, the result cast back). layer_norm and
+rms_norm run ``tinyllm.kernels`` (reference, Numba and CUDA tiers, chosen by device; see
+``kernels/norms.py`` for the readable reference); group_norm is written here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import math
 
 import numpy as np
 
+from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 
@@ -47,82 +49,73 @@ def _cast(array, dtype):
     return array if array.dtype == dtype else array.astype(dtype)
 
 
+def _rows(x, normalized: tuple):
+    """x [..., *S] viewed as rows [R, D] with D = prod(S)."""
+    return x.reshape(-1, math.prod(normalized))
+
+
+def _flat(param):
+    return None if param is None else param.reshape(-1)
+
+
 class LayerNorm(Function):
+    """Runs ``tinyllm.kernels.layer_norm_forward/backward`` (reference, Numba or CUDA)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, normalized_ndim, eps):
         # x: [..., *S] viewed as rows [R, D], D = prod(S); weight, bias: S or None
-        acc = _compute_dtype(x.dtype)
-        xr = _cast(x, acc).reshape(-1, math.prod(x.shape[x.ndim - normalized_ndim :]))
-        mean = xr.mean(axis=1, keepdims=True)  # [R, 1]
-        centered = xr - mean
-        var = (centered * centered).mean(axis=1, keepdims=True)  # [R, 1]
-        rstd = 1 / get_array_module(x).sqrt(var + eps)  # [R, 1]
-        y = (centered * rstd).reshape(x.shape)
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
-        ctx.save_for_backward(x, mean, rstd, weight)  # x: input; mean, rstd: [R, 1]
-        ctx.normalized = x.shape[x.ndim - normalized_ndim :]
-        return _cast(y, x.dtype)
+        normalized = x.shape[x.ndim - normalized_ndim :]
+        y, mean, rstd = kernels.layer_norm_forward(
+            _rows(x, normalized), _flat(weight), _flat(bias), eps
+        )
+        ctx.save_for_backward(x, mean, rstd, weight)  # x: input; mean, rstd: [R]
+        ctx.normalized = normalized
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         x, mean, rstd, weight = ctx.saved_tensors
-        acc = mean.dtype
-        D = math.prod(ctx.normalized)
-        # xhat = (x - mu) rstd   (recomputed from the saved statistics)
-        xhat = (_cast(x, acc).reshape(-1, D) - mean) * rstd  # [R, D]
-        dyr = _cast(dy, acc).reshape(-1, D)  # [R, D]
-        # y = xhat * w + b  =>  dxhat = dy * w
-        g = dyr * weight.reshape(1, D) if weight is not None else dyr
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            # xhat = (x - mu) rstd  =>  dx = rstd (g - <g> - xhat <g xhat>)
-            dx = rstd * (
-                g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True)
-            )
-            dx = _cast(dx.reshape(x.shape), x.dtype)
-        if weight is not None and ctx.needs_input_grad[1]:
-            dw = _cast((dyr * xhat).sum(axis=0).reshape(weight.shape), weight.dtype)
-        if ctx.needs_input_grad[2]:
-            db = _cast(dyr.sum(axis=0).reshape(ctx.normalized), dy.dtype)
-        return dx, dw, db, None, None
+        S = ctx.normalized
+        # xhat = (x - mu) rstd;  y = xhat w + b
+        #   =>  dx = rstd (g - <g> - xhat <g xhat>), g = dy w;  dw = sum dy xhat;  db = sum dy
+        dx, dw, db = kernels.layer_norm_backward(
+            _rows(dy, S), _rows(x, S), mean, rstd, _flat(weight)
+        )
+        needs = ctx.needs_input_grad
+        return (
+            dx.reshape(x.shape) if needs[0] else None,
+            dw.reshape(S) if weight is not None and needs[1] else None,
+            db.reshape(S) if needs[2] else None,
+            None,
+            None,
+        )
 
 
 class RMSNorm(Function):
+    """Runs ``tinyllm.kernels.rms_norm_forward/backward`` (reference, Numba or CUDA)."""
+
     @staticmethod
     def forward(ctx, x, weight, normalized_ndim, eps):
         # x: [..., *S] viewed as rows [R, D]; weight: S or None
-        acc = _compute_dtype(x.dtype)
-        xr = _cast(x, acc).reshape(-1, math.prod(x.shape[x.ndim - normalized_ndim :]))
-        ms = (xr * xr).mean(axis=1, keepdims=True)  # [R, 1]
-        rstd = 1 / get_array_module(x).sqrt(ms + eps)  # [R, 1]
-        y = (xr * rstd).reshape(x.shape)
-        if weight is not None:
-            y = y * weight
-        ctx.save_for_backward(x, rstd, weight)  # x: input; rstd: [R, 1]
-        ctx.normalized = x.shape[x.ndim - normalized_ndim :]
-        return _cast(y, x.dtype)
+        normalized = x.shape[x.ndim - normalized_ndim :]
+        y, rstd = kernels.rms_norm_forward(_rows(x, normalized), _flat(weight), eps)
+        ctx.save_for_backward(x, rstd, weight)  # x: input; rstd: [R]
+        ctx.normalized = normalized
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         x, rstd, weight = ctx.saved_tensors
-        acc = rstd.dtype
-        D = math.prod(ctx.normalized)
-        # xhat = x rstd
-        xhat = _cast(x, acc).reshape(-1, D) * rstd  # [R, D]
-        dyr = _cast(dy, acc).reshape(-1, D)
-        # y = xhat * w  =>  dxhat = dy * w
-        g = dyr * weight.reshape(1, D) if weight is not None else dyr
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            # xhat = x / sqrt(<x^2> + eps)  =>  dx = rstd (g - xhat <g xhat>)
-            dx = rstd * (g - xhat * (g * xhat).mean(axis=1, keepdims=True))
-            dx = _cast(dx.reshape(x.shape), x.dtype)
-        if weight is not None and ctx.needs_input_grad[1]:
-            dw = _cast((dyr * xhat).sum(axis=0).reshape(weight.shape), weight.dtype)
-        return dx, dw, None, None
+        S = ctx.normalized
+        # xhat = x rstd;  y = xhat w  =>  dx = rstd (g - xhat <g xhat>), g = dy w;  dw = sum dy xhat
+        dx, dw = kernels.rms_norm_backward(_rows(dy, S), _rows(x, S), rstd, _flat(weight))
+        needs = ctx.needs_input_grad
+        return (
+            dx.reshape(x.shape) if needs[0] else None,
+            dw.reshape(S) if weight is not None and needs[1] else None,
+            None,
+            None,
+        )
 
 
 class GroupNorm(Function):

@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from tinyllm import backend
+from tinyllm import backend, kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 from tinyllm.tensor import Tensor
@@ -192,20 +192,33 @@ class RotaryEmbedding(Function):
     @staticmethod
     def forward(ctx, x, cos, sin, interleaved):
         # x: [..., T, D]; cos, sin: [T, D/2] (or broadcastable to x's [..., T, D/2])
-        a, b = _split_pairs(x, interleaved)
-        out = _join_pairs(a * cos - b * sin, b * cos + a * sin, interleaved)
         ctx.save_for_backward(cos, sin)
         ctx.interleaved = interleaved
-        return out
+        if _table_shaped(x, cos):  # the common case: tinyllm.kernels (reference/Numba/CUDA)
+            return kernels.rope_forward(x, cos, sin, interleaved=interleaved)
+        a, b = _split_pairs(x, interleaved)
+        return _join_pairs(a * cos - b * sin, b * cos + a * sin, interleaved)
 
     @staticmethod
     def backward(ctx, dout):
         cos, sin = ctx.saved_tensors
         # a' = a cos - b sin, b' = b cos + a sin  =>  rotate (da', db') by the negative angle
+        if _table_shaped(dout, cos):
+            return (
+                kernels.rope_backward(dout, cos, sin, interleaved=ctx.interleaved),
+                None,
+                None,
+                None,
+            )
         da_out, db_out = _split_pairs(dout, ctx.interleaved)
         da = da_out * cos + db_out * sin
         db = db_out * cos - da_out * sin
         return _join_pairs(da, db, ctx.interleaved), None, None, None
+
+
+def _table_shaped(x, cos) -> bool:
+    """True when cos is one [T, D/2] table for every row (what the kernels take)."""
+    return cos.ndim == 2 and cos.shape == (x.shape[-2], x.shape[-1] // 2) and cos.dtype == x.dtype
 
 
 def rotary_embedding(

@@ -10,12 +10,15 @@ Backward, from the Jacobians dy_i/dx_k = y_i (delta_ik - y_k) and dz_i/dx_k = de
     dx = y * (dy - sum_j dy_j y_j)                           (softmax; saves y)
     dx = dz - exp(z) * sum_j dz_j                            (log_softmax; saves z)
 
-A row that is entirely -inf has no probability mass: softmax returns zeros there (and a zero
-gradient) instead of NaN, matching what fully masked attention rows need.
+A row that is entirely -inf has no probability mass: softmax is undefined there and returns
+NaN, as PyTorch's does (attention handles fully masked rows itself). The arithmetic runs
+in ``tinyllm.kernels`` (``kernels/softmax.py`` holds the readable reference, plus Numba and
+CUDA tiers); a ``dim`` other than the last is moved to the last axis first.
 """
 
 from __future__ import annotations
 
+from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 from tinyllm.functional._util import normalize_dim
@@ -23,29 +26,21 @@ from tinyllm.functional._util import normalize_dim
 __all__ = ["log_softmax", "softmax"]
 
 
-def softmax_array(x, dim: int):
-    """The softmax of an array along ``dim`` (all -inf rows give zeros)."""
-    xp = get_array_module(x)
-    m = x.max(axis=dim, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    e = xp.exp(x - m)
-    s = e.sum(axis=dim, keepdims=True)
-    return e / xp.where(s == 0, 1, s)
+def _to_last(x, dim: int):
+    """Move ``dim`` to the last axis (the kernels work on rows of the last axis)."""
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, dim, -1)
 
 
-def log_softmax_array(x, dim: int):
-    """The log-softmax of an array along ``dim``."""
-    xp = get_array_module(x)
-    m = x.max(axis=dim, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    shifted = x - m
-    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+def _from_last(x, dim: int):
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, -1, dim)
 
 
 class Softmax(Function):
+    """Runs ``tinyllm.kernels.softmax_forward/backward`` (reference, Numba or CUDA)."""
+
     @staticmethod
     def forward(ctx, x, dim):
-        y = softmax_array(x, dim)
+        y = _from_last(kernels.softmax_forward(_to_last(x, dim)), dim)
         ctx.save_for_backward(y)  # y: same shape as x
         ctx.dim = dim
         return y
@@ -53,14 +48,17 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
+        d = ctx.dim
         # y = softmax(x)  =>  dx = y * (dy - <dy, y>)
-        return y * (dy - (dy * y).sum(axis=ctx.dim, keepdims=True)), None
+        return _from_last(kernels.softmax_backward(_to_last(dy, d), _to_last(y, d)), d), None
 
 
 class LogSoftmax(Function):
+    """Runs ``tinyllm.kernels.log_softmax_forward/backward`` (reference, Numba or CUDA)."""
+
     @staticmethod
     def forward(ctx, x, dim):
-        z = log_softmax_array(x, dim)
+        z = _from_last(kernels.log_softmax_forward(_to_last(x, dim)), dim)
         ctx.save_for_backward(z)  # z: same shape as x
         ctx.dim = dim
         return z
@@ -68,9 +66,9 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, dz):
         (z,) = ctx.saved_tensors
-        xp = get_array_module(z)
+        d = ctx.dim
         # z = x - logsumexp(x)  =>  dx = dz - softmax(x) * sum(dz)
-        return dz - xp.exp(z) * dz.sum(axis=ctx.dim, keepdims=True), None
+        return _from_last(kernels.log_softmax_backward(_to_last(dz, d), _to_last(z, d)), d), None
 
 
 def softmax(input, dim: int = -1, dtype=None):

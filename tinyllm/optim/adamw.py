@@ -8,12 +8,16 @@ At step t, with gradient g and decay wd:
     v <- b2 v + (1 - b2) g^2
     v_max <- max(v_max, v)                with amsgrad (and v_max replaces v below)
     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+AdamW without amsgrad runs ``tinyllm.kernels.adamw_step`` (one fused pass per parameter;
+reference, Numba and CUDA tiers); Adam and amsgrad run the array code below.
 """
 
 from __future__ import annotations
 
 import math
 
+from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.grad_mode import no_grad
 from tinyllm.optim.optimizer import Optimizer
@@ -64,6 +68,14 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
+                if self.decoupled and not group["amsgrad"]:
+                    # the same update in one fused pass (tinyllm.kernels: reference/Numba/CUDA)
+                    kernels.adamw_step(
+                        p.data, g, state["exp_avg"], state["exp_avg_sq"], step=t, lr=lr,
+                        betas=(b1, b2), eps=eps, weight_decay=wd,
+                    )  # fmt: skip
+                    p._version.value += 1  # updated in place: graphs that saved p are stale
+                    continue
                 if wd:
                     if self.decoupled:
                         p.data *= p.dtype.type(1 - lr * wd)

@@ -182,7 +182,14 @@ def _sdpa_composite(
         else:
             s = s + attn_mask
     s = F.masked_fill(s, ~visible, float("-inf"))
+    # a fully masked row has no distribution (F.softmax gives NaN there, as PyTorch's): give
+    # it finite scores for the softmax, then zero its probabilities, as SDPA defines it
+    dead = np.isneginf(s.data).all(axis=-1, keepdims=True)
+    if dead.any():
+        s = F.masked_fill(s, np.broadcast_to(dead, s.shape), 0.0)
     p = F.softmax(s, -1)
+    if dead.any():
+        p = F.masked_fill(p, np.broadcast_to(dead, p.shape), 0.0)
     if dropout_p:
         keep, factor = _dropout_keep(p.shape, dropout_p)
         p = p * Tensor((keep * factor).astype(p.dtype))
