@@ -1,7 +1,8 @@
 """What every language model here shares: weight init, and ``generate()`` with a KV cache.
 
-Generation keeps a sliding context of at most ``block_size`` tokens: prefill the prompt,
-then feed one token at a time through the per-layer caches. When the context is full, the
+Generation keeps a sliding context of at most ``block_size`` tokens: the prompt, then one
+token at a time, goes through ``Decoder`` (a lean array-code inference path with a
+preallocated KV cache, checked against the module forward). When the context is full, the
 cache is rebuilt from the last ``block_size // 2`` tokens (positions restart at 0), so the
 model never sees a position it was not trained on. ``use_cache=False`` recomputes the same
 context from scratch at every step: the two paths produce the same tokens, which the tests
@@ -18,6 +19,7 @@ import numpy as np
 import tinyllm
 from tinyllm import backend
 from tinyllm.generation.sampling import sample_next
+from tinyllm.models.decoder import Decoder
 from tinyllm.nn import Embedding, Linear, Module, init
 
 
@@ -70,17 +72,19 @@ class LanguageModel(Module):
         was_training = self.training
         self.eval()
         block = self.config.block_size
+        xp = backend.get_array_module(idx.data)
         tokens = backend.to_numpy(idx.data).astype(np.int64)
-        device = idx.device
         start = max(0, tokens.shape[1] - block)  # first token of the current context
-        caches = self.new_caches() if use_cache else None
+        decoder = Decoder(self, tokens.shape[0], block) if use_cache else None
         pending = tokens[:, start:]  # tokens not yet fed through the cache
         for _ in range(max_new_tokens):
             if use_cache:
-                logits = self(tinyllm.tensor(pending, device=device), caches=caches)
+                for t in range(pending.shape[1]):
+                    logits = decoder.step(xp.asarray(pending[:, t]))
+                last = backend.to_numpy(logits)
             else:
-                logits = self(tinyllm.tensor(tokens[:, start:], device=device))
-            last = backend.to_numpy(logits.data[:, -1, :])
+                logits = self(tinyllm.tensor(tokens[:, start:], device=idx.device))
+                last = backend.to_numpy(logits.data[:, -1, :])
             nxt = sample_next(last, rng, temperature, top_k, top_p)
             tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
             if callback is not None:
@@ -88,9 +92,9 @@ class LanguageModel(Module):
             if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache
                 start = tokens.shape[1] - block // 2
                 if use_cache:
-                    caches = self.new_caches()
+                    decoder.reset()
                     pending = tokens[:, start:]
                     continue
             pending = nxt[:, None]
         self.train(was_training)
-        return tinyllm.tensor(tokens, device=device)
+        return tinyllm.tensor(tokens, device=idx.device)

@@ -94,3 +94,20 @@ def test_generate_streams_tokens_and_validates():
     assert out.shape == (1, 6) and seen == out.numpy()[0, 1:].tolist()
     with pytest.raises(ValueError, match="idx must be"):
         model.generate(tinyllm.tensor(np.array([1, 2])), 3)
+
+
+@pytest.mark.parametrize("arch,kv", [("gpt", None), ("llama", 1), ("llama", 2)])
+def test_decoder_logits_equal_the_module_forward(arch, kv):
+    """The lean inference path computes what model(idx) computes, position by position."""
+    from tinyllm.models.decoder import Decoder
+
+    model = tiny(arch, n_kv_head=kv).double()
+    idx = np.random.default_rng(3).integers(0, 11, (2, 7))
+    with tinyllm.no_grad():
+        full = model(tinyllm.tensor(idx)).numpy()
+    decoder = Decoder(model, batch_size=2, max_len=8)
+    steps = np.stack([decoder.step(idx[:, t]) for t in range(7)], axis=1)
+    np.testing.assert_allclose(steps, full, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="the cache holds 8 tokens"):
+        decoder.step(idx[:, 0])
+        decoder.step(idx[:, 0])
