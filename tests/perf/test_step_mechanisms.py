@@ -104,3 +104,20 @@ def test_memory_is_stable_across_steps():
     # what stays allocated after a step does not grow (a leaked graph would add its saved
     # activations, tens of kB here, every step); 4 kB covers allocator bookkeeping
     assert max(current) - base < 4096, (base, current)
+
+
+def test_the_kernel_tier_of_each_op_in_a_llama_step():
+    """In a CPU training step every hot op runs its Numba kernel, not a silent fallback."""
+    from tinyllm import kernels
+
+    model, opt, step = _step_fn("llama")
+    kernels.reset_counts()
+    step()
+    ran = {op for (op, tier), n in kernels.tier_counts().items() if tier == "numba" and n}
+    expected = {
+        "rms_norm_forward", "rms_norm_backward", "rope_forward", "rope_backward",
+        "glu_forward", "glu_backward", "cross_entropy_forward", "cross_entropy_backward",
+        "adamw_step",
+    }  # fmt: skip
+    assert expected <= ran, f"not run on the numba tier: {sorted(expected - ran)}"
+    assert not any(tier == "reference" for (_, tier) in kernels.tier_counts())

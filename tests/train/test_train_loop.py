@@ -135,3 +135,15 @@ def test_training_on_bpe_tokens_reports_loss_per_byte(tmp_path):
     # nats/byte = nats/token / bytes-per-token: consistent with the logged per-token loss
     assert result.val_nats_per_byte < np.log(320) / data.val_bytes_per_token + 0.5
     assert abs(result.val_bits_per_byte - result.val_nats_per_byte / np.log(2)) < 1e-9
+
+
+def test_log_grads_writes_one_record_per_parameter_per_step_and_a_plot(tmp_path):
+    config = tiny_config(tmp_path, steps=4, eval_interval=4, log_grads=True, sample_tokens=0)
+    result = train(config, progress=False, echo=lambda *a: None)
+    lines = [json.loads(x) for x in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    grads = [r for r in lines if r.get("kind") == "gradflow"]
+    from tinyllm.models import build_model
+
+    n_params = len(list(build_model(model_config_for(config, 256)).parameters()))
+    assert len(grads) == 4 * n_params
+    assert (result.run_dir / "gradflow.png").read_bytes()[:4] == b"\x89PNG"

@@ -286,6 +286,10 @@ def train(
     from tinyllm.train.plots import plot_run
 
     plot_run(log_path, run_dir / "loss.png", band if use_band else None)
+    if recorder is not None:
+        from tinyllm.gradflow import plot_gradflow
+
+        plot_gradflow(log_path, run_dir / "gradflow.png")
     result.sample = sample_after_training(model, data, config)
     return result
 
