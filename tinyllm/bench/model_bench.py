@@ -74,6 +74,8 @@ def _torch_step(model, x, y):
 
 
 def bench_train_step(args) -> dict:
+    if getattr(args, "framework", "tinyllm") == "torch":
+        return _bench_torch_only(args)
     config = model_config(args)
     tinyllm.manual_seed(0)
     model = build_model(config)
@@ -122,6 +124,34 @@ def bench_train_step(args) -> dict:
                       paired_ratio_median=round(statistics.median(paired), 3))  # fmt: skip
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
+
+
+def _bench_torch_only(args) -> dict:
+    """The PyTorch model alone in this process (for a peak-RSS comparison run in its own
+    process: ``--framework torch``); weights come from tinyllm's initialization."""
+    import torch
+
+    from tinyllm.bench.torch_reference import build_torch_model, load_from
+
+    config = model_config(args)
+    tinyllm.manual_seed(0)
+    tmodel = build_torch_model(config)
+    load_from(tmodel, build_model(config))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
+    y = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    step = _torch_step(tmodel, x, y)
+    times = []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        step()
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    ms = _summary(times)
+    return {"bench": "train-step", "framework": "torch", "arch": args.arch, "batch": args.batch,
+            "seq_len": args.seq_len, "ms_per_step": ms["ms"], "min": ms["min"], "max": ms["max"],
+            "peak_rss_mb": round(peak_rss_mb(), 1)}  # fmt: skip
 
 
 def bench_generate(args) -> dict:

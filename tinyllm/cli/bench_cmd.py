@@ -332,6 +332,8 @@ def _add_model_arguments(p, generate: bool = False) -> None:
         p.add_argument("--batch", type=int, default=8)
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--profile", action="store_true", help="print the per-op profile table")
+        p.add_argument("--framework", choices=["tinyllm", "torch"], default="tinyllm",
+                       help="only this framework (torch: a peak-RSS comparison)")  # fmt: skip
 
 
 def _check_compare(args) -> bool:
@@ -348,6 +350,8 @@ def _check_compare(args) -> bool:
 def run_train_step(args) -> int:
     from tinyllm.bench.model_bench import bench_train_step
 
+    if args.framework == "torch":
+        args.compare = "torch"
     if not _check_compare(args):
         return 2
     result = bench_train_step(args)
