@@ -147,3 +147,16 @@ def test_log_grads_writes_one_record_per_parameter_per_step_and_a_plot(tmp_path)
     n_params = len(list(build_model(model_config_for(config, 256)).parameters()))
     assert len(grads) == 4 * n_params
     assert (result.run_dir / "gradflow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reference_band_covers_its_own_seeds_and_says_so():
+    from tinyllm.train import band as reference_band
+
+    band = reference_band.load_band()
+    assert band is not None and len(band["seeds"]) >= 3
+    for values in band["per_seed"].values():
+        for step, v in zip(band["steps"], values):
+            assert "inside" in reference_band.check(band, step, v)
+    assert "ABOVE" in reference_band.check(band, band["steps"][-1], band["max"][-1] + 0.5)
+    assert reference_band.band_applies(band, TrainConfig(seed=7).to_dict())
+    assert not reference_band.band_applies(band, TrainConfig(lr=3e-3).to_dict())
