@@ -100,7 +100,12 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
     with no_grad():
         for node in order:
             grads = pending.pop(id(node), None)
-            missing = 0 if grads is None else sum(g is None for g in grads)
+            if grads is None:
+                missing = 1
+            elif len(grads) == 1:
+                missing = 1 if grads[0] is None else 0
+            else:
+                missing = sum(g is None for g in grads)
             if grads is None or missing == len(grads):
                 if not retain_graph:
                     node.release()

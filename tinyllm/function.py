@@ -139,6 +139,7 @@ class Function:
         """Run the op on Tensors (and plain values); return a Tensor or a tuple of them."""
         arrays = []
         needs = []
+        edges = []  # the input Tensors (None for other arguments): the graph's edges
         tensors = []
         array_type = None
         for a in args:
@@ -150,10 +151,12 @@ class Function:
                     _check_same_device(cls, args)
                 arrays.append(data)
                 needs.append(a._requires_grad)
+                edges.append(a)
                 tensors.append(a)
             else:
                 arrays.append(a)
                 needs.append(False)
+                edges.append(None)
         record = True in needs and is_grad_enabled()
 
         ctx = Context()
@@ -180,7 +183,8 @@ class Function:
             out = Tensor._from_op(array, differentiable)
             if differentiable:
                 out.grad_fn = ctx
-                out._output_index = i
+                if i:
+                    out._output_index = i
             outputs.append(out)
 
         if cls.is_view and tensors and args[0] is tensors[0]:
@@ -189,7 +193,7 @@ class Function:
 
         if record:
             ctx.fn = cls
-            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            ctx.inputs = tuple(edges)
             ctx.outputs = tuple([weakref.ref(o) for o in outputs])
             ctx.output_meta = tuple([(a.shape, a.dtype) for a in raw_outputs])
             if ctx.saved_arrays:

@@ -122,8 +122,44 @@ def bench_train_step(args) -> dict:
         result.update(torch_ms_per_step=theirs["ms"], torch_min=theirs["min"],
                       torch_max=theirs["max"], ratio=round(ours["ms"] / theirs["ms"], 3),
                       paired_ratio_median=round(statistics.median(paired), 3))  # fmt: skip
+    result.update(gemm_lower_bound(model, args))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
+
+
+def blas_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """The float32 GEMM rate NumPy's BLAS reaches here (best of ``repeats``, n x n x n)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.T.copy()
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def gemm_lower_bound(model, args) -> dict:
+    """The time one step's matrix products alone would take at the measured BLAS rate.
+
+    Linear layers: 2 N in out FLOPs forward, twice that backward (dx and dW): 6 N in out.
+    Attention per layer: Q K^T and P V, 4 B H T^2 D forward, 8 backward (no causal skipping).
+    No engine that keeps float32 BLAS GEMMs can take less time than this.
+    """
+    from tinyllm.nn import Linear
+
+    N = args.batch * args.seq_len
+    linear = sum(6 * N * m.in_features * m.out_features
+                 for m in model.modules() if isinstance(m, Linear))  # fmt: skip
+    D = args.d_model // args.n_head
+    attention = args.n_layer * 12 * args.batch * args.n_head * args.seq_len**2 * D
+    rate = blas_gflops()
+    flops = linear + attention
+    return {"gemm_gflop": round(flops / 1e9, 2), "blas_gflops": round(rate, 1),
+            "gemm_bound_ms": round(flops / (rate * 1e9) * 1000, 1)}  # fmt: skip
 
 
 def _bench_torch_only(args) -> dict:
