@@ -13,11 +13,11 @@ checkpoint under the real name. A truncated or corrupt file fails to load with a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from tinyllm.io.atomic import atomic_write
 
 METADATA_KEY = "tinyllm"
 
@@ -31,24 +31,14 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], metadata: d
     from safetensors.numpy import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {}
     for name, array in arrays.items():
         if not isinstance(array, np.ndarray):
             raise TypeError(f"save_checkpoint: {name!r} is a {type(array).__name__}, not an array")
         clean[name] = np.ascontiguousarray(array)
     blob = save(clean, metadata={METADATA_KEY: json.dumps(metadata)})
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(blob)
     return path
 
 

@@ -14,12 +14,12 @@ one, never a torn file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tinyllm.io.atomic import atomic_write
 
 META_KEY = "__meta__"
 FORMAT_VERSION = 1
@@ -44,18 +44,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str,
     meta = dict(meta)
     meta.setdefault("format_version", FORMAT_VERSION)
     meta_text = json.dumps(meta, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays, **{META_KEY: np.array(meta_text)})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays, **{META_KEY: np.array(meta_text)})
     return path
 
 

@@ -22,13 +22,12 @@ Directory layout: ``passages.json``, ``bm25.npz`` and, with a dense index, ``den
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from tinyllm.io.atomic import atomic_write
 from tinyllm.rag.bm25 import BM25
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.exact import ExactIndex
@@ -42,17 +41,8 @@ Embedder = Callable[[list[str]], np.ndarray]
 
 
 def _write_json_atomic(path: Path, payload) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False)
 
 
 class PassageRetriever:
