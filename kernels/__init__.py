@@ -41,6 +41,8 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
     glu_backward(dout, x, activation) -> dx                          # d[gate | up]
     swiglu_forward(x), swiglu_backward(dout, x)
     geglu_forward(x, approximate="tanh"|"none"), geglu_backward(dout, x, approximate)
+    activation_forward(x, activation="silu"|"gelu_tanh"|"gelu") -> act(x)    # elementwise
+    activation_backward(dy, x, activation) -> dy * act'(x)
 
     adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas=(0.9, 0.999),
         eps=1e-8, weight_decay=1e-2) -> None        # in place, PyTorch's exact update
@@ -85,6 +87,8 @@ from tinyllm.kernels.dispatch import (
     use,
 )
 from tinyllm.kernels.glu import (
+    activation_backward,
+    activation_forward,
     geglu_backward,
     geglu_forward,
     glu_backward,
@@ -111,6 +115,8 @@ from tinyllm.kernels.softmax import (
 __all__ = [
     "ENV_VAR",
     "TIERS",
+    "activation_backward",
+    "activation_forward",
     "adamw_step",
     "attention_backward",
     "attention_forward",

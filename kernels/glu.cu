@@ -65,3 +65,27 @@ __device__ void glu_backward_elem(const T* __restrict__ dout, const T* __restric
 
 GLU_ENTRIES(float, f32)
 GLU_ENTRIES(double, f64)
+
+// The plain activations on x [n]: out = act(x), and dx = dy * act'(x). One thread per element.
+template <typename T>
+__device__ void act_elem(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out,
+                         i64 n, int act, bool backward) {
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    T value, slope;
+    glu_act(x[idx], act, &value, &slope);
+    out[idx] = backward ? dy[idx] * slope : value;
+}
+
+// grid = (ceil(n / 256),), block = (256,)
+#define ACT_ENTRIES(T, S)                                                                      \
+    extern "C" __global__ void act_forward_##S(const T* x, T* out, i64 n, int act) {           \
+        act_elem<T>(x, x, out, n, act, false);                                                 \
+    }                                                                                          \
+    extern "C" __global__ void act_backward_##S(const T* dy, const T* x, T* dx, i64 n,         \
+                                                int act) {                                     \
+        act_elem<T>(dy, x, dx, n, act, true);                                                  \
+    }
+
+ACT_ENTRIES(float, f32)
+ACT_ENTRIES(double, f64)

@@ -14,8 +14,9 @@ with act one of
     "gelu"       g Phi(g) = g (1 + erf(g / sqrt 2)) / 2        derivative Phi(g) + g phi(g)
 
 (SwiGLU = "silu"; GeGLU = "gelu_tanh" or "gelu", PyTorch's approximate="tanh" / "none").
-The backward recomputes act from the saved input x: nothing else is saved.
-Tiers: reference, numba (``glu_numba.py``), cuda (``glu.cu``).
+The backward recomputes act from the saved input x: nothing else is saved. The plain
+activations act(x) and dx = dy act'(x) (``activation_forward/backward``, used by F.gelu and
+F.silu) share the formulas. Tiers: reference, numba (``glu_numba.py``), cuda (``glu.cu``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = [
     "ACTIVATIONS",
+    "activation_backward",
+    "activation_forward",
     "geglu_backward",
     "geglu_forward",
     "glu_backward",
@@ -129,6 +132,44 @@ def _cuda_backward(dout, x, act):
     return dx
 
 
+def _reference_act(dy, x, act, backward):
+    xp = get_array_module(x)
+    xw = upcast(x)
+    with np.errstate(over="ignore"):
+        value, slope = _activation(xp, xw, act)
+    result = upcast(dy) * slope if backward else value
+    return result.astype(x.dtype, copy=False)
+
+
+def _numba_act(dy, x, act, backward):
+    x = contiguous(x)
+    dy = x if dy is None else contiguous(dy.astype(x.dtype, copy=False))
+    out = np.empty_like(x)
+    with numba_threads_for(x.size):
+        _numba().act_rows(x, ACTIVATIONS[act], dy, out, backward)
+    return out
+
+
+def _cuda_act(dy, x, act, backward):
+    import cupy
+
+    x = cupy.ascontiguousarray(x)
+    out = cupy.empty_like(x)
+    n = x.size
+    if n:
+        name = "act_backward" if backward else "act_forward"
+        kernel = function(_CU, name, x.dtype)
+        if backward:
+            dy = cupy.ascontiguousarray(dy.astype(x.dtype, copy=False))
+            args = (dy, x, out, np.int64(n), np.int32(ACTIVATIONS[act]))
+        else:
+            args = (x, out, np.int64(n), np.int32(ACTIVATIONS[act]))
+        kernel(((n + 255) // 256,), (256,), args)
+    return out
+
+
+_ACT = with_cuda({"reference": _reference_act, "numba": _numba_act, "cuda": _cuda_act}, _CU)
+
 _FORWARD = with_cuda(
     {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
 )
@@ -163,6 +204,33 @@ def glu_backward(dout: Array, x: Array, activation: str = "silu") -> Array:
         raise ValueError(f"{op}: dout {tuple(dout.shape)} must be {want} for x {tuple(x.shape)}")
     xp = get_array_module(x)
     dx = dispatch.run(op, xp, x.dtype, _BACKWARD, as_rows(dout), as_rows(x), activation)
+    return dx.reshape(x.shape)
+
+
+def _check_act(op: str, x, activation: str):
+    check_float(op, "x", x)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+
+
+def activation_forward(x: Array, activation: str = "gelu_tanh") -> Array:
+    """act(x) elementwise: "silu", "gelu_tanh" or "gelu" (the formulas above)."""
+    op = "activation_forward"
+    _check_act(op, x, activation)
+    rows = as_rows(x) if x.ndim else x.reshape(1, 1)
+    out = dispatch.run(op, get_array_module(x), x.dtype, _ACT, None, rows, activation, False)
+    return out.reshape(x.shape)
+
+
+def activation_backward(dy: Array, x: Array, activation: str = "gelu_tanh") -> Array:
+    """dx = dy * act'(x) elementwise."""
+    op = "activation_backward"
+    _check_act(op, x, activation)
+    if tuple(dy.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} must match x {tuple(x.shape)}")
+    rows = as_rows(x) if x.ndim else x.reshape(1, 1)
+    dyr = as_rows(dy) if dy.ndim else dy.reshape(1, 1)
+    dx = dispatch.run(op, get_array_module(x), x.dtype, _ACT, dyr, rows, activation, True)
     return dx.reshape(x.shape)
 
 

@@ -44,6 +44,9 @@ def test_long_attention_runs_flash_and_equals_the_batched_path(monkeypatch, caus
         (lambda x: F.log_softmax(x, -1), "log_softmax"),
         (lambda x: F.swiglu(x), "glu"),
         (lambda x: F.geglu(x, approximate="tanh"), "glu"),
+        (lambda x: F.gelu(x, approximate="tanh"), "activation"),
+        (lambda x: F.gelu(x), "activation"),
+        (lambda x: F.silu(x), "activation"),
     ],
 )
 def test_functional_ops_take_the_numba_tier_and_reference_is_forced(op, kernel):

@@ -23,7 +23,7 @@ ENTRY_POINTS = {
     ],
     "norms.cu": ["norm_forward", "norm_backward", "norm_param_grad"],
     "rope.cu": ["rope"],
-    "glu.cu": ["glu_forward", "glu_backward"],
+    "glu.cu": ["glu_forward", "glu_backward", "act_forward", "act_backward"],
     "adamw.cu": ["adamw"],
     "flash_attention.cu": ["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
 }
@@ -145,6 +145,8 @@ def test_cuda_rope_glu_adamw(dtype):
     for act in ("silu", "gelu_tanh", "gelu"):
         _close(*_tiers(K.glu_forward, g, act), dtype, 10)
         _close(*_tiers(K.glu_backward, dout, g, act), dtype, 10)
+        _close(*_tiers(K.activation_forward, g, act), dtype, 10)
+        _close(*_tiers(K.activation_backward, g, g, act), dtype, 10)
     results = []
     for tier in ("reference", "cuda"):
         p = cupy.asarray(np.linspace(-1, 1, 1000), dtype=dtype)

@@ -25,8 +25,9 @@ half is the gate. Backward of ``y = act(gate) * up``:
     dgate = dy * up * act'(gate),     dup = dy * act(gate)
 
 and the two halves are concatenated back along ``dim``. Each gated unit is one Function that
-saves only its input. swiglu and geglu run ``tinyllm.kernels.glu_forward/backward``
-(reference, Numba and CUDA tiers); the others are written here.
+saves only its input. gelu and silu run ``tinyllm.kernels.activation_forward/backward``,
+swiglu and geglu ``tinyllm.kernels.glu_forward/backward`` (reference, Numba and CUDA tiers;
+``kernels/glu.py`` holds the readable reference); glu and reglu are written here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 import math
 
 from tinyllm import kernels
-from tinyllm.backend import erf, get_array_module
+from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 from tinyllm.functional._util import normalize_dim
 
@@ -56,53 +57,6 @@ def _sigmoid(x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _gelu(x, approximate: str):
-    """gelu(x) on an array (the tanh form with in-place steps: one temporary, not six)."""
-    if approximate == "tanh":
-        xp = get_array_module(x)
-        u = x * x
-        u *= _GELU_TANH_C
-        u += 1
-        u *= x
-        u *= _SQRT_2_OVER_PI  # u = sqrt(2/pi) (x + 0.044715 x^3)
-        t = xp.tanh(u, out=u)
-        t += 1
-        t *= x
-        t *= 0.5  # 0.5 x (1 + tanh u)
-        return t
-    return 0.5 * x * (1 + erf(x * _INV_SQRT_2))
-
-
-def _gelu_derivative(x, approximate: str):
-    """gelu'(x) on an array."""
-    xp = get_array_module(x)
-    if approximate == "tanh":
-        # gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),
-        # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-        x2 = x * x
-        t = x2 * _GELU_TANH_C
-        t += 1
-        t *= x
-        t *= _SQRT_2_OVER_PI
-        xp.tanh(t, out=t)
-        du = x2
-        du *= 3 * _GELU_TANH_C
-        du += 1
-        du *= _SQRT_2_OVER_PI
-        g = t * t
-        xp.subtract(1, g, out=g)
-        g *= x
-        g *= du
-        g *= 0.5
-        t += 1
-        t *= 0.5
-        g += t
-        return g
-    cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))  # Phi(x)
-    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)  # phi(x)
-    return cdf + x * pdf
-
-
 def _halves(x, dim: int):
     """The two halves of ``x`` along ``dim`` (views, no copy)."""
     n = x.shape[dim] // 2
@@ -119,34 +73,28 @@ def _join(d_first, d_second, dim: int):
 # ---------------------------------------------------------------- Functions
 
 
-class GELU(Function):
+class _KernelActivation(Function):
+    """y = act(x) elementwise through ``tinyllm.kernels.activation_forward/backward``."""
+
     @staticmethod
-    def forward(ctx, x, approximate):
+    def forward(ctx, x, activation):
         ctx.save_for_backward(x)  # x: input
-        ctx.approximate = approximate
-        return _gelu(x, approximate)
+        ctx.activation = activation
+        return kernels.activation_forward(x, activation)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
-        # y = gelu(x)  =>  dx = dy * gelu'(x)
-        dx = _gelu_derivative(x, ctx.approximate)
-        dx *= dy
-        return dx, None
+        # y = act(x)  =>  dx = dy * act'(x)
+        return kernels.activation_backward(dy, x, ctx.activation), None
 
 
-class SiLU(Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)  # x: input
-        return x * _sigmoid(x)
+class GELU(_KernelActivation):
+    """gelu(x) = x Phi(x) (exact) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
 
-    @staticmethod
-    def backward(ctx, dy):
-        (x,) = ctx.saved_tensors
-        s = _sigmoid(x)
-        # y = x sigma(x)  =>  dx = dy * sigma(x) (1 + x (1 - sigma(x)))
-        return dy * s * (1 + x * (1 - s))
+
+class SiLU(_KernelActivation):
+    """silu(x) = x sigma(x);  dx = dy sigma(x) (1 + x (1 - sigma(x)))."""
 
 
 class GLU(Function):
@@ -259,7 +207,8 @@ def gelu(input, approximate: str = "none"):
     tensor([0.    , 0.8413])
     """
     _check_float("gelu", input)
-    return GELU.apply(input, _check_approximate("gelu", approximate))
+    approximate = _check_approximate("gelu", approximate)
+    return GELU.apply(input, "gelu_tanh" if approximate == "tanh" else "gelu")
 
 
 def silu(input, inplace: bool = False):
@@ -270,7 +219,7 @@ def silu(input, inplace: bool = False):
     tensor([0.    , 0.7311])
     """
     _check_float("silu", input)
-    return SiLU.apply(input)
+    return SiLU.apply(input, "silu")
 
 
 def glu(input, dim: int = -1):
