@@ -1,6 +1,8 @@
-"""Small helpers shared by the op files: axis normalization and argument checks."""
+"""Small helpers shared by the op files: axis normalization, argument checks, axis moves."""
 
 from __future__ import annotations
+
+from tinyllm.backend import get_array_module
 
 
 def normalize_dim(dim: int, ndim: int, op: str, arg: str = "dim") -> int:
@@ -24,3 +26,13 @@ def normalize_dims(dim, ndim: int, op: str) -> tuple[int, ...]:
     if len(axes) != len(tuple(dim)):
         raise ValueError(f"{op}: dim {tuple(dim)} names an axis twice")
     return axes
+
+
+def to_last(x, dim: int):
+    """``x`` with axis ``dim`` moved last (a view): the kernels work on rows of the last axis."""
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, dim, -1)
+
+
+def from_last(x, dim: int):
+    """The inverse of ``to_last``."""
+    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, -1, dim)

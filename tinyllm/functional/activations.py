@@ -37,7 +37,7 @@ import math
 from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
-from tinyllm.functional._util import normalize_dim
+from tinyllm.functional._util import from_last, normalize_dim, to_last
 
 __all__ = ["geglu", "gelu", "glu", "reglu", "silu", "swiglu"]
 
@@ -135,15 +135,6 @@ class ReGLU(Function):
         return _join(dgate, dup, ctx.dim), None
 
 
-def _to_last(x, dim: int):
-    """Move ``dim`` to the last axis (the GLU kernels split the last axis)."""
-    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, dim, -1)
-
-
-def _from_last(x, dim: int):
-    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, -1, dim)
-
-
 class _KernelGLU(Function):
     """act(gate) * up on the two halves of ``dim``, through ``tinyllm.kernels.glu_*``."""
 
@@ -151,15 +142,15 @@ class _KernelGLU(Function):
     def forward(ctx, x, dim, activation):
         ctx.save_for_backward(x)  # x: input [..., 2F, ...]
         ctx.dim, ctx.activation = dim, activation
-        return _from_last(kernels.glu_forward(_to_last(x, dim), activation), dim)
+        return from_last(kernels.glu_forward(to_last(x, dim), activation), dim)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
         d = ctx.dim
         # y = act(gate) up  =>  dgate = dy up act'(gate),  dup = dy act(gate)
-        dx = kernels.glu_backward(_to_last(dy, d), _to_last(x, d), ctx.activation)
-        return _from_last(dx, d), None, None
+        dx = kernels.glu_backward(to_last(dy, d), to_last(x, d), ctx.activation)
+        return from_last(dx, d), None, None
 
 
 class GeGLU(_KernelGLU):

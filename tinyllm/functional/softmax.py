@@ -19,20 +19,10 @@ CUDA tiers); a ``dim`` other than the last is moved to the last axis first.
 from __future__ import annotations
 
 from tinyllm import kernels
-from tinyllm.backend import get_array_module
 from tinyllm.function import Function
-from tinyllm.functional._util import normalize_dim
+from tinyllm.functional._util import from_last, normalize_dim, to_last
 
 __all__ = ["log_softmax", "softmax"]
-
-
-def _to_last(x, dim: int):
-    """Move ``dim`` to the last axis (the kernels work on rows of the last axis)."""
-    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, dim, -1)
-
-
-def _from_last(x, dim: int):
-    return x if dim == x.ndim - 1 else get_array_module(x).moveaxis(x, -1, dim)
 
 
 class Softmax(Function):
@@ -40,7 +30,7 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim):
-        y = _from_last(kernels.softmax_forward(_to_last(x, dim)), dim)
+        y = from_last(kernels.softmax_forward(to_last(x, dim)), dim)
         ctx.save_for_backward(y)  # y: same shape as x
         ctx.dim = dim
         return y
@@ -50,7 +40,7 @@ class Softmax(Function):
         (y,) = ctx.saved_tensors
         d = ctx.dim
         # y = softmax(x)  =>  dx = y * (dy - <dy, y>)
-        return _from_last(kernels.softmax_backward(_to_last(dy, d), _to_last(y, d)), d), None
+        return from_last(kernels.softmax_backward(to_last(dy, d), to_last(y, d)), d), None
 
 
 class LogSoftmax(Function):
@@ -58,7 +48,7 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim):
-        z = _from_last(kernels.log_softmax_forward(_to_last(x, dim)), dim)
+        z = from_last(kernels.log_softmax_forward(to_last(x, dim)), dim)
         ctx.save_for_backward(z)  # z: same shape as x
         ctx.dim = dim
         return z
@@ -68,7 +58,7 @@ class LogSoftmax(Function):
         (z,) = ctx.saved_tensors
         d = ctx.dim
         # z = x - logsumexp(x)  =>  dx = dz - softmax(x) * sum(dz)
-        return _from_last(kernels.log_softmax_backward(_to_last(dz, d), _to_last(z, d)), d), None
+        return from_last(kernels.log_softmax_backward(to_last(dz, d), to_last(z, d)), d), None
 
 
 def softmax(input, dim: int = -1, dtype=None):
