@@ -326,6 +326,11 @@ def _check(op, q, k, v, key_padding_mask, block_q, block_k):
     return keep, int(block_q), int(block_k)
 
 
+def _scale(q, scale: float | None) -> float:
+    """The score scale tau: 1 / sqrt(D) unless given."""
+    return 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+
+
 def attention_forward(
     q: Array,
     k: Array,
@@ -344,7 +349,7 @@ def attention_forward(
     """
     op = "attention_forward"
     keep, block_q, block_k = _check(op, q, k, v, key_padding_mask, block_q, block_k)
-    tau = 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    tau = _scale(q, scale)
     xp = get_array_module(q)
     dtype = q.dtype if k.dtype == q.dtype == v.dtype else np.dtype(object)
     bodies = _bodies(_FORWARD, q.shape[-1])
@@ -373,7 +378,7 @@ def attention_backward(
             f"{op}: do {tuple(do.shape)} and o {tuple(o.shape)} must match q "
             f"{tuple(q.shape)}, lse {tuple(lse.shape)} must be {tuple(q.shape[:3])}"
         )
-    tau = 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    tau = _scale(q, scale)
     xp = get_array_module(q)
     dtype = q.dtype if k.dtype == q.dtype == v.dtype else np.dtype(object)
     bodies = _bodies(_BACKWARD, q.shape[-1])
@@ -393,7 +398,7 @@ def naive_attention_forward(
 ) -> tuple[Array, Array]:
     """(o, lse) of the naive algorithm (S and P materialized): the reference body, direct."""
     keep, _, _ = _check("naive_attention_forward", q, k, v, key_padding_mask, 1, 1)
-    tau = 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    tau = _scale(q, scale)
     return _naive_forward(q, k, v, bool(causal), keep, tau)
 
 
@@ -411,5 +416,5 @@ def naive_attention_backward(
 ) -> tuple[Array, Array, Array]:
     """(dq, dk, dv) of the naive algorithm: the reference body, direct."""
     keep, _, _ = _check("naive_attention_backward", q, k, v, key_padding_mask, 1, 1)
-    tau = 1 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    tau = _scale(q, scale)
     return _naive_backward(do, q, k, v, o, lse, bool(causal), keep, tau)

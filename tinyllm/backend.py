@@ -12,6 +12,7 @@ the first call that needs to know (``cuda_is_available()``, ``device="cuda"``) d
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import numpy as np
@@ -39,18 +40,14 @@ def cuda_is_available() -> bool:
 
 
 def get_array_module(array: Any):
-    """numpy or cupy, whichever owns ``array`` (numpy for Python scalars and lists)."""
-    if isinstance(array, np.ndarray) or _cupy_loaded() is None:
+    """numpy or cupy, whichever owns ``array`` (numpy for Python scalars and lists).
+
+    Called by every op: it never imports CuPy, it only looks for it among loaded modules.
+    """
+    if isinstance(array, np.ndarray):
         return np
-    cp = _cupy_loaded()
-    return cp if isinstance(array, cp.ndarray) else np
-
-
-def _cupy_loaded():
-    """cupy if it has already been imported by someone (cheap: no import attempt)."""
-    import sys
-
-    return sys.modules.get("cupy") if "cupy" in sys.modules else None
+    cp = sys.modules.get("cupy")
+    return cp if cp is not None and isinstance(array, cp.ndarray) else np
 
 
 def normalize_device(device: Any) -> str:
@@ -170,7 +167,7 @@ def manual_seed(seed: int) -> None:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
     _generators["cpu"] = np.random.default_rng(int(seed))
-    if "cupy" in _generators or _cupy_loaded() is not None and cuda_is_available():
+    if "cuda" in _generators or ("cupy" in sys.modules and cuda_is_available()):
         _generators["cuda"] = _cupy().random.default_rng(int(seed))
 
 

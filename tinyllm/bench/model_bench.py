@@ -10,6 +10,7 @@ and the two are timed alternately (A B A B ...) in one process, so machine noise
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -92,7 +93,7 @@ def bench_train_step(args) -> dict:
 
         from tinyllm.bench.torch_reference import build_torch_model, compare_first_step, load_from
 
-        torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores tinyllm gets too
         tmodel = build_torch_model(config)
         load_from(tmodel, model)
         result["first_step_check"] = compare_first_step(tmodel, model, x, y)
@@ -176,7 +177,7 @@ def _bench_torch_only(args) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
     y = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
-    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores tinyllm gets too
     step = _torch_step(tmodel, x, y)
     times = []
     for i in range(args.warmup + args.steps):

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        if isinstance(default, bool) or f.name in ("log_grads",):
+        if isinstance(default, bool):
             p.add_argument(flag, dest=f.name, action="store_true", default=None,
                            help=FLAG_HELP.get(f.name, ""))  # fmt: skip
             continue

@@ -33,6 +33,11 @@ from tinyllm.train.config import TrainConfig
 from tinyllm.train.tokens import TokenData, load_tokens
 
 LN2 = math.log(2.0)
+# configuration keys a checkpoint must share with the run that loads it (model shape and data)
+CHECKPOINT_KEYS = (
+    "arch", "d_model", "n_layer", "n_head", "n_kv_head", "seq_len", "ffn_hidden", "dropout",
+    "tie_embeddings", "data", "tokenizer",
+)  # fmt: skip
 
 
 @dataclass
@@ -123,7 +128,7 @@ def load_state(path: Path, model, opt: AdamW, config: TrainConfig):
     if meta.get("format") != "tinyllm-train-checkpoint-1":
         raise CheckpointError(f"{path}: not a tinyllm training checkpoint")
     saved = meta["config"]
-    for key in reference_band.BAND_KEYS[:9] + ("data", "tokenizer"):
+    for key in CHECKPOINT_KEYS:
         if saved.get(key) != config.to_dict().get(key):
             raise CheckpointError(
                 f"{path}: checkpoint was made with {key}={saved.get(key)!r}, "
