@@ -18,6 +18,7 @@ the reason a fused kernel is faster). Tiers: reference, numba (``adamw_numba.py`
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,13 +27,13 @@ from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, check_float
 from tinyllm.kernels.cuda_loader import function, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = ["adamw_step"]
 
 _CU = "adamw.cu"
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import adamw_numba
 
@@ -84,8 +85,7 @@ def _flat_views(arrays):
 
 def _numba_body(p, g, m, v, scalars):
     views = _flat_views((p, g, m, v))
-    with numba_threads_for(p.size):
-        _numba().adamw_flat(*(view for view, _ in views), *scalars)
+    dispatch.numba_for_work(_numba().adamw_flat, p.size)(*(view for view, _ in views), *scalars)
     for view, original in views:
         if original is not None:
             original[...] = view.reshape(original.shape)

@@ -27,6 +27,7 @@ lse [B, H, Tq].
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -35,7 +36,6 @@ from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, check_float, compute_dtype, contiguous
 from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = [
     "attention_backward",
@@ -49,6 +49,7 @@ DEFAULT_BLOCK_Q = 64
 DEFAULT_BLOCK_K = 64
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import attention_numba
 
@@ -160,11 +161,10 @@ def _numba_forward(q, k, v, causal, keep, scale, block_q, block_k):
     acc_buf = np.empty((BH, block_q, D), dt)
     m_buf = np.empty((BH, block_q), dt)
     l_buf = np.empty((BH, block_q), dt)
-    with numba_threads_for(q.size * k.shape[2] // D):
-        _numba().flash_forward(
-            q, k, v, keep_arr, has_mask, causal, dt.type(scale), block_q, block_k, o, lse,
-            s_buf, kt_buf, acc_buf, m_buf, l_buf,
-        )  # fmt: skip
+    dispatch.numba_for_work(_numba().flash_forward, q.size * k.shape[2] // D)(
+        q, k, v, keep_arr, has_mask, causal, dt.type(scale), block_q, block_k, o, lse,
+        s_buf, kt_buf, acc_buf, m_buf, l_buf,
+    )  # fmt: skip
     return o, lse
 
 
@@ -190,11 +190,10 @@ def _numba_backward(do, q, k, v, o, lse, causal, keep, scale, block_q, block_k):
     dk_buf = np.empty((BH, block_k, D), dt)
     dv_buf = np.empty((BH, block_k, D), dt)
     delta_buf = np.empty((BH, Tq), dt)
-    with numba_threads_for(q.size * Tk // D):
-        _numba().flash_backward(
-            q, k, v, o, do, lse, keep_arr, has_mask, causal, dt.type(scale), block_q, block_k,
-            dq, dk_part, dv_part, s_buf, dp_buf, kt_buf, vt_buf, dk_buf, dv_buf, delta_buf,
-        )  # fmt: skip
+    dispatch.numba_for_work(_numba().flash_backward, q.size * Tk // D)(
+        q, k, v, o, do, lse, keep_arr, has_mask, causal, dt.type(scale), block_q, block_k,
+        dq, dk_part, dv_part, s_buf, dp_buf, kt_buf, vt_buf, dk_buf, dv_buf, delta_buf,
+    )  # fmt: skip
     if Hkv != H:
         dk = dk_part.reshape(B, Hkv, H // Hkv, Tk, D).sum(axis=2)
         dv = dv_part.reshape(B, Hkv, H // Hkv, Tk, D).sum(axis=2)

@@ -27,8 +27,9 @@ import functools
 import importlib.util
 import os
 import threading
+import types
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,12 @@ __all__ = [
     "KERNEL_DTYPES",
     "last_tier",
     "numba_available",
-    "numba_threads_for",
+    "numba_for_work",
     "requested_tier",
     "reset_counts",
     "run",
     "select_tier",
+    "serial_twin",
     "tier_counts",
     "use",
 ]
@@ -71,8 +73,13 @@ def requested_tier() -> str:
     stack = getattr(_local, "stack", None)
     if stack:
         return stack[-1]
-    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
-    return _check_choice(value, f"${ENV_VAR}")
+    value = os.environ.get(ENV_VAR)
+    return _env_choice(value) if value else "auto"
+
+
+@functools.lru_cache(maxsize=8)
+def _env_choice(value: str) -> str:
+    return _check_choice(value.strip().lower() or "auto", f"${ENV_VAR}")
 
 
 @contextlib.contextmanager
@@ -102,46 +109,61 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-# Below this much work (elements touched), a Numba kernel runs on one thread: waking the
+# Below this much work (elements touched), a Numba kernel runs as its serial twin: waking the
 # OpenMP team costs ~50 us (measured: softmax of 64 x 96 takes 61 us on 2 threads, 13 us on
-# one), more than small kernels save. Results do not depend on the thread count.
+# one), more than small kernels save, and even on one thread a parallel kernel's launch costs
+# ~2 us against ~0.6 us for the plain function. Results do not depend on the choice.
 SERIAL_BELOW = 1 << 16
 
+_twins: dict[Any, Any] = {}
+_NOT_COPIED = ("parallel", "nopython")  # nopython is njit's own and warns when passed
 
-@contextlib.contextmanager
-def numba_threads_for(work: int) -> Iterator[None]:
-    """Run the enclosed Numba launch on one thread when ``work`` is small."""
-    if work >= SERIAL_BELOW:
-        yield
-        return
-    import numba
 
-    previous = numba.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+def serial_twin(kernel: Any) -> Any:
+    """``kernel`` (a ``@njit(parallel=True)`` dispatcher) compiled without ``parallel``.
+
+    The twin runs the same Python body, ``prange`` as a plain ``range``, in the calling
+    thread, and is cached on disk like the kernels. Its function is renamed
+    ``<name>_serial``: Numba's on-disk cache names its files by qualified name and does not
+    key them by the ``parallel`` flag, so a shared name would mix up the two compilations.
+    """
+    twin = _twins.get(kernel)
+    if twin is None:
+        from numba import njit
+
+        body = kernel.py_func
+        func = types.FunctionType(
+            body.__code__, body.__globals__, f"{body.__name__}_serial", body.__defaults__,
+            body.__closure__,
+        )  # fmt: skip
+        func.__qualname__ = f"{body.__qualname__}_serial"
+        func.__module__, func.__doc__ = body.__module__, body.__doc__
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in _NOT_COPIED}
+        twin = _twins[kernel] = njit(cache=True, **options)(func)
+    return twin
+
+
+def numba_for_work(kernel: Any, work: int) -> Any:
+    """The Numba kernel to launch for ``work`` elements: ``kernel``, or its serial twin."""
+    return kernel if work >= SERIAL_BELOW else serial_twin(kernel)
 
 
 def select_tier(
     op: str,
     xp: Any,
     dtype: Any = None,
-    tiers: tuple[str, ...] = TIERS,
+    tiers: Collection[str] = TIERS,
 ) -> str:
     """The tier that will run ``op`` for arrays of module ``xp`` and ``dtype``.
 
-    ``tiers`` lists the bodies the op has (an op without a CUDA source passes
-    ``("reference", "numba")``). ``dtype=None`` means "any dtype the kernels accept".
+    ``tiers`` holds the names of the bodies the op has (an op without a CUDA source passes
+    ``("reference", "numba")``; ``run`` passes its dict of bodies). ``dtype=None`` means
+    "any dtype the kernels accept".
     """
     forced = requested_tier()
     if forced == "reference":
         return "reference"
-    dtype_ok = dtype is None or np.dtype(dtype) in KERNEL_DTYPES
+    dtype_ok = dtype is None or dtype in KERNEL_DTYPES
     if xp is not np:  # a CuPy array: the GPU
         return "cuda" if "cuda" in tiers and dtype_ok else "reference"
     if "numba" in tiers and dtype_ok and numba_available():
@@ -176,7 +198,7 @@ def reset_counts() -> None:
 
 def run(op: str, xp: Any, dtype: Any, bodies: Mapping[str, Callable], *args, **kwargs):
     """Call the body of ``op`` for the selected tier, record the tier, return its result."""
-    tier = select_tier(op, xp, dtype, tuple(bodies))
+    tier = select_tier(op, xp, dtype, bodies)
     result = bodies[tier](*args, **kwargs)
     record(op, tier)
     return result

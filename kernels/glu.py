@@ -21,6 +21,7 @@ F.silu) share the formulas. Tiers: reference, numba (``glu_numba.py``), cuda (``
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -29,7 +30,6 @@ from tinyllm.backend import erf, get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, as_rows, check_float, contiguous, upcast
 from tinyllm.kernels.cuda_loader import function, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,6 +49,7 @@ _K0 = math.sqrt(2 / math.pi)
 _K1 = 0.044715
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import glu_numba
 
@@ -91,8 +92,8 @@ def _reference_backward(dout, x, act):
 def _numba_forward(x, act):
     x = contiguous(x)
     out = np.empty((x.shape[0], x.shape[1] // 2), x.dtype)
-    with numba_threads_for(x.size):
-        _numba().glu_rows(x, ACTIVATIONS[act], out, out, x, False)  # dout, dx unused
+    glu_rows = dispatch.numba_for_work(_numba().glu_rows, x.size)
+    glu_rows(x, ACTIVATIONS[act], out, out, x, False)  # dout, dx unused
     return out
 
 
@@ -100,8 +101,8 @@ def _numba_backward(dout, x, act):
     x = contiguous(x)
     dout = contiguous(dout.astype(x.dtype, copy=False))
     dx = np.empty_like(x)
-    with numba_threads_for(x.size):
-        _numba().glu_rows(x, ACTIVATIONS[act], dout, dout, dx, True)  # out unused
+    glu_rows = dispatch.numba_for_work(_numba().glu_rows, x.size)
+    glu_rows(x, ACTIVATIONS[act], dout, dout, dx, True)  # out unused
     return dx
 
 
@@ -145,8 +146,7 @@ def _numba_act(dy, x, act, backward):
     x = contiguous(x)
     dy = x if dy is None else contiguous(dy.astype(x.dtype, copy=False))
     out = np.empty_like(x)
-    with numba_threads_for(x.size):
-        _numba().act_rows(x, ACTIVATIONS[act], dy, out, backward)
+    dispatch.numba_for_work(_numba().act_rows, x.size)(x, ACTIVATIONS[act], dy, out, backward)
     return out
 
 

@@ -27,6 +27,8 @@ mean, rstd [...] (x's leading shape). Tiers: reference, numba (``norms_numba.py`
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from tinyllm.backend import get_array_module
@@ -40,7 +42,6 @@ from tinyllm.kernels.arrays import (
     upcast,
 )
 from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = ["layer_norm_backward", "layer_norm_forward", "rms_norm_backward", "rms_norm_forward"]
 
@@ -48,6 +49,7 @@ _CU = "norms.cu"
 _ROW_THREADS = 256
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import norms_numba
 
@@ -110,8 +112,9 @@ def _numba_forward(x, residual, weight, bias, eps, center):
     summed = np.empty_like(x) if has_res else y  # y stands in, untouched
     mean, rstd = np.empty(R, x.dtype), np.empty(R, x.dtype)
     eps_t = x.dtype.type(eps)
-    with numba_threads_for(x.size):
-        _numba().norm_rows(x, res, w, b, eps_t, center, has_res, y, summed, mean, rstd)
+    dispatch.numba_for_work(_numba().norm_rows, x.size)(
+        x, res, w, b, eps_t, center, has_res, y, summed, mean, rstd
+    )
     return y, mean, rstd, summed if has_res else None
 
 
@@ -129,10 +132,9 @@ def _numba_backward(dy, x, mean, rstd, weight, dsummed, center):
     n = _n_chunks(R)
     parts_w, parts_b = np.empty((n, C), dt), np.empty((n, C), dt)  # [n_chunks, C]
     dweight, dbias = np.empty(C, dt), np.empty(C, dt)
-    with numba_threads_for(x.size):
-        _numba().norm_rows_backward(
-            dy, x, mean, rstd, w, ds, center, has_ds, dx, parts_w, parts_b, dweight, dbias
-        )
+    dispatch.numba_for_work(_numba().norm_rows_backward, x.size)(
+        dy, x, mean, rstd, w, ds, center, has_ds, dx, parts_w, parts_b, dweight, dbias
+    )
     return dx, dweight, dbias
 
 

@@ -22,6 +22,7 @@ positions). Tiers: reference, numba (``rope_numba.py``), cuda (``rope.cu``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,13 +31,13 @@ from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, check_float, contiguous, upcast
 from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = ["rope_backward", "rope_forward"]
 
 _CU = "rope.cu"
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import rope_numba
 
@@ -65,8 +66,7 @@ def _numba_body(x, cos, sin, sign, interleaved):
     y = np.empty_like(x)
     c = contiguous(cos.astype(dt, copy=False))
     s = contiguous(sin.astype(dt, copy=False))
-    with numba_threads_for(x.size):
-        _numba().rope_rows(x, c, s, dt.type(sign), interleaved, y)
+    dispatch.numba_for_work(_numba().rope_rows, x.size)(x, c, s, dt.type(sign), interleaved, y)
     return y
 
 

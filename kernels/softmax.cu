@@ -3,37 +3,43 @@
 //
 //   m = max_c x_c,  s = sum_c exp(x_c - m),  lse = m + log s
 //   softmax:      y_c = exp(x_c - m) / s        dx_c = y_c (dy_c - sum_k dy_k y_k)
+//                 (attention: x scaled first, scale folded into dx; optional causal rows)
 //   log_softmax:  y_c = x_c - lse               dx_c = dy_c - exp(y_c) sum_k dy_k
 //   cross-entropy with target t, smoothing e, q_c = e/C + (1 - e) [c == t]:
 //                 loss = lse - sum_c q_c x_c    dx_c = (exp(x_c - lse) - q_c) dloss
 //                 (rows whose target is ignore_index: loss 0, dx 0)
 #include "cuda_common.cuh"
 
+// softmax of scale * x; tq > 0: causal rows (row r is query r % tq, sees columns c <= r % tq;
+// the others get 0, or -inf for log_softmax)
 template <typename T>
 __device__ void softmax_forward_row(const T* __restrict__ x, T* __restrict__ y, int C,
-                                    int log_out) {
+                                    int log_out, T scale, int tq) {
     __shared__ T shm[ROW_THREADS];
     const i64 row = blockIdx.x;
     const T* xr = x + row * C;  // [C]
     T* yr = y + row * C;        // [C]
+    const int n = tq ? min(int(row % tq) + 1, C) : C;  // columns taking part
     T m = neg_inf<T>();
-    for (int c = threadIdx.x; c < C; c += blockDim.x) m = d_max(m, xr[c]);
+    for (int c = threadIdx.x; c < n; c += blockDim.x) m = d_max(m, xr[c] * scale);
     m = block_reduce(m, shm, MaxOp());
     T s = T(0);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += d_exp(xr[c] - m);
+    for (int c = threadIdx.x; c < n; c += blockDim.x) s += d_exp(xr[c] * scale - m);
     s = block_reduce(s, shm, SumOp());
     if (log_out) {
         const T log_s = d_log(s);
-        for (int c = threadIdx.x; c < C; c += blockDim.x) yr[c] = (xr[c] - m) - log_s;
+        for (int c = threadIdx.x; c < n; c += blockDim.x) yr[c] = (xr[c] * scale - m) - log_s;
     } else {
         const T inv = T(1) / s;
-        for (int c = threadIdx.x; c < C; c += blockDim.x) yr[c] = d_exp(xr[c] - m) * inv;
+        for (int c = threadIdx.x; c < n; c += blockDim.x) yr[c] = d_exp(xr[c] * scale - m) * inv;
     }
+    const T masked = log_out ? neg_inf<T>() : T(0);
+    for (int c = n + threadIdx.x; c < C; c += blockDim.x) yr[c] = masked;
 }
 
 template <typename T>
 __device__ void softmax_backward_row(const T* __restrict__ dy, const T* __restrict__ y,
-                                     T* __restrict__ dx, int C, int log_out) {
+                                     T* __restrict__ dx, int C, int log_out, T scale) {
     __shared__ T shm[ROW_THREADS];
     const i64 row = blockIdx.x;
     const T* dyr = dy + row * C;
@@ -49,7 +55,7 @@ __device__ void softmax_backward_row(const T* __restrict__ dy, const T* __restri
     if (log_out) {
         for (int c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = dyr[c] - d_exp(yr[c]) * s;
     } else {
-        for (int c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = yr[c] * (dyr[c] - s);
+        for (int c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = yr[c] * (dyr[c] - s) * scale;
     }
 }
 
@@ -107,12 +113,13 @@ __device__ void cross_entropy_backward_row(const T* __restrict__ dloss, const T*
 // ---------------------------------------------------------------- entry points
 // grid = (R,), block = (ROW_THREADS,)
 #define SOFTMAX_ENTRIES(T, S)                                                                  \
-    extern "C" __global__ void softmax_forward_##S(const T* x, T* y, int C, int log_out) {     \
-        softmax_forward_row<T>(x, y, C, log_out);                                              \
+    extern "C" __global__ void softmax_forward_##S(const T* x, T* y, int C, int log_out,       \
+                                                   T scale, int tq) {                          \
+        softmax_forward_row<T>(x, y, C, log_out, scale, tq);                                   \
     }                                                                                          \
     extern "C" __global__ void softmax_backward_##S(const T* dy, const T* y, T* dx, int C,     \
-                                                    int log_out) {                             \
-        softmax_backward_row<T>(dy, y, dx, C, log_out);                                        \
+                                                    int log_out, T scale) {                    \
+        softmax_backward_row<T>(dy, y, dx, C, log_out, scale);                                 \
     }                                                                                          \
     extern "C" __global__ void cross_entropy_forward_##S(const T* logits, const i64* target,   \
                                                          T* loss, T* lse, int C,               \

@@ -12,6 +12,11 @@ Backward, from the forward output y only (nothing else saved):
     softmax:      dx_c = y_c (dy_c - sum_k dy_k y_k)     (dy_k/dx_c = y_k (delta_kc - y_c))
     log_softmax:  dx_c = dy_c - exp(y_c) sum_k dy_k      (d y_k / d x_c = delta_kc - softmax_c)
 
+Attention's probabilities use two options of ``softmax_forward``: a ``scale`` applied to x
+first (y = softmax(scale x), so dx = scale y (dy - sum_k dy_k y_k)) and ``causal``: x is
+[..., Tq, Tk] and row i takes columns j <= i only (top-left aligned); the others get y = 0,
+so they receive dx = 0 from the same backward formula.
+
 Cross-entropy with target t, label smoothing e and the smoothed target distribution
 q_c = e / V + (1 - e) [c == t] (PyTorch's definition):
 
@@ -29,13 +34,15 @@ Shapes: x, y, dy, dx and logits are [..., C] (any leading dims; the kernels see 
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, as_rows, check_float, contiguous, upcast
 from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
-from tinyllm.kernels.dispatch import numba_threads_for
 
 __all__ = [
     "cross_entropy_backward",
@@ -50,6 +57,7 @@ _CU = "softmax.cu"
 _ROW_THREADS = 256  # ROW_THREADS in cuda_common.cuh
 
 
+@functools.cache
 def _numba():
     from tinyllm.kernels import softmax_numba
 
@@ -57,9 +65,18 @@ def _numba():
 
 
 # ---------------------------------------------------------------- reference bodies
-def _reference_forward(x, log_out: bool):
+def _causal_allowed(xp, R: int, C: int, tq: int):
+    """[R, C] bool: row r (query r % tq) sees columns c <= r % tq."""
+    return xp.arange(C)[None, :] <= (xp.arange(R) % tq)[:, None]
+
+
+def _reference_forward(x, log_out: bool, scale: float, tq: int):
     xp = get_array_module(x)
     xw = upcast(x)  # [R, C]
+    if scale != 1.0:
+        xw = xw * xw.dtype.type(scale)
+    if tq:
+        xw = xp.where(_causal_allowed(xp, *xw.shape, tq), xw, -xp.inf)
     with np.errstate(invalid="ignore"):  # a row of -inf: NaN, as softmax is undefined there
         shifted = xw - xw.max(axis=-1, keepdims=True)
         if log_out:
@@ -70,13 +87,15 @@ def _reference_forward(x, log_out: bool):
     return y.astype(x.dtype, copy=False)
 
 
-def _reference_backward(dy, y, log_out: bool):
+def _reference_backward(dy, y, log_out: bool, scale: float):
     xp = get_array_module(y)
     dyw, yw = upcast(dy), upcast(y)
     if log_out:
         dx = dyw - xp.exp(yw) * dyw.sum(axis=-1, keepdims=True)
     else:
         dx = yw * (dyw - (dyw * yw).sum(axis=-1, keepdims=True))
+        if scale != 1.0:
+            dx = dx * dx.dtype.type(scale)
     return dx.astype(y.dtype, copy=False)
 
 
@@ -108,19 +127,19 @@ def _reference_ce_backward(dloss, logits, target, lse, ignore_index, smoothing):
 
 
 # ---------------------------------------------------------------- numba bodies
-def _numba_forward(x, log_out: bool):
+def _numba_forward(x, log_out: bool, scale: float, tq: int):
     x = contiguous(x)
     y = np.empty_like(x)
-    with numba_threads_for(x.size):
-        _numba().softmax_rows(x, y, log_out)
+    kernel = dispatch.numba_for_work(_numba().softmax_rows, x.size)
+    kernel(x, y, log_out, x.dtype.type(scale), tq)
     return y
 
 
-def _numba_backward(dy, y, log_out: bool):
+def _numba_backward(dy, y, log_out: bool, scale: float):
     dy, y = contiguous(dy), contiguous(y)
     dx = np.empty_like(y)
-    with numba_threads_for(y.size):
-        _numba().softmax_rows_backward(dy, y, dx, log_out)
+    kernel = dispatch.numba_for_work(_numba().softmax_rows_backward, y.size)
+    kernel(dy, y, dx, log_out, y.dtype.type(scale))
     return dx
 
 
@@ -130,8 +149,9 @@ def _numba_ce_forward(logits, target, ignore_index, smoothing):
     loss = np.empty(R, logits.dtype)
     lse = np.empty(R, logits.dtype)
     s = logits.dtype.type(smoothing)
-    with numba_threads_for(logits.size):
-        _numba().cross_entropy_rows(logits, target, ignore_index, s, loss, lse)
+    dispatch.numba_for_work(_numba().cross_entropy_rows, logits.size)(
+        logits, target, ignore_index, s, loss, lse
+    )
     return loss, lse
 
 
@@ -141,13 +161,14 @@ def _numba_ce_backward(dloss, logits, target, lse, ignore_index, smoothing):
     s = logits.dtype.type(smoothing)
     dl = contiguous(dloss.astype(logits.dtype, copy=False))
     lse = contiguous(lse.astype(logits.dtype, copy=False))
-    with numba_threads_for(logits.size):
-        _numba().cross_entropy_rows_backward(dl, logits, target, lse, ignore_index, s, dlogits)
+    dispatch.numba_for_work(_numba().cross_entropy_rows_backward, logits.size)(
+        dl, logits, target, lse, ignore_index, s, dlogits
+    )
     return dlogits
 
 
 # ---------------------------------------------------------------- cuda bodies
-def _cuda_forward(x, log_out: bool):
+def _cuda_forward(x, log_out: bool, scale: float, tq: int):
     import cupy
 
     x = cupy.ascontiguousarray(x)
@@ -155,11 +176,12 @@ def _cuda_forward(x, log_out: bool):
     R, C = x.shape
     if R:
         kernel = function(_CU, "softmax_forward", x.dtype)
-        kernel((R,), (_ROW_THREADS,), (x, y, np.int32(C), np.int32(log_out)))
+        args = (x, y, np.int32(C), np.int32(log_out), scalar(scale, x.dtype), np.int32(tq))
+        kernel((R,), (_ROW_THREADS,), args)
     return y
 
 
-def _cuda_backward(dy, y, log_out: bool):
+def _cuda_backward(dy, y, log_out: bool, scale: float):
     import cupy
 
     dy, y = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(y)
@@ -167,7 +189,8 @@ def _cuda_backward(dy, y, log_out: bool):
     R, C = y.shape
     if R:
         kernel = function(_CU, "softmax_backward", y.dtype)
-        kernel((R,), (_ROW_THREADS,), (dy, y, dx, np.int32(C), np.int32(log_out)))
+        args = (dy, y, dx, np.int32(C), np.int32(log_out), scalar(scale, y.dtype))
+        kernel((R,), (_ROW_THREADS,), args)
     return dx
 
 
@@ -217,31 +240,50 @@ _CE_BACKWARD = with_cuda(
 
 
 # ---------------------------------------------------------------- public functions
-def _forward(op: str, x, log_out: bool):
+def _check_scale(op: str, scale: float) -> float:
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"{op}: scale must be a finite number, got {scale}")
+    return scale
+
+
+def _forward(op: str, x, log_out: bool, scale: float = 1.0, causal: bool = False):
     check_float(op, "x", x)
-    if x.ndim == 0:
-        raise ValueError(f"{op}: x must have at least one dim, got a 0-d array")
-    y = dispatch.run(op, get_array_module(x), x.dtype, _FORWARD, as_rows(x), log_out)
+    if x.ndim < (2 if causal else 1):
+        raise ValueError(
+            f"{op}: x must be [..., C]" + (" ([..., Tq, Tk] with causal=True)" if causal else "")
+            + f", got shape {tuple(x.shape)}"
+        )  # fmt: skip
+    tq = x.shape[-2] if causal else 0
+    scale = _check_scale(op, scale)
+    y = dispatch.run(op, get_array_module(x), x.dtype, _FORWARD, as_rows(x), log_out, scale, tq)
     return y.reshape(x.shape)
 
 
-def _backward(op: str, dy, y, log_out: bool):
+def _backward(op: str, dy, y, log_out: bool, scale: float = 1.0):
     check_float(op, "y", y)
     if dy.shape != y.shape:
         raise ValueError(f"{op}: dy {tuple(dy.shape)} and y {tuple(y.shape)} differ in shape")
     dy = dy.astype(y.dtype, copy=False)
-    dx = dispatch.run(op, get_array_module(y), y.dtype, _BACKWARD, as_rows(dy), as_rows(y), log_out)
+    scale = _check_scale(op, scale)
+    xp = get_array_module(y)
+    dx = dispatch.run(op, xp, y.dtype, _BACKWARD, as_rows(dy), as_rows(y), log_out, scale)
     return dx.reshape(y.shape)
 
 
-def softmax_forward(x: Array) -> Array:
-    """softmax(x) along the last axis: y [..., C] from x [..., C]."""
-    return _forward("softmax_forward", x, False)
+def softmax_forward(x: Array, scale: float = 1.0, causal: bool = False) -> Array:
+    """softmax(scale x) along the last axis: y [..., C] from x [..., C].
+
+    ``causal=True``: x is [..., Tq, Tk] and row i takes columns j <= i only (y = 0 on the
+    others), attention's top-left causal mask applied inside the kernel.
+    """
+    return _forward("softmax_forward", x, False, scale, causal)
 
 
-def softmax_backward(dy: Array, y: Array) -> Array:
-    """dx = y (dy - sum(dy y)) along the last axis, from dy and the output y [..., C]."""
-    return _backward("softmax_backward", dy, y, False)
+def softmax_backward(dy: Array, y: Array, scale: float = 1.0) -> Array:
+    """dx = scale y (dy - sum(dy y)) along the last axis, from dy and the output y [..., C]
+    of ``softmax_forward(x, scale)`` (causal or not: masked entries have y = 0, so dx = 0)."""
+    return _backward("softmax_backward", dy, y, False, scale)
 
 
 def log_softmax_forward(x: Array) -> Array:

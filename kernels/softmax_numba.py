@@ -17,35 +17,47 @@ from tinyllm.kernels.numba_math import fast_exp, like, row_dot, row_max, row_sum
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def softmax_rows(x, y, log_out):
-    """y[r] = softmax(x[r]) (or log_softmax when log_out); x, y: [R, C]."""
+def softmax_rows(x, y, log_out, scale, tq):
+    """y[r] = softmax(scale x[r]) (log_softmax when log_out); x, y: [R, C].
+
+    tq > 0: causal rows, row r is query i = r % tq and takes columns c <= i; the others get
+    y = 0 (-inf for log_softmax).
+    """
     R, C = x.shape
     for r in prange(R):
-        xr = x[r]  # [C]
-        yr = y[r]  # [C]
-        m = row_max(xr)
+        n = C if tq == 0 else min(r % tq + 1, C)  # columns taking part
+        xr = x[r, :n]  # [n]
+        y_row = y[r]  # [C]
+        yr = y_row[:n]  # [n]
+        for c in range(n):
+            yr[c] = xr[c] * scale  # z = scale x, staged in y
+        m = row_max(yr)
         if m == -np.inf:  # every entry -inf: softmax is undefined (NaN), as in NumPy
             for c in range(C):
-                yr[c] = np.nan
+                y_row[c] = np.nan
             continue
         if log_out:
-            e = np.empty(C, x.dtype)  # [C] per-row scratch: y is written once
-            for c in range(C):
-                e[c] = fast_exp(xr[c] - m)
+            e = np.empty(n, x.dtype)  # [n] per-row scratch: y is written once
+            for c in range(n):
+                e[c] = fast_exp(yr[c] - m)
             log_s = like(xr, math.log(row_sum(e)))
-            for c in range(C):
-                yr[c] = (xr[c] - m) - log_s
+            for c in range(n):
+                yr[c] = (yr[c] - m) - log_s
+            for c in range(n, C):
+                y_row[c] = -np.inf
         else:
-            for c in range(C):
-                yr[c] = fast_exp(xr[c] - m)
+            for c in range(n):
+                yr[c] = fast_exp(yr[c] - m)
             inv = like(xr, 1.0) / row_sum(yr)
-            for c in range(C):
+            for c in range(n):
                 yr[c] = yr[c] * inv
+            for c in range(n, C):
+                y_row[c] = 0
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def softmax_rows_backward(dy, y, dx, log_out):
-    """dx from dy and the forward output y; dy, y, dx: [R, C]."""
+def softmax_rows_backward(dy, y, dx, log_out, scale):
+    """dx from dy and the forward output y; dy, y, dx: [R, C] (scale: softmax's only)."""
     R, C = y.shape
     for r in prange(R):
         dyr = dy[r]
@@ -56,9 +68,9 @@ def softmax_rows_backward(dy, y, dx, log_out):
             for c in range(C):
                 dxr[c] = dyr[c] - fast_exp(yr[c]) * s
         else:
-            s = row_dot(dyr, yr)  # dx = y (dy - <dy, y>)
+            s = row_dot(dyr, yr)  # dx = scale y (dy - <dy, y>)
             for c in range(C):
-                dxr[c] = yr[c] * (dyr[c] - s)
+                dxr[c] = yr[c] * (dyr[c] - s) * scale
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -10,7 +10,7 @@ from tinyllm.functional import attention
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_long_attention_runs_flash_and_equals_the_batched_path(monkeypatch, causal):
+def test_attention_runs_fused_softmax_kernels_or_flash_and_they_agree(monkeypatch, causal):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 2, 37, 8)) for _ in range(3))
     dout = rng.standard_normal((1, 2, 37, 8))
@@ -24,8 +24,10 @@ def test_long_attention_runs_flash_and_equals_the_batched_path(monkeypatch, caus
         ]
 
     kernels.reset_counts()
-    batched, batched_grads = run()
-    assert kernels.tier_counts().get(("attention_forward", "numba"), 0) == 0
+    batched, batched_grads = run()  # the fused path: GEMMs around the softmax kernels
+    counts = kernels.tier_counts()
+    assert counts.get(("attention_forward", "numba"), 0) == 0
+    assert counts[("softmax_forward", "numba")] == counts[("softmax_backward", "numba")] == 1
     monkeypatch.setattr(attention, "FLASH_MIN_SCORES", 1)  # every call takes the flash path
     flash, flash_grads = run()
     assert kernels.last_tier("attention_forward") == "numba"

@@ -311,18 +311,32 @@ def test_dropout_gradcheck_with_fixed_seed():
 
 
 # ---------------------------------------------------------------- what backward keeps
-def test_saves_lse_statistics_not_probabilities():
+def test_masked_path_saves_lse_statistics_not_probabilities():
     rng = np.random.default_rng(7)
     q, k, v = _qkv(rng, B=2, H=4, Hkv=2, Tq=3, Tk=5)
-    out = SDPA(_t(q, True), _t(k, True), _t(v, True), enable_gqa=True, is_causal=True)
+    visible = np.tri(3, 5, dtype=bool)  # the causal mask, given as a mask: the general path
+    mask = tinyllm.tensor(visible)
+    out = SDPA(_t(q, True), _t(k, True), _t(v, True), attn_mask=mask, enable_gqa=True)
     saved = out.grad_fn.saved_arrays
     floats = [a for a in saved if a is not None and a.dtype.kind == "f"]
     assert all(a.shape[-2:] != (3, 5) for a in floats), "a [Tq, Tk] float array was saved"
     lse = saved[4]
     assert lse.shape == (2, 4, 3)
     s = np.einsum("bhid,bhjd->bhij", q, np.repeat(k, 2, axis=1)) / 2.0
-    s = np.where(np.tri(3, 5, dtype=bool), s, -np.inf)
+    s = np.where(visible, s, -np.inf)
     np.testing.assert_allclose(lse, scipy.special.logsumexp(s, axis=-1), rtol=1e-13)
+
+
+def test_causal_path_saves_the_probabilities():
+    """Without a mask other than causal, short sequences keep P (cheaper than recomputing)."""
+    rng = np.random.default_rng(7)
+    q, k, v = _qkv(rng, B=2, H=4, Hkv=2, Tq=3, Tk=5)
+    out = SDPA(_t(q, True), _t(k, True), _t(v, True), enable_gqa=True, is_causal=True)
+    p = out.grad_fn.saved_arrays[3]
+    assert p.shape == (2, 2, 2, 3, 5)  # [B, Hkv, G, Tq, Tk]
+    s = np.einsum("bhid,bhjd->bhij", q, np.repeat(k, 2, axis=1)) / 2.0
+    s = np.where(np.tri(3, 5, dtype=bool), s, -np.inf)
+    np.testing.assert_allclose(p.reshape(2, 4, 3, 5), scipy.special.softmax(s, axis=-1), rtol=1e-13)
 
 
 def test_float_mask_gets_no_gradient():

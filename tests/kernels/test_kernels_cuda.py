@@ -102,6 +102,13 @@ def test_cuda_softmax_cross_entropy(dtype):
         ref, got = _tiers(fwd, x)
         _close(ref, got, dtype)
         _close(*_tiers(bwd, dy, cupy.asarray(ref)), dtype)
+    scores = x[:36].reshape(2, 3, 6, 1031)  # attention's options: scale, causal rows
+    ref, got = _tiers(K.softmax_forward, scores, scale=0.3, causal=True)
+    _close(ref, got, dtype)
+    _close(
+        *_tiers(K.softmax_backward, dy[:36].reshape(2, 3, 6, 1031), cupy.asarray(ref), scale=0.3),
+        dtype,
+    )
     t = cupy.asarray(rng.integers(0, 1031, 37))
     t[3] = -100
     for s in (0.0, 0.1):

@@ -158,9 +158,15 @@ def test_emulated_softmax_and_cross_entropy(cuda_on_cpu, dtype):
         (False, K.softmax_forward, K.softmax_backward),
         (True, K.log_softmax_forward, K.log_softmax_backward),
     ]:
-        y = softmax._cuda_forward(x, log_out)
+        y = softmax._cuda_forward(x, log_out, 1.0, 0)
         close(ref(fwd, x), y, dtype)
-        close(ref(bwd, dy, y), softmax._cuda_backward(dy, y, log_out), dtype)
+        close(ref(bwd, dy, y), softmax._cuda_backward(dy, y, log_out, 1.0), dtype)
+    # attention's options: scale, and causal rows (5 rows of one [Tq=5, Tk=300] matrix)
+    y = softmax._cuda_forward(x, False, 0.3, 5)
+    close(ref(K.softmax_forward, x, scale=0.3, causal=True), y, dtype)
+    close(
+        ref(K.softmax_backward, dy, y, scale=0.3), softmax._cuda_backward(dy, y, False, 0.3), dtype
+    )
     t = rng.integers(0, 300, 5)
     t[2] = -100
     dloss = data(rng, 5, dtype)

@@ -41,24 +41,26 @@ def test_forced_tier_that_cannot_run_gives_the_device_choice():
 def test_numba_path_taken_proved_by_a_spy_and_compiled_signatures(monkeypatch):
     from tinyllm.kernels import softmax_numba
 
-    calls = []
-    original = softmax_numba.softmax_rows
+    launched = []
+    choose = dispatch.numba_for_work
 
-    def spy(*args):
-        calls.append(args[0].dtype)
-        return original(*args)
+    def spy(kernel, work):
+        chosen = choose(kernel, work)
+        launched.append((kernel, chosen))
+        return chosen
 
-    monkeypatch.setattr(softmax_numba, "softmax_rows", spy)
+    monkeypatch.setattr(dispatch, "numba_for_work", spy)
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     K.reset_counts()
     y = K.softmax_forward(x)
-    assert calls == [np.float32]
+    twin = dispatch.serial_twin(softmax_numba.softmax_rows)  # 24 elements: the serial twin
+    assert launched == [(softmax_numba.softmax_rows, twin)]
     assert K.last_tier("softmax_forward") == "numba"
     assert K.tier_counts() == {("softmax_forward", "numba"): 1}
-    assert any(sig[0].dtype == numba.float32 for sig in original.signatures)  # compiled code
+    assert any(sig[0].dtype == numba.float32 for sig in twin.signatures)  # compiled code
     with K.use("reference"):
         y_ref = K.softmax_forward(x)
-    assert calls == [np.float32]  # the reference did not touch the kernel
+    assert len(launched) == 1  # the reference did not touch the kernel
     assert K.tier_counts()[("softmax_forward", "reference")] == 1
     np.testing.assert_allclose(y, y_ref, rtol=1e-6)
 

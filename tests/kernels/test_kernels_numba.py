@@ -71,14 +71,28 @@ def test_softmax_non_contiguous_large_and_masked_values(dtype):
     assert_close(ref[finite], got[finite], dtype, scale=1e4 if dtype == np.float32 else 1e2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 3, 5, 5), (2, 1, 7, 4), (2, 3, 130, 260)])  # last: parallel
+def test_scaled_causal_softmax(dtype, shape):
+    rng = np.random.default_rng(3)
+    x, dy = data(rng, shape, dtype, 3), data(rng, shape, dtype)
+    ref, got = tiers(K.softmax_forward, x, scale=0.3, causal=True)
+    assert_close(ref, got, dtype)
+    assert_close(*tiers(K.softmax_backward, dy, ref, scale=0.3), dtype)
+    # scale 1 and no mask: the plain softmax, bit for bit
+    with K.use("numba"):
+        np.testing.assert_array_equal(K.softmax_forward(x, scale=1.0), K.softmax_forward(x))
+
+
 def test_read_only_inputs_compile_no_extra_signature():
-    from tinyllm.kernels import softmax_numba
+    from tinyllm.kernels import dispatch, softmax_numba
 
     row = np.linspace(-1, 1, 7)
     x = np.broadcast_to(row, (5, 7))  # read-only view
     ref, got = tiers(K.softmax_forward, x)
     assert_close(ref, got, np.float64)
-    assert all(sig[0].mutable for sig in softmax_numba.softmax_rows.signatures)
+    signatures = dispatch.serial_twin(softmax_numba.softmax_rows).signatures  # 35 elements
+    assert signatures and all(sig[0].mutable for sig in signatures)
 
 
 def test_softmax_all_minus_inf_row_is_nan_like_numpy():
@@ -236,15 +250,14 @@ def test_adamw_mixed_dtypes_run_the_reference():
 
 
 # ---------------------------------------------------------------- parallel == serial
-def test_parallel_kernels_equal_serial_bitwise(monkeypatch):
-    """The same kernels on 1 thread and on 2 give identical bits (the row-chunked
-    reductions of dweight/dbias depend on the row count only, never on threads)."""
+def test_parallel_kernels_equal_serial_twins_bitwise(monkeypatch):
+    """The parallel kernels on 1 thread and on 2, and their serial twins, give identical bits
+    (the row-chunked reductions of dweight/dbias depend on the row count only)."""
     numba = pytest.importorskip("numba")
     from tinyllm.kernels import dispatch
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 Numba threads")
-    monkeypatch.setattr(dispatch, "SERIAL_BELOW", 0)  # small inputs too run in parallel
     rng = np.random.default_rng(10)
     x, dy, w = (
         data(rng, (301, 67), np.float64),
@@ -267,25 +280,32 @@ def test_parallel_kernels_equal_serial_bitwise(monkeypatch):
             ]
         return out
 
+    monkeypatch.setattr(dispatch, "SERIAL_BELOW", 1 << 40)  # every launch: the serial twin
+    twins = run_all()
+    monkeypatch.setattr(dispatch, "SERIAL_BELOW", 0)  # every launch: the parallel kernel
     previous = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        serial = run_all()
+        one_thread = run_all()
         numba.set_num_threads(2)
-        parallel = run_all()
+        two_threads = run_all()
     finally:
         numba.set_num_threads(previous)
-    for a, b in zip(serial, parallel):
+    for a, b, c in zip(twins, one_thread, two_threads):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
-def test_small_work_runs_on_one_thread_and_restores():
-    numba = pytest.importorskip("numba")
-    from tinyllm.kernels import dispatch
+def test_small_work_launches_the_serial_twin():
+    pytest.importorskip("numba")
+    from tinyllm.kernels import dispatch, softmax_numba
 
-    before = numba.get_num_threads()
-    with dispatch.numba_threads_for(10):
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
-    with dispatch.numba_threads_for(dispatch.SERIAL_BELOW):
-        assert numba.get_num_threads() == before
+    kernel = softmax_numba.softmax_rows
+    twin = dispatch.numba_for_work(kernel, 10)
+    assert twin is dispatch.serial_twin(kernel) and twin is not kernel
+    assert kernel.targetoptions["parallel"] and "parallel" not in twin.targetoptions
+    assert twin.targetoptions["error_model"] == kernel.targetoptions["error_model"]
+    assert dispatch.numba_for_work(kernel, dispatch.SERIAL_BELOW) is kernel
+    # the two compilations are cached on disk under different names, never mixed up
+    files = {k._cache._cache_file._index_path for k in (kernel, twin)}
+    assert len(files) == 2

@@ -52,6 +52,33 @@ def test_softmax_backward_matches_finite_differences():
     directional_check(K.log_softmax_forward, [dx], [x], dy)
 
 
+@pytest.mark.parametrize("tq, tk", [(5, 5), (6, 4), (3, 7)])
+def test_scaled_causal_softmax_matches_masked_scipy_and_finite_differences(tq, tk):
+    x, dy = randn(2, 3, tq, tk) * 3, randn(2, 3, tq, tk)
+    scale = 0.37
+    visible = np.tri(tq, tk, dtype=bool)  # query i sees keys j <= i
+    masked = np.where(visible, scale * x, -np.inf)
+    y = K.softmax_forward(x, scale=scale, causal=True)
+    np.testing.assert_allclose(y, scipy.special.softmax(masked, axis=-1), atol=1e-15)
+    assert np.all(y[..., ~visible] == 0)
+    dx = K.softmax_backward(dy, y, scale=scale)
+    assert np.all(dx[..., ~visible] == 0)
+
+    def f(x):
+        return K.softmax_forward(x, scale=scale, causal=True)
+
+    directional_check(f, [dx], [x], dy)
+
+
+def test_softmax_options_validated():
+    with pytest.raises(
+        ValueError, match=r"softmax_forward: x must be \[\.\.\., C\] \(\[\.\.\., Tq, Tk\]"
+    ):
+        K.softmax_forward(randn(4), causal=True)
+    with pytest.raises(ValueError, match="softmax_forward: scale must be a finite number"):
+        K.softmax_forward(randn(2, 2), scale=float("nan"))
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_cross_entropy_matches_direct_formula_and_finite_differences(smoothing):
     R, V = 7, 11

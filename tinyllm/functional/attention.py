@@ -5,12 +5,13 @@ Forward, per batch entry and query head (q_i: row i of Q [Tq, D]; K, V: [Tk, D],
     S_ij  = scale * q_i . k_j + bias_ij          scale = 1/sqrt(D) unless given
     S_ij  = -inf where key j is not allowed      (boolean mask, causal, sliding window)
     lse_i = log sum_j exp(S_ij)                  (saved: one number per row, shape [B, H, Tq])
-    P_ij  = exp(S_ij - lse_i)                    (softmax over keys; never saved)
+    P_ij  = exp(S_ij - lse_i)                    (softmax over keys; saved on the fused path)
     P~_ij = P_ij * keep_ij / (1 - p)             (dropout on the probabilities; keep saved, bool)
     O_i   = sum_j P~_ij v_j
 
 Backward (FlashAttention, Dao 2022, section 3.1 and appendix B.2). P is recomputed from the
-saved lse, never stored; D_i = rowsum(dO * O) = rowsum(P * dP) because O = P~ V:
+saved lse (except on the fused path below); D_i = rowsum(dO * O) = rowsum(P * dP) because
+O = P~ V:
 
     P     = exp(S - lse)                         (recomputed, same masks as forward)
     dV    = P~^T dO
@@ -46,11 +47,16 @@ Semantics (PyTorch's ``torch.nn.functional.scaled_dot_product_attention``):
   reproducible) and saved as a bool array for backward.
 
 float16/bfloat16 inputs are computed in float32 (scores, lse and sums) and cast back.
-Kernel tiers: the array code here (batched matmuls, fastest at short T on a CPU), and, for
-long sequences without masks other than causal (``FLASH_MIN_SCORES``), the tiled
-FlashAttention of ``tinyllm.kernels`` (Numba on the CPU, CUDA on a GPU): forward with an online
-softmax over key blocks, backward recomputing P block by block with D = rowsum(dO * O); no
-[Tq, Tk] array is allocated.
+Three paths, by the call:
+- fused (float32/64, no mask other than causal, no window, no dropout): batched GEMMs for
+  Q K^T, P V and the gradients around ``tinyllm.kernels.softmax_forward(S, scale, causal)``
+  and ``softmax_backward`` (scale and causal mask applied inside the kernel, one pass each);
+  P is saved, since at these sizes keeping it is cheaper than recomputing S;
+- flash, when the call's scores (B H Tq Tk) reach ``FLASH_MIN_SCORES`` under the same
+  conditions: the tiled FlashAttention of ``tinyllm.kernels`` (Numba on the CPU, CUDA on a
+  GPU): forward with an online softmax over key blocks, backward recomputing P block by block
+  with D = rowsum(dO * O); no [Tq, Tk] array is allocated;
+- general (masks, windows, dropout, 16-bit floats): the array code here, lse saved.
 """
 
 from __future__ import annotations
@@ -134,6 +140,18 @@ class ScaledDotProductAttention(Function):
             ctx.save_for_backward(q, k, v, out, lse)
             ctx.is_causal, ctx.scale = is_causal, scale
             return out
+        ctx.fused = _fused_softmax_applies(q, mask, bias, window, keep)
+        if ctx.fused:
+            # short sequences, no mask other than causal: batched GEMMs around the kernels'
+            # scaled (causal) softmax, P = softmax(scale Q K^T) saved for backward
+            Hkv = _heads(k)[1]
+            G = _heads(q)[1] // Hkv
+            q5, k5, v5 = _grouped(q, Hkv, G), _grouped(k, Hkv, 1), _grouped(v, Hkv, 1)
+            p = kernels.softmax_forward(q5 @ k5.swapaxes(-1, -2), scale, is_causal)
+            out = (p @ v5).reshape(q.shape[:-1] + (v.shape[-1],))  # O = P V
+            ctx.save_for_backward(q, k, v, p)
+            ctx.scale = scale
+            return out
         # q: [..., H, Tq, D]; k: [..., Hkv, Tk, D]; v: [..., Hkv, Tk, Dv]
         # mask: bool, bias: float, each broadcastable to [..., H, Tq, Tk] (or None)
         # keep: bool [..., H, Tq, Tk] (dropout) or None
@@ -181,6 +199,8 @@ class ScaledDotProductAttention(Function):
                 dout, q, k, v, out, lse, causal=ctx.is_causal, scale=ctx.scale
             )
             return dq, dk, dv, None, None, None, None, None, None, None
+        if ctx.fused:
+            return _fused_backward(ctx, dout) + (None,) * 7
         q, k, v, out, lse, mask, bias, keep = ctx.saved_tensors
         xp = get_array_module(q)
         work = _work_dtype(q.dtype)
@@ -230,15 +250,17 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv, None, None, None, None, None, None, None
 
 
-# Above this many scores per head (Tq * Tk) attention runs the tiled FlashAttention kernel.
-# Below it the batched-BLAS path is faster on CPU (measured: at T = 128 the [Tq, Tk] scores
-# are 64 kB per head and fusion saves nothing; at T = 512 flash is already 1.15x faster).
-FLASH_MIN_SCORES = 512 * 512
+# From this many scores per call (B H Tq Tk) attention runs the tiled FlashAttention kernel,
+# which keeps no [Tq, Tk] array. The fused path is faster on a CPU at every length measured
+# (experiments/attention_paths.py, 2 cores, causal fwd + bwd, B 1, H 4, D 64: flash takes
+# 1.3x its time at T 128, 3.0x at T 512, 1.9x at T 2048), so the switch is set by memory:
+# 2^24 float32 probabilities kept are 64 MB.
+FLASH_MIN_SCORES = 1 << 24
 
 
 def _flash_applies(q, k, mask, bias, window, keep) -> bool:
     """True when the flash kernel covers this call: [B, H, T, D] float32/64, no mask other
-    than causal, no window, no dropout, and long enough to pay off."""
+    than causal, no window, no dropout, and enough scores that keeping P would cost memory."""
     return (
         q.ndim == 4
         and mask is None
@@ -246,8 +268,41 @@ def _flash_applies(q, k, mask, bias, window, keep) -> bool:
         and window is None
         and keep is None
         and q.dtype in (np.float32, np.float64)
-        and q.shape[-2] * k.shape[-2] >= FLASH_MIN_SCORES
+        and math.prod(q.shape[:-1]) * k.shape[-2] >= FLASH_MIN_SCORES
     )
+
+
+def _fused_softmax_applies(q, mask, bias, window, keep) -> bool:
+    """True for the GEMMs + softmax-kernel path: float32/64, no mask other than causal, no
+    window, no dropout (the flash kernel, tried first, takes the long sequences)."""
+    return (
+        mask is None
+        and bias is None
+        and window is None
+        and keep is None
+        and q.dtype in (np.float32, np.float64)
+    )
+
+
+def _fused_backward(ctx, dout):
+    """dQ, dK, dV of the fused path from the saved P (see the module docstring)."""
+    q, k, v, p = ctx.saved_tensors
+    Hkv = _heads(k)[1]
+    G = _heads(q)[1] // Hkv
+    q5, k5, v5 = _grouped(q, Hkv, G), _grouped(k, Hkv, 1), _grouped(v, Hkv, 1)
+    do5 = _grouped(dout, Hkv, G)  # [..., Hkv, G, Tq, Dv]
+    dq = dk = dv = None
+    if ctx.needs_input_grad[2]:
+        # O = P V  =>  dV = P^T dO, summed over the G query heads of each kv head
+        dv = (p.swapaxes(-1, -2) @ do5).sum(axis=-3).reshape(v.shape)
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        # dP = dO V^T;  P = softmax(scale S)  =>  dS = scale P (dP - rowsum(dP P))
+        ds = kernels.softmax_backward(do5 @ v5.swapaxes(-1, -2), p, ctx.scale)
+        if ctx.needs_input_grad[0]:
+            dq = (ds @ k5).reshape(q.shape)  # S = Q K^T  =>  dQ = dS K
+        if ctx.needs_input_grad[1]:
+            dk = (ds.swapaxes(-1, -2) @ q5).sum(axis=-3).reshape(k.shape)  # dK = dS^T Q
+    return dq, dk, dv
 
 
 def _allowed(xp, mask, ndim, n_kv, group, Tq, Tk, is_causal, window):
