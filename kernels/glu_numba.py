@@ -2,18 +2,17 @@
 
 Rows in parallel; inside a row, one loop per (activation, direction), so that every loop
 is branch-free apart from selects and vectorizes (``fast_exp`` for the sigmoid and tanh;
-the exact GELU's ``erf`` is a scalar libm call). Loops index row views only (a loop that
-indexes the whole 2-D arrays inside ``prange`` does not vectorize). Constants go through
-``like`` to keep float32 kernels in float32.
+``normal_cdf`` for the exact GELU: arithmetic in float32, libm's scalar ``erf`` in
+float64). Loops index row views only (a loop that indexes the whole 2-D arrays inside
+``prange`` does not vectorize). Constants go through ``like`` to keep float32 kernels in
+float32.
 """
 
 from __future__ import annotations
 
-import math
-
 from numba import njit, prange
 
-from tinyllm.kernels.numba_math import fast_exp, like
+from tinyllm.kernels.numba_math import fast_exp, like, normal_cdf
 
 
 @njit(cache=True, error_model="numpy")
@@ -75,21 +74,19 @@ def _gelu_tanh_row(gate, up, out, dout, dgate, dup, backward):
 @njit(cache=True, error_model="numpy")
 def _gelu_row(gate, up, out, dout, dgate, dup, backward):
     """g Phi(g), Phi(g) = (1 + erf(g / sqrt 2)) / 2;  derivative Phi(g) + g phi(g)."""
-    one = like(gate, 1.0)
     half = like(gate, 0.5)
-    inv_sqrt2 = like(gate, 0.7071067811865476)
     inv_sqrt_2pi = like(gate, 0.3989422804014327)
     if backward:
         for f in range(gate.shape[0]):
             g = gate[f]
-            cdf = half * (one + like(gate, math.erf(g * inv_sqrt2)))
+            cdf = normal_cdf(g)
             d = dout[f]
             dgate[f] = d * up[f] * (cdf + g * fast_exp(-half * g * g) * inv_sqrt_2pi)
             dup[f] = d * (g * cdf)
     else:
         for f in range(gate.shape[0]):
             g = gate[f]
-            out[f] = g * (half * (one + like(gate, math.erf(g * inv_sqrt2)))) * up[f]
+            out[f] = g * normal_cdf(g) * up[f]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -144,11 +141,10 @@ def act_rows(x, act, dy, out, backward):
                 else:
                     o[c] = half * g * (one + t)
         else:
-            inv_sqrt2 = like(xr, 0.7071067811865476)
             inv_sqrt_2pi = like(xr, 0.3989422804014327)
             for c in range(C):
                 g = xr[c]
-                cdf = half * (one + like(xr, math.erf(g * inv_sqrt2)))
+                cdf = normal_cdf(g)
                 if backward:
                     o[c] = dr[c] * (cdf + g * fast_exp(-half * g * g) * inv_sqrt_2pi)
                 else:
