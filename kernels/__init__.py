@@ -19,8 +19,9 @@ by the thread-local context manager ``use("reference")``. ``last_tier(op)`` and
 
 API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
 
-    softmax_forward(x) -> y                          log_softmax_forward(x) -> y
-    softmax_backward(dy, y) -> dx                    log_softmax_backward(dy, y) -> dx
+    softmax_forward(x, scale=1, causal=False) -> y   log_softmax_forward(x) -> y
+    softmax_backward(dy, y, scale=1) -> dx           log_softmax_backward(dy, y) -> dx
+        (softmax of scale x; causal: x [..., Tq, Tk], row i over columns j <= i only)
     cross_entropy_forward(logits, target, ignore_index=-100, label_smoothing=0.0)
         -> (loss [...], lse [...])                   # per row, unreduced
     cross_entropy_backward(dloss, logits, target, lse, ignore_index=-100,
@@ -54,11 +55,13 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
     naive_attention_forward / naive_attention_backward: the same, S and P materialized
         (the reference tier, callable directly)
 
-Threads: Numba kernels run rows in parallel on ``numba.get_num_threads()`` threads, but on
-one thread below ``dispatch.SERIAL_BELOW`` elements of work (waking the team costs more);
-results never depend on the thread count. Before the first launch ``OMP_WAIT_POLICY`` is
-set to PASSIVE (unless already set): spinning OpenMP workers otherwise starve the next
-NumPy matmul's OpenBLAS threads on a 2-core machine.
+Threads: Numba kernels run rows in parallel on ``numba.get_num_threads()`` threads; below
+``dispatch.SERIAL_BELOW`` elements of work their serial twin runs instead (the same body
+compiled without ``parallel``, in the calling thread: waking the team costs more than such
+kernels take); results never depend on the thread count or on which of the two ran.
+Before the first launch ``OMP_WAIT_POLICY`` is set to PASSIVE (unless already set):
+spinning OpenMP workers otherwise starve the next NumPy matmul's OpenBLAS threads on a
+2-core machine.
 
 Op names for ``last_tier``: the forward/backward function names above ("softmax_forward",
 "glu_backward", "adamw_step", "attention_forward", ...; SwiGLU and GeGLU record as

@@ -23,6 +23,8 @@ Array = Any
 
 def as_rows(x) -> Any:
     """``x`` [..., C] as a 2-D array [R, C], R = prod(leading dims) (R = 1 for a vector)."""
+    if x.ndim == 2:
+        return x
     C = x.shape[-1] if x.ndim else 1
     return x.reshape(math.prod(x.shape[:-1]) if x.ndim else 1, C)
 

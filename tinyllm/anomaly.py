@@ -13,11 +13,16 @@ import traceback
 
 from tinyllm.backend import get_array_module
 
-_state = threading.local()
+
+class _State(threading.local):
+    enabled = False  # the default of every thread (a class attribute: a cheap lookup)
+
+
+_state = _State()
 
 
 def is_anomaly_enabled() -> bool:
-    return getattr(_state, "enabled", False)
+    return _state.enabled
 
 
 class detect_anomaly:

@@ -194,8 +194,12 @@ class Function:
         if record:
             ctx.fn = cls
             ctx.inputs = tuple(edges)
-            ctx.outputs = tuple([weakref.ref(o) for o in outputs])
-            ctx.output_meta = tuple([(a.shape, a.dtype) for a in raw_outputs])
+            if multiple:
+                ctx.outputs = tuple([weakref.ref(o) for o in outputs])
+                ctx.output_meta = tuple([(a.shape, a.dtype) for a in raw_outputs])
+            else:  # one output (most ops): no list to build
+                ctx.outputs = (weakref.ref(outputs[0]),)
+                ctx.output_meta = ((raw.shape, raw.dtype),)
             if ctx.saved_arrays:
                 ctx.saved_versions = _saved_versions(ctx.saved_arrays, tensors, outputs)
             if checking:

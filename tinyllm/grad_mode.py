@@ -10,12 +10,17 @@ from __future__ import annotations
 import functools
 import threading
 
-_state = threading.local()
+
+class _State(threading.local):
+    enabled = True  # the default of every thread, read without an AttributeError round trip
+
+
+_state = _State()
 
 
 def is_grad_enabled() -> bool:
     """True when ops record the graph for backward (the default)."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class set_grad_enabled:

@@ -154,17 +154,25 @@ def test_no_grad_and_enable_grad():
     assert not f(x).requires_grad
 
 
-def test_grad_mode_is_thread_local():
+def test_grad_and_anomaly_modes_are_thread_local():
+    from tinyllm import anomaly
+
     seen = {}
 
     def worker():
-        seen["enabled"] = tinyllm.is_grad_enabled()
+        seen["grad"] = tinyllm.is_grad_enabled()
+        seen["anomaly"] = anomaly.is_anomaly_enabled()
+        with tinyllm.no_grad():  # a thread's own switch, undone on exit
+            seen["inner"] = tinyllm.is_grad_enabled()
+        seen["after"] = tinyllm.is_grad_enabled()
 
-    with tinyllm.no_grad():
+    with tinyllm.no_grad(), tinyllm.detect_anomaly():
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
-    assert seen["enabled"] is True
+        assert not tinyllm.is_grad_enabled() and anomaly.is_anomaly_enabled()
+    assert seen == {"grad": True, "anomaly": False, "inner": False, "after": True}
+    assert tinyllm.is_grad_enabled() and not anomaly.is_anomaly_enabled()
 
 
 def test_anomaly_mode_names_the_op_and_where_it_was_created():

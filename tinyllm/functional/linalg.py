@@ -20,6 +20,8 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return a.dot(b)  # the same GEMM; ndarray.dot dispatches in half matmul's time
         if a.ndim > 2 and b.ndim == 2:  # one GEMM over the rows (NumPy's batched path is slow)
             return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
         return a @ b
@@ -27,6 +29,9 @@ class MatMul(Function):
     @staticmethod
     def backward(ctx, dy):
         a, b = ctx.saved_tensors
+        if a.ndim == 2 and b.ndim == 2:  # plain matrices: two GEMMs, nothing to reshape
+            need_a, need_b = ctx.needs_input_grad
+            return (dy.dot(b.T) if need_a else None), (a.T.dot(dy) if need_b else None)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         if b.ndim == 1:
@@ -55,8 +60,10 @@ class MatMul(Function):
 
 def matmul(input, other):
     """``input @ other``: matrix product with batch broadcasting."""
-    a = input.data if isinstance(input, Tensor) else input
-    b = other.data if isinstance(other, Tensor) else other
+    a = input._data if isinstance(input, Tensor) else input
+    b = other._data if isinstance(other, Tensor) else other
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:  # the common case, checked
+        return MatMul.apply(input, other)
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"matmul: both arguments need at least 1 dim, got {a.shape} @ {b.shape}")
     k_a = a.shape[-1]
