@@ -87,6 +87,17 @@ def _grouped(x, n_kv: int, group: int):
     return x.reshape(batch + (n_kv, group) + x.shape[-2:])
 
 
+def _grouped_qkv(q, k, v, dtype=None):
+    """(q5, k5, v5, Hkv, G): q as [..., Hkv, G, Tq, D], k and v as [..., Hkv, 1, Tk, D|Dv]
+    (G = H / Hkv query heads per kv head), cast to ``dtype`` when given."""
+    n_kv = _heads(k)[1]
+    group = _heads(q)[1] // n_kv
+    q5, k5, v5 = _grouped(q, n_kv, group), _grouped(k, n_kv, 1), _grouped(v, n_kv, 1)
+    if dtype is not None:
+        q5, k5, v5 = (a.astype(dtype, copy=False) for a in (q5, k5, v5))
+    return q5, k5, v5, n_kv, group
+
+
 def _grouped_mask(mask, ndim: int, n_kv: int, group: int):
     """A mask broadcastable to [..., H, Tq, Tk], reshaped to broadcast to [..., Hkv, G, Tq, Tk]."""
     if mask is None:
@@ -144,9 +155,7 @@ class ScaledDotProductAttention(Function):
         if ctx.fused:
             # short sequences, no mask other than causal: batched GEMMs around the kernels'
             # scaled (causal) softmax, P = softmax(scale Q K^T) saved for backward
-            Hkv = _heads(k)[1]
-            G = _heads(q)[1] // Hkv
-            q5, k5, v5 = _grouped(q, Hkv, G), _grouped(k, Hkv, 1), _grouped(v, Hkv, 1)
+            q5, k5, v5, _, _ = _grouped_qkv(q, k, v)
             p = kernels.softmax_forward(q5 @ k5.swapaxes(-1, -2), scale, is_causal)
             out = (p @ v5).reshape(q.shape[:-1] + (v.shape[-1],))  # O = P V
             ctx.save_for_backward(q, k, v, p)
@@ -157,13 +166,8 @@ class ScaledDotProductAttention(Function):
         # keep: bool [..., H, Tq, Tk] (dropout) or None
         xp = get_array_module(q)
         dtype, work = q.dtype, _work_dtype(q.dtype)
-        _, H = _heads(q)
-        _, Hkv = _heads(k)
-        G = H // Hkv
         Tq, Tk = q.shape[-2], k.shape[-2]
-        q5 = _grouped(q, Hkv, G).astype(work, copy=False)  # [..., Hkv, G, Tq, D]
-        k5 = _grouped(k, Hkv, 1).astype(work, copy=False)  # [..., Hkv, 1, Tk, D]
-        v5 = _grouped(v, Hkv, 1).astype(work, copy=False)  # [..., Hkv, 1, Tk, Dv]
+        q5, k5, v5, Hkv, G = _grouped_qkv(q, k, v, work)  # [..., Hkv, G|1, T, D]
         allowed = _allowed(xp, mask, q.ndim, Hkv, G, Tq, Tk, is_causal, window)
         bias5 = _grouped_mask(bias, q.ndim, Hkv, G)
         if bias5 is not None:
@@ -204,14 +208,9 @@ class ScaledDotProductAttention(Function):
         q, k, v, out, lse, mask, bias, keep = ctx.saved_tensors
         xp = get_array_module(q)
         work = _work_dtype(q.dtype)
-        _, H = _heads(q)
-        _, Hkv = _heads(k)
-        G = H // Hkv
         Tq, Tk = q.shape[-2], k.shape[-2]
         scale = ctx.scale
-        q5 = _grouped(q, Hkv, G).astype(work, copy=False)
-        k5 = _grouped(k, Hkv, 1).astype(work, copy=False)
-        v5 = _grouped(v, Hkv, 1).astype(work, copy=False)
+        q5, k5, v5, Hkv, G = _grouped_qkv(q, k, v, work)
         o5 = _grouped(out, Hkv, G).astype(work, copy=False)  # [..., Hkv, G, Tq, Dv]
         do5 = _grouped(dout, Hkv, G).astype(work, copy=False)  # [..., Hkv, G, Tq, Dv]
         lse5 = _grouped(lse[..., None], Hkv, G)[..., 0]  # [..., Hkv, G, Tq]
@@ -263,11 +262,7 @@ def _flash_applies(q, k, mask, bias, window, keep) -> bool:
     than causal, no window, no dropout, and enough scores that keeping P would cost memory."""
     return (
         q.ndim == 4
-        and mask is None
-        and bias is None
-        and window is None
-        and keep is None
-        and q.dtype in (np.float32, np.float64)
+        and _fused_softmax_applies(q, mask, bias, window, keep)
         and math.prod(q.shape[:-1]) * k.shape[-2] >= FLASH_MIN_SCORES
     )
 
@@ -287,9 +282,7 @@ def _fused_softmax_applies(q, mask, bias, window, keep) -> bool:
 def _fused_backward(ctx, dout):
     """dQ, dK, dV of the fused path from the saved P (see the module docstring)."""
     q, k, v, p = ctx.saved_tensors
-    Hkv = _heads(k)[1]
-    G = _heads(q)[1] // Hkv
-    q5, k5, v5 = _grouped(q, Hkv, G), _grouped(k, Hkv, 1), _grouped(v, Hkv, 1)
+    q5, k5, v5, Hkv, G = _grouped_qkv(q, k, v)
     do5 = _grouped(dout, Hkv, G)  # [..., Hkv, G, Tq, Dv]
     dq = dk = dv = None
     if ctx.needs_input_grad[2]:
