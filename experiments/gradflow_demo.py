@@ -11,7 +11,11 @@ ln 2 = 0.693 (chance) for 100 steps. With ``--depth 4`` SGD learns (loss 0.57), 
 ``--optimizer adamw`` at depth 10 (0.45): Adam's per-parameter scaling undoes the vanishing.
 
     python experiments/gradflow_demo.py [--steps 100] [--depth 10] [--optimizer sgd|adamw]
-                                        [--out docs/images/gradflow.png] [--log run.jsonl]
+                                        [--out PNG] [--log run.jsonl]
+
+The plot goes to experiments/results/gradflow.png (next to this script, wherever it is run
+from) unless ``--out`` says otherwise; the README's figure is made with
+``--out docs/images/gradflow.png`` from the repository root.
 
 Prints one row per parameter (gradient norm and update ratio at the first and last steps)
 and writes the plot; ``--log`` also keeps the JSONL records the plot was drawn from.
@@ -33,6 +37,9 @@ from tinyllm import nn
 from tinyllm.cli.demo_cmd import spirals
 from tinyllm.gradflow import GradFlowRecorder, plot_gradflow
 
+# results go under the repository's experiments/results/, wherever the script is run from
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gradflow.png"
+
 
 def build_mlp(depth: int, hidden: int) -> nn.Module:
     """2 -> hidden -> ... -> hidden -> 2, tanh between the ``depth`` Linear layers."""
@@ -51,7 +58,8 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--lr", type=float, default=None, help="default 0.1 (SGD), 1e-2 (AdamW)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/images/gradflow.png", help="the plot (PNG)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT),
+                        help=f"the plot (PNG); default {DEFAULT_OUT}")  # fmt: skip
     parser.add_argument("--log", default=None, help="keep the JSONL records here")
     args = parser.parse_args()
     if args.depth < 2:
@@ -101,6 +109,7 @@ def main() -> None:
             f"{a['update_ratio']:>12.2e} {b['update_ratio']:>12.2e}"
         )
     title = f"gradient flow: {args.depth}-layer tanh MLP, {args.optimizer} lr {lr}"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out = plot_gradflow(log_path, args.out, title=title)
     print(f"plot written to {out}" + (f"; records in {log_path}" if args.log else ""))
 

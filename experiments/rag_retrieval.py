@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     print(f"{len(passages)} passages, {len(sources)} queries per level", flush=True)
 
     start = time.perf_counter()
-    bm25 = {"lucene": BM25(idf="lucene").fit(texts), "robertson": BM25().fit(texts)}
+    bm25 = {"lucene": BM25().fit(texts), "robertson": BM25(idf="robertson").fit(texts)}
     embed, embed_name = load_embedder(args.embedder, texts)
     vectors = np.asarray(embed(texts), dtype=np.float32)
     dense = ExactIndex(vectors.shape[1], metric="cosine")

@@ -1,63 +1,146 @@
 """Measure the reference band of the default ``tinyllm train`` run: validation bits per byte at
 each evaluation step, min and max over seeds, stored in tinyllm/data/reference_band.json.
 
-    python experiments/reference_band.py --seeds 0 1 2
+    python experiments/reference_band.py --seeds 0 1 2                 # the Llama default run
+    python experiments/reference_band.py --arch mamba --seeds 0 1 2    # tinyllm train --arch mamba
 
-Each seed is a full default run (about as long as ``tinyllm train``). The band is what
-``tinyllm train`` compares a run with at each evaluation ("is my loss curve normal?").
+Each seed is a full default run of that architecture (about as long as ``tinyllm train``).
+The band is what ``tinyllm train`` compares a run with at each evaluation ("is my loss curve
+normal?"). The package's band file holds one band per architecture (``{"bands": {arch:
+band}}``): writing to it replaces that architecture's band and keeps the others. Any other
+``--out`` gets the band alone, a part that ``--merge`` reads. Seeds can run as separate
+processes and be merged afterwards:
+
+    python experiments/reference_band.py --seeds 1 --out /tmp/seed1.json   # one per seed
+    python experiments/reference_band.py --merge /tmp/seed0.json /tmp/seed1.json ...
+
+``--steps N`` measures a shorter run (its band applies to ``tinyllm train --steps N`` only,
+since the learning-rate schedule depends on the number of steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from tinyllm import runtime
 from tinyllm.train import TrainConfig, train
+from tinyllm.train.band import bands_of
+from tinyllm.train.config import ARCHS
+from tinyllm.train.loop import describe_evaluation, evaluation_plan
+from tinyllm.train.tokens import load_tokens
 
 OUT = Path(__file__).resolve().parents[1] / "tinyllm" / "data" / "reference_band.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(OUT))
-    parser.add_argument("--runs-dir", default="runs/reference-band")
-    args = parser.parse_args()
+def _flags(config: TrainConfig) -> str:
+    """The flags that select ``config`` among band configurations ("" for the default run)."""
+    flags = "" if config.arch == "llama" else f" --arch {config.arch}"
+    return flags + ("" if config.steps == TrainConfig().steps else f" --steps {config.steps}")
 
-    curves, seconds, finals = {}, {}, {}
-    for seed in args.seeds:
-        config = TrainConfig(seed=seed, out_dir=args.runs_dir, name=f"seed{seed}", sample_tokens=0)
+
+def band_config(arch: str, steps: int | None = None) -> TrainConfig:
+    """The configuration a band is measured with: the defaults, for ``arch`` (and ``steps``)."""
+    return TrainConfig(arch=arch, **({} if steps is None else {"steps": steps}))
+
+
+def run_seeds(seeds: list[int], runs_dir: str, base: TrainConfig) -> tuple[dict, dict]:
+    """({seed: {step: val bits/byte}}, {seed: seconds}) of runs of ``base``, one per seed."""
+    curves, seconds = {}, {}
+    for seed in seeds:
+        config = dataclasses.replace(base, seed=seed, out_dir=runs_dir,
+                                     name=f"{base.arch}-seed{seed}", sample_tokens=0)  # fmt: skip
         t0 = time.perf_counter()
         result = train(config, progress=True)
         seconds[seed] = time.perf_counter() - t0
         curves[seed] = {r["step"]: r["val_bits_per_byte"] for r in result.history
                         if "val_bits_per_byte" in r}  # fmt: skip
-        finals[seed] = result.val_bits_per_byte
         print(json.dumps({"seed": seed, "seconds": round(seconds[seed], 1),
-                          "final_val_bits_per_byte": finals[seed]}))  # fmt: skip
+                          "final_val_bits_per_byte": result.val_bits_per_byte}))  # fmt: skip
+    return curves, seconds
+
+
+def make_band(curves: dict, seconds: dict, command: str, config: TrainConfig) -> dict:
+    """The band: min and max over seeds at every step all seeds evaluated, rounded outward."""
+    seeds = sorted(curves)
     steps = sorted(set.intersection(*(set(c) for c in curves.values())))
-    values = np.array([[curves[s][step] for step in steps] for s in args.seeds])
-    band = {
-        "description": "validation bits/byte of the default `tinyllm train`, min/max over seeds",
-        "command": "python experiments/reference_band.py --seeds " + " ".join(map(str, args.seeds)),
+    values = np.array([[curves[s][step] for step in steps] for s in seeds])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "description": f"validation bits/byte of the default `tinyllm train{_flags(config)}`, "
+        "min/max over seeds",
+        "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, measured on 2 cores",
-        "config": TrainConfig().to_dict(),
-        "seeds": args.seeds,
+        "load_average_at_end": load,
+        "evaluation": describe_evaluation(evaluation_plan(load_tokens(None, None), config)),
+        "config": config.to_dict(),
+        "seeds": seeds,
         "steps": steps,
         # rounded outward, so that every seed's unrounded value lies inside the stored band
         "min": (np.floor(values.min(axis=0) * 1e4) / 1e4).tolist(),
         "max": (np.ceil(values.max(axis=0) * 1e4) / 1e4).tolist(),
         "rounding": "min and max rounded outward to 4 decimals: every seed's value lies inside",
-        "per_seed": {str(s): values[i].round(4).tolist() for i, s in enumerate(args.seeds)},
-        "seconds_per_run": {str(s): round(v, 1) for s, v in seconds.items()},
+        "per_seed": {str(s): values[i].tolist() for i, s in enumerate(seeds)},
+        "seconds_per_run": {str(s): round(seconds[s], 1) for s in seeds},
     }
-    Path(args.out).write_text(json.dumps(band, indent=1) + "\n")
-    print(json.dumps({"steps": steps, "min": band["min"], "max": band["max"]}))
+
+
+def write_band(band: dict, out: Path) -> None:
+    """The package's band file: replace ``band``'s architecture, keep the others (a file of
+    the first, single-band format is read as such); any other path: the band alone."""
+    if out.resolve() == OUT.resolve():
+        bands = bands_of(json.loads(out.read_text())) if out.is_file() else {}
+        bands[band["config"]["arch"]] = band
+        order = sorted(bands, key=lambda a: (a != "llama", a))  # the default run's band first
+        out.write_text(json.dumps({"bands": {a: bands[a] for a in order}}, indent=1) + "\n")
+    else:
+        out.write_text(json.dumps(band, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="llama", choices=ARCHS)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="a shorter run (default: the TrainConfig default)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--runs-dir", default="runs/reference-band")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="merge band files of single seeds (no training)")  # fmt: skip
+    args = parser.parse_args()
+    runtime.tune_process()  # a training program of its own, like `tinyllm train`
+
+    if args.merge:
+        curves, seconds, configs = {}, {}, []
+        for path in args.merge:
+            part = json.loads(Path(path).read_text())
+            configs.append(TrainConfig.from_dict(part["config"]).to_dict())  # fields added since
+            if configs[-1] != configs[0]:
+                raise SystemExit(f"--merge: {path} was measured with another configuration")
+            for s, values in part["per_seed"].items():
+                curves[int(s)] = dict(zip(part["steps"], values))
+                seconds[int(s)] = part["seconds_per_run"][s]
+        config = TrainConfig.from_dict(configs[0])
+        seeds = " ".join(map(str, sorted(curves)))
+        command = f"python experiments/reference_band.py{_flags(config)} --seeds {seeds} " + (
+            "(seeds run in parallel)"
+        )
+    else:
+        config = band_config(args.arch, args.steps)
+        curves, seconds = run_seeds(args.seeds, args.runs_dir, config)
+        command = f"python experiments/reference_band.py{_flags(config)} --seeds " + " ".join(
+            map(str, args.seeds)
+        )
+    band = make_band(curves, seconds, command, config)
+    write_band(band, Path(args.out))
+    print(json.dumps({"steps": band["steps"], "min": band["min"], "max": band["max"]}))
 
 
 if __name__ == "__main__":

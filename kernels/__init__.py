@@ -15,7 +15,10 @@ the kernels; other float dtypes run the reference (computing in float32).
 Choosing the tier: automatic by device (NumPy array -> numba, CuPy array -> cuda, else
 reference); forced by ``TINYLLM_KERNELS=reference|numba|cuda|auto`` (read at each call) or
 by the thread-local context manager ``use("reference")``. ``last_tier(op)`` and
-``tier_counts()`` record what actually ran; ``select_tier(op, xp, dtype)`` says what would.
+``tier_counts()`` record what actually ran; ``select_tier(op, xp, dtype)`` says what would;
+``kernel_tiers(op)`` lists the tiers kernel ``op`` has bodies for (each module declares
+them where it builds its bodies, with ``dispatch.declare``), which is what the op registry
+and ``tinyllm ops`` report.
 
 API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
 
@@ -26,6 +29,10 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
         -> (loss [...], lse [...])                   # per row, unreduced
     cross_entropy_backward(dloss, logits, target, lse, ignore_index=-100,
         label_smoothing=0.0) -> dlogits             # dloss: [...] or a scalar
+        (a class index outside [0, V) that is not ignore_index: IndexError)
+    cross_entropy_soft_forward(logits, target, label_smoothing=0.0) -> (loss, lse)
+    cross_entropy_soft_backward(dloss, logits, target, lse, label_smoothing=0.0,
+        target_grad=False) -> (dlogits, dtarget or None)   # target: probabilities [..., V]
 
     layer_norm_forward(x, weight=None, bias=None, eps=1e-5, residual=None)
         -> (y, mean, rstd) or (y, mean, rstd, summed)    # summed = x + residual
@@ -41,12 +48,15 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
     glu_forward(x, activation="silu"|"gelu_tanh"|"gelu") -> out     # x [..., 2F] -> [..., F]
     glu_backward(dout, x, activation) -> dx                          # d[gate | up]
     swiglu_forward(x), swiglu_backward(dout, x)
-    geglu_forward(x, approximate="tanh"|"none"), geglu_backward(dout, x, approximate)
+    geglu_forward(x, approximate="none"|"tanh"), geglu_backward(dout, x, approximate)
+        (default "none", the exact GELU, as F.gelu and F.geglu)
     activation_forward(x, activation="silu"|"gelu_tanh"|"gelu") -> act(x)    # elementwise
     activation_backward(dy, x, activation) -> dy * act'(x)
 
     adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, betas=(0.9, 0.999),
         eps=1e-8, weight_decay=1e-2) -> None        # in place, PyTorch's exact update
+    adamw_step_multi(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, ...) -> None
+        (the same update on lists of tensors; one CUDA launch for all of them)
 
     attention_forward(q, k, v, *, causal=False, key_padding_mask=None, scale=None,
         block_q=64, block_k=64) -> (o, lse)         # q [B,H,Tq,D], k/v [B,Hkv,Tk,D]
@@ -55,13 +65,20 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
     naive_attention_forward / naive_attention_backward: the same, S and P materialized
         (the reference tier, callable directly)
 
+    selective_scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+        delta_softplus=False) -> (out, last_state, states)   # Mamba's scan, u [batch, dim, L]
+    selective_scan_backward(dout, u, delta, A, B, C, states, ...) -> (du, ddelta, dA, dB, dC,
+        dD, dz, ddelta_bias)                        # selective_scan_associative: the oracle
+    dequant_matmul(x, packed, scales, zeros, table, bits, group_size) -> x W_hat^T
+        (W_hat dequantized from packed 1- to 8-bit codes group by group, never stored)
+
 Threads: Numba kernels run rows in parallel on ``numba.get_num_threads()`` threads; below
 ``dispatch.SERIAL_BELOW`` elements of work their serial twin runs instead (the same body
 compiled without ``parallel``, in the calling thread: waking the team costs more than such
 kernels take); results never depend on the thread count or on which of the two ran.
-Before the first launch ``OMP_WAIT_POLICY`` is set to PASSIVE (unless already set):
-spinning OpenMP workers otherwise starve the next NumPy matmul's OpenBLAS threads on a
-2-core machine.
+At the first parallel launch Numba's threading layer and thread count are chosen by
+tinyllm's thread policy (``tinyllm/runtime.py``: workqueue unless the user chose a layer,
+``TINYLLM_NUM_THREADS`` else the BLAS pool's size); nothing is set at import.
 
 Op names for ``last_tier``: the forward/backward function names above ("softmax_forward",
 "glu_backward", "adamw_step", "attention_forward", ...; SwiGLU and GeGLU record as
@@ -73,7 +90,7 @@ Op names for ``last_tier``: the forward/backward function names above ("softmax_
 [[0.5, 0.5]]
 """
 
-from tinyllm.kernels.adamw import adamw_step
+from tinyllm.kernels.adamw import adamw_step, adamw_step_multi
 from tinyllm.kernels.attention import (
     attention_backward,
     attention_forward,
@@ -83,6 +100,9 @@ from tinyllm.kernels.attention import (
 from tinyllm.kernels.dispatch import (
     ENV_VAR,
     TIERS,
+    declare,
+    declared_kernels,
+    kernel_tiers,
     last_tier,
     reset_counts,
     select_tier,
@@ -105,10 +125,18 @@ from tinyllm.kernels.norms import (
     rms_norm_backward,
     rms_norm_forward,
 )
+from tinyllm.kernels.quant import dequant_matmul
 from tinyllm.kernels.rope import rope_backward, rope_forward
+from tinyllm.kernels.selective_scan import (
+    selective_scan_associative,
+    selective_scan_backward,
+    selective_scan_forward,
+)
 from tinyllm.kernels.softmax import (
     cross_entropy_backward,
     cross_entropy_forward,
+    cross_entropy_soft_backward,
+    cross_entropy_soft_forward,
     log_softmax_backward,
     log_softmax_forward,
     softmax_backward,
@@ -121,14 +149,21 @@ __all__ = [
     "activation_backward",
     "activation_forward",
     "adamw_step",
+    "adamw_step_multi",
     "attention_backward",
     "attention_forward",
     "cross_entropy_backward",
     "cross_entropy_forward",
+    "cross_entropy_soft_backward",
+    "cross_entropy_soft_forward",
+    "declare",
+    "declared_kernels",
+    "dequant_matmul",
     "geglu_backward",
     "geglu_forward",
     "glu_backward",
     "glu_forward",
+    "kernel_tiers",
     "last_tier",
     "layer_norm_backward",
     "layer_norm_forward",
@@ -142,6 +177,9 @@ __all__ = [
     "rope_backward",
     "rope_forward",
     "select_tier",
+    "selective_scan_associative",
+    "selective_scan_backward",
+    "selective_scan_forward",
     "softmax_backward",
     "softmax_forward",
     "swiglu_backward",

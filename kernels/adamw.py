@@ -14,12 +14,18 @@ dtype, as PyTorch does for its scalar arguments; the elementwise work is one pas
 the four arrays. The reference is the same arithmetic as array ops (its temporaries are
 the reason a fused kernel is faster). Tiers: reference, numba (``adamw_numba.py``), cuda
 (``adamw.cu``). Arrays of mixed dtypes run the reference.
+
+``adamw_step_multi`` updates every parameter of a step: on the GPU in one launch (a table
+of device pointers and size offsets, ``adamw_multi_*`` in ``adamw.cu``), on the CPU one
+fused pass per parameter.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +34,7 @@ from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, check_float
 from tinyllm.kernels.cuda_loader import function, with_cuda
 
-__all__ = ["adamw_step"]
+__all__ = ["adamw_step", "adamw_step_multi"]
 
 _CU = "adamw.cu"
 
@@ -103,7 +109,23 @@ def _cuda_body(p, g, m, v, scalars):
             original[...] = view.reshape(original.shape)
 
 
-_BODIES = with_cuda({"reference": _reference, "numba": _numba_body, "cuda": _cuda_body}, _CU)
+_BODIES = dispatch.declare(
+    with_cuda({"reference": _reference, "numba": _numba_body, "cuda": _cuda_body}, _CU),
+    "adamw_step",
+)
+
+
+def _check_hyper(op: str, step, lr, betas, eps, weight_decay) -> tuple[float, float]:
+    if int(step) != step or step < 1:
+        raise ValueError(f"{op}: step must be an integer >= 1, got {step!r}")
+    beta1, beta2 = betas
+    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+        raise ValueError(f"{op}: betas must lie in [0, 1), got {betas!r}")
+    if lr < 0 or eps < 0 or weight_decay < 0:
+        raise ValueError(
+            f"{op}: lr, eps and weight_decay must be >= 0, got {lr}, {eps}, {weight_decay}"
+        )
+    return beta1, beta2
 
 
 def adamw_step(
@@ -128,18 +150,121 @@ def adamw_step(
         check_float(op, name, a)
         if a.shape != param.shape:
             raise ValueError(f"{op}: {name} {tuple(a.shape)} must match param {tuple(param.shape)}")
-    if int(step) != step or step < 1:
-        raise ValueError(f"{op}: step must be an integer >= 1, got {step!r}")
-    beta1, beta2 = betas
-    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
-        raise ValueError(f"{op}: betas must lie in [0, 1), got {betas!r}")
-    if lr < 0 or eps < 0 or weight_decay < 0:
-        raise ValueError(
-            f"{op}: lr, eps and weight_decay must be >= 0, got {lr}, {eps}, {weight_decay}"
-        )
+    beta1, beta2 = _check_hyper(op, step, lr, betas, eps, weight_decay)
     same = len({np.dtype(a.dtype) for a in arrays.values()}) == 1
     # mixed dtypes: no kernel signature exists, so ask for one that no kernel accepts
     dtype = param.dtype if same else np.dtype(object)
     scalars = _scalars(param.dtype, int(step), lr, beta1, beta2, eps, weight_decay)
     xp = get_array_module(param)
     dispatch.run(op, xp, dtype, _BODIES, param, grad, exp_avg, exp_avg_sq, scalars)
+
+
+# ---------------------------------------------------------------- multi-tensor AdamW
+
+_THREADS = 256
+_TABLE_CACHE_SIZE = 8
+_tables: dict[tuple, Any] = {}  # (pointers, sizes) -> the device table (no H2D when reused)
+
+
+def _device_table(xp, pointers: tuple[int, ...], sizes: tuple[int, ...]):
+    """The int64 device array [pointers..., offsets...] for one launch, cached by content."""
+    key = (pointers, sizes)
+    table = _tables.get(key)
+    if table is None:
+        offsets = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+        host = np.concatenate((np.asarray(pointers, dtype=np.int64), offsets.astype(np.int64)))
+        table = xp.asarray(host)  # one small host-to-device copy, no sync
+        if len(_tables) >= _TABLE_CACHE_SIZE:
+            _tables.pop(next(iter(_tables)))
+        _tables[key] = table
+    return table
+
+
+def _cuda_multi(params, grads, exp_avgs, exp_avg_sqs, scalars) -> None:
+    """Every tensor in one ``adamw_multi`` launch (contiguous copies written back)."""
+    import cupy
+
+    groups = [_flat_views(arrays) for arrays in (params, grads, exp_avgs, exp_avg_sqs)]
+    sizes = tuple(int(a.size) for a in params)
+    total = sum(sizes)
+    if total:
+        pointers = tuple(int(view.data.ptr) for group in groups for view, _ in group)
+        table = _device_table(cupy, pointers, sizes)
+        kernel = function(_CU, "adamw_multi", params[0].dtype)
+        grid = ((total + _THREADS - 1) // _THREADS,)
+        kernel(grid, (_THREADS,), (table, np.int64(len(params))) + scalars)
+    for group in groups:
+        for view, original in group:
+            if original is not None:
+                original[...] = view.reshape(original.shape)
+
+
+def adamw_step_multi(
+    params: Sequence[Array],
+    grads: Sequence[Array],
+    exp_avgs: Sequence[Array],
+    exp_avg_sqs: Sequence[Array],
+    *,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+) -> None:
+    """One AdamW step of many parameters, in place; the same math as ``adamw_step``.
+
+    The four sequences are parallel (one entry per parameter, each four of one shape). The
+    CUDA tier (all arrays of one float dtype on the GPU) is one kernel launch for the whole
+    step; the numba and reference tiers make one fused pass per parameter. Records
+    ``adamw_step_multi`` in ``tinyllm.kernels.last_tier``.
+    """
+    op = "adamw_step_multi"
+    lists = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+    for name, seq in lists.items():
+        if len(seq) != len(params):
+            raise ValueError(f"{op}: {len(params)} params but {len(seq)} {name}")
+    beta1, beta2 = _check_hyper(op, step, lr, betas, eps, weight_decay)
+    if not params:
+        return
+    for k, p in enumerate(params):
+        check_float(op, f"params[{k}]", p)
+        for name, seq in lists.items():
+            a = seq[k]
+            check_float(op, f"{name}[{k}]", a)
+            if a.shape != p.shape:
+                raise ValueError(
+                    f"{op}: {name}[{k}] {tuple(a.shape)} must match params[{k}] {tuple(p.shape)}"
+                )
+    dtypes = {np.dtype(a.dtype) for seq in (params, grads, exp_avgs, exp_avg_sqs) for a in seq}
+    # mixed dtypes: no kernel signature exists, so ask for one that no kernel accepts
+    dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.dtype(object)
+    hyper = (int(step), lr, beta1, beta2, eps, weight_decay)
+    xp = get_array_module(params[0])
+    dispatch.run(op, xp, dtype, _MULTI_BODIES, params, grads, exp_avgs, exp_avg_sqs, hyper)
+
+
+def _per_tensor(body):
+    """A multi-tensor body that runs ``body`` once per parameter (scalars in its dtype)."""
+
+    def run(params, grads, exp_avgs, exp_avg_sqs, hyper) -> None:
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            body(p, g, m, v, _scalars(p.dtype, *hyper))
+
+    return run
+
+
+def _cuda_multi_body(params, grads, exp_avgs, exp_avg_sqs, hyper) -> None:
+    _cuda_multi(params, grads, exp_avgs, exp_avg_sqs, _scalars(params[0].dtype, *hyper))
+
+
+_MULTI_BODIES = dispatch.declare(
+    with_cuda(
+        {
+            "reference": _per_tensor(_reference),
+            "numba": _per_tensor(_numba_body),
+            "cuda": _cuda_multi_body,
+        },
+        _CU,
+    ),
+    "adamw_step_multi",
+)

@@ -21,8 +21,8 @@ Tiers: ``reference`` is the naive algorithm that materializes S and P [B, H, Tq,
 oracle, also callable directly as ``naive_attention_forward/backward``); ``numba``
 (``attention_numba.py``) and ``cuda`` (``flash_attention.cu``) are FlashAttention: an
 online softmax over key tiles saves only O and lse, and no Tq x Tk array is ever allocated
-(per-tile scratch only). Shapes: q, o, do, dq [B, H, Tq, D]; k, v, dk, dv [B, Hkv, Tk, D];
-lse [B, H, Tq].
+(per-tile scratch only). Shapes: q, o, do, dq [B, H, Tq, D]; k, v, dk, dv [B, Hkv, Tk, D]
+(the value head size equals the key head size D); lse [B, H, Tq].
 """
 
 from __future__ import annotations
@@ -201,14 +201,49 @@ def _numba_backward(do, q, k, v, o, lse, causal, keep, scale, block_q, block_k):
 
 
 # ---------------------------------------------------------------- cuda flash bodies
-_CUDA_BLOCK_Q = 64  # threads per block of the forward and dq kernels: one query row each
-_CUDA_BLOCK_K = 64  # threads per block of the dk/dv kernel: one key row each
+# The tiled kernels of flash_attention.cu: a block of _CUDA_THREADS threads owns a tile of
+# rows (queries, or keys for dk/dv) whose [rows, D] accumulator is spread over the threads'
+# registers (at most _CUDA_MAX_OUT = FLASH_MAX_OUT numbers each) and streams tiles of the
+# other operand through shared memory. The tile sizes are chosen per (kernel, D, dtype) so
+# that a block needs at most _SMEM_BYTES of dynamic shared memory (CUDA's limit without an
+# opt-in): e.g. float32 D 64: 64 query rows x 32 key rows in the forward.
+_CUDA_THREADS = 256
+_CUDA_MAX_OUT = 32  # FLASH_MAX_OUT in flash_attention.cu
+_CUDA_MAX_D = _CUDA_THREADS * _CUDA_MAX_OUT  # a one-row tile must fit the accumulators
 _SMEM_BYTES = 48 * 1024  # the default dynamic shared memory limit per block
+_TILE_ROWS = (64, 32, 16, 8, 4, 2, 1)
 
 
-def _cuda_tile(D: int, itemsize: int, rows: int) -> int:
-    """Rows of a two-array [rows, D] shared-memory tile that fit in 48 KiB (at most rows)."""
-    return max(1, min(rows, _SMEM_BYTES // (2 * D * itemsize)))
+def _smem_forward(br: int, bc: int, D: int, itemsize: int) -> int:
+    """Bytes of flash_forward's shared memory: Q [br, D+1], K|V [bc, D+1], S|P [br, bc+1],
+    and m, l, alpha [br]."""
+    return ((br + bc) * (D + 1) + br * (bc + 1) + 3 * br) * itemsize
+
+
+def _smem_dkdv(br: int, bc: int, D: int, itemsize: int) -> int:
+    """flash_backward_dkdv: K, V [bc, D+1], Q, dO [br, D+1], P, dS [br, bc+1], lse, delta."""
+    return (2 * (br + bc) * (D + 1) + 2 * br * (bc + 1) + 2 * br) * itemsize
+
+
+def _smem_dq(br: int, bc: int, D: int, itemsize: int) -> int:
+    """flash_backward_dq: Q, dO [br, D+1], K, V [bc, D+1], dS [br, bc+1], lse, delta."""
+    return (2 * (br + bc) * (D + 1) + br * (bc + 1) + 2 * br) * itemsize
+
+
+@functools.cache
+def _cuda_tiles(kernel: str, D: int, itemsize: int) -> tuple[int, int, int]:
+    """(br, bc, shared bytes) of one kernel: the largest own tile (query rows br for the
+    forward and dq kernels, key rows bc for dk/dv) whose accumulators fit the registers,
+    then the largest streamed tile that keeps shared memory within _SMEM_BYTES."""
+    smem = {"forward": _smem_forward, "dkdv": _smem_dkdv, "dq": _smem_dq}[kernel]
+    for own in _TILE_ROWS:
+        if own * D > _CUDA_THREADS * _CUDA_MAX_OUT:
+            continue
+        for other in _TILE_ROWS:
+            br, bc = (other, own) if kernel == "dkdv" else (own, other)
+            if smem(br, bc, D, itemsize) <= _SMEM_BYTES:
+                return br, bc, smem(br, bc, D, itemsize)
+    raise ValueError(f"flash attention: head size D={D} does not fit the CUDA kernels")
 
 
 def _cuda_forward(q, k, v, causal, keep, scale, block_q, block_k):
@@ -221,16 +256,16 @@ def _cuda_forward(q, k, v, causal, keep, scale, block_q, block_k):
     keep_arr, has_mask = _keep_array(cupy, keep)
     o = cupy.empty_like(q)
     lse = cupy.empty((B, H, Tq), dt)
-    tile_k = _cuda_tile(D, dt.itemsize, _CUDA_BLOCK_K)
     if B * H * Tq:
+        br, bc, smem = _cuda_tiles("forward", D, dt.itemsize)
         kernel = function(_CU, "flash_forward", dt)
-        grid = (B * H, (Tq + _CUDA_BLOCK_Q - 1) // _CUDA_BLOCK_Q)  # B*H on x: no 65535 limit
+        grid = (B * H, (Tq + br - 1) // br)  # B*H on x: no 65535 limit
         args = (
             q, k, v, keep_arr, o, lse, np.int32(H), np.int32(Hkv), np.int32(Tq), np.int32(Tk),
-            np.int32(D), np.int32(tile_k), np.int32(causal), np.int32(has_mask),
+            np.int32(D), np.int32(br), np.int32(bc), np.int32(causal), np.int32(has_mask),
             scalar(scale, dt),
         )  # fmt: skip
-        kernel(grid, (_CUDA_BLOCK_Q,), args, shared_mem=2 * tile_k * D * dt.itemsize)
+        kernel(grid, (_CUDA_THREADS,), args, shared_mem=smem)
     return o, lse
 
 
@@ -248,23 +283,22 @@ def _cuda_backward(do, q, k, v, o, lse, causal, keep, scale, block_q, block_k):
     dq = cupy.empty_like(q)
     dk_part = cupy.empty((B, H, Tk, D), dt)
     dv_part = cupy.empty((B, H, Tk, D), dt)
-    common = (
-        np.int32(H), np.int32(Hkv), np.int32(Tq), np.int32(Tk), np.int32(D),
-    )  # fmt: skip
+    common = (np.int32(H), np.int32(Hkv), np.int32(Tq), np.int32(Tk), np.int32(D))
     flags = (np.int32(causal), np.int32(has_mask), scalar(scale, dt))
     if B * H * Tk:
-        tile_q = _cuda_tile(D, dt.itemsize, _CUDA_BLOCK_Q)
+        br, bc, smem = _cuda_tiles("dkdv", D, dt.itemsize)
         kernel = function(_CU, "flash_backward_dkdv", dt)
-        grid = (B * H, (Tk + _CUDA_BLOCK_K - 1) // _CUDA_BLOCK_K)
+        grid = (B * H, (Tk + bc - 1) // bc)
         args = (q, k, v, do, lse, delta, keep_arr, dk_part, dv_part) + common
-        args += (np.int32(tile_q),) + flags
-        kernel(grid, (_CUDA_BLOCK_K,), args, shared_mem=2 * tile_q * D * dt.itemsize)
+        args += (np.int32(br), np.int32(bc)) + flags
+        kernel(grid, (_CUDA_THREADS,), args, shared_mem=smem)
     if B * H * Tq:
-        tile_k = _cuda_tile(D, dt.itemsize, _CUDA_BLOCK_K)
+        br, bc, smem = _cuda_tiles("dq", D, dt.itemsize)
         kernel = function(_CU, "flash_backward_dq", dt)
-        grid = (B * H, (Tq + _CUDA_BLOCK_Q - 1) // _CUDA_BLOCK_Q)  # B*H on x: no 65535 limit
-        args = (q, k, v, do, lse, delta, keep_arr, dq) + common + (np.int32(tile_k),) + flags
-        kernel(grid, (_CUDA_BLOCK_Q,), args, shared_mem=2 * tile_k * D * dt.itemsize)
+        grid = (B * H, (Tq + br - 1) // br)  # B*H on x: no 65535 limit
+        args = (q, k, v, do, lse, delta, keep_arr, dq) + common
+        args += (np.int32(br), np.int32(bc)) + flags
+        kernel(grid, (_CUDA_THREADS,), args, shared_mem=smem)
     if Hkv == H:
         return dq, dk_part, dv_part
     group = H // Hkv
@@ -273,18 +307,32 @@ def _cuda_backward(do, q, k, v, o, lse, causal, keep, scale, block_q, block_k):
     return dq, dk, dv
 
 
-_FORWARD = with_cuda(
-    {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+_FORWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+    ),
+    "attention_forward",
 )
-_BACKWARD = with_cuda(
-    {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward}, _CU
+_BACKWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward},
+        _CU,
+    ),
+    "attention_backward",
 )
-_CUDA_MAX_D = 256  # MAX_D in flash_attention.cu: per-thread vectors of at most this size
 
 
 def _bodies(bodies: dict, D: int) -> dict:
-    """The tiers that can run head size D (the CUDA kernels hold D numbers per thread)."""
-    return bodies if D <= _CUDA_MAX_D else {t: f for t, f in bodies.items() if t != "cuda"}
+    """The tiers that can run head size D (the CUDA kernels: D <= _CUDA_MAX_D = 8192, one
+    query row's [1, D] accumulator over a block's registers; shared memory then decides)."""
+    if D <= _CUDA_MAX_D and _fits_shared(D):
+        return bodies
+    return {t: f for t, f in bodies.items() if t != "cuda"}
+
+
+def _fits_shared(D: int) -> bool:
+    """True when the smallest (1-row) tiles of every kernel fit _SMEM_BYTES in float64."""
+    return _smem_dkdv(1, 1, D, 8) <= _SMEM_BYTES
 
 
 # ---------------------------------------------------------------- public functions
@@ -296,7 +344,10 @@ def _check(op, q, k, v, key_padding_mask, block_q, block_k):
             raise ValueError(f"{op}: {name} must be [B, heads, T, D], got {tuple(a.shape)}")
     B, H, _, D = q.shape
     if k.shape != v.shape:
-        raise ValueError(f"{op}: k {tuple(k.shape)} and v {tuple(v.shape)} must match")
+        raise ValueError(
+            f"{op}: k {tuple(k.shape)} and v {tuple(v.shape)} must match (the kernels hold V in "
+            "rows of the head size D: Dv != D is F.scaled_dot_product_attention's fused path)"
+        )
     if k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"{op}: k/v {tuple(k.shape)} must share B and D with q {tuple(q.shape)}")
     Hkv, Tk = k.shape[1], k.shape[2]

@@ -39,6 +39,8 @@ CUDA_SOURCES = (
     "glu.cu",
     "adamw.cu",
     "flash_attention.cu",
+    "quant_matmul.cu",
+    "selective_scan.cu",
 )
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

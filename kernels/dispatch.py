@@ -18,6 +18,11 @@ A forced tier that cannot run on the arrays' device (``numba`` on a CuPy array, 
 a NumPy array) or has no body for the dtype gives the automatic choice for that device;
 ``reference`` always runs. ``last_tier(op)`` and ``tier_counts()`` say what actually ran, so
 that a test can prove that a kernel, not a silent fallback, produced its result.
+
+Which bodies each kernel has is declared once, where its bodies dict is built
+(``declare(bodies, "softmax_forward", ...)``), and read back with ``kernel_tiers(op)``: the
+op registry and ``tinyllm ops`` report an op's tiers from the kernels it names, so the
+listing cannot drift from what ``run`` can choose.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ __all__ = [
     "ENV_VAR",
     "TIERS",
     "KERNEL_DTYPES",
+    "declare",
+    "declared_kernels",
+    "kernel_tiers",
     "last_tier",
     "numba_available",
     "numba_for_work",
@@ -62,6 +70,7 @@ class _Local(threading.local):
 
 
 _local = _Local()
+_declared: dict[str, tuple[str, ...]] = {}  # kernel op name -> the tiers it has bodies for
 _last: dict[str, str] = {}
 _counts: Counter = Counter()
 _lock = threading.Lock()
@@ -158,7 +167,48 @@ def serial_twin(kernel: Any) -> Any:
 
 def numba_for_work(kernel: Any, work: int) -> Any:
     """The Numba kernel to launch for ``work`` elements: ``kernel``, or its serial twin."""
-    return kernel if work >= SERIAL_BELOW else serial_twin(kernel)
+    if work < SERIAL_BELOW:
+        return serial_twin(kernel)
+    launcher = _launchers.get(kernel)  # thread policy (issue 15), see parallel_launcher
+    return launcher if launcher is not None else parallel_launcher(kernel)
+
+
+# ---- thread policy (issue 15: tinyllm/runtime.py has the policy; this is its hook) ----
+_launchers: dict[Any, Any] = {}
+_parallel_lock = threading.Lock()
+
+
+def parallel_launcher(kernel: Any) -> Any:
+    """A callable that launches the parallel ``kernel`` under tinyllm's thread policy.
+
+    At the first parallel launch of the process, ``runtime.prepare_numba()`` picks Numba's
+    threading layer (workqueue unless the user chose one) and the kernel thread count
+    (``TINYLLM_NUM_THREADS``, else the BLAS pool's size); a count of 1 means the serial
+    twin always runs. One thread at a time runs a parallel kernel (workqueue is not
+    threadsafe); a concurrent call from another thread runs the serial twin instead.
+    """
+    from tinyllm import runtime
+
+    twin = serial_twin(kernel)
+    if runtime.kernel_threads() == 1:
+        _launchers[kernel] = twin
+        return twin
+    set_threads = runtime.set_numba_threads_for_this_thread
+
+    def launch(*args: Any, **kwargs: Any) -> Any:
+        if not _parallel_lock.acquire(blocking=False):
+            return twin(*args, **kwargs)
+        try:
+            set_threads()
+            return kernel(*args, **kwargs)
+        finally:
+            _parallel_lock.release()
+
+    _launchers[kernel] = launch
+    return launch
+
+
+# ---- end of thread policy ----
 
 
 def select_tier(
@@ -182,6 +232,45 @@ def select_tier(
     if "numba" in tiers and dtype_ok and numba_available():
         return "numba"
     return "reference"
+
+
+def declare(bodies: Mapping[str, Callable], *ops: str) -> Mapping[str, Callable]:
+    """Declare that kernels ``ops`` run through ``bodies`` (tier -> body); return ``bodies``.
+
+    Call it where the dict is built: ``_FORWARD = declare(with_cuda({...}, cu), "op")``.
+    """
+    unknown = set(bodies) - set(TIERS)
+    if unknown or "reference" not in bodies:
+        raise ValueError(
+            f"kernels.declare({ops}): bodies must include 'reference' and name only tiers "
+            f"{TIERS}, got {tuple(bodies)}"
+        )
+    for op in ops:
+        _declared[op] = tuple(t for t in TIERS if t in bodies)
+    return bodies
+
+
+def kernel_tiers(op: str) -> tuple[str, ...]:
+    """The tiers kernel ``op`` has bodies for, in ``TIERS`` order (always "reference" first).
+
+    A body can exist and still not run here (no Numba installed, no GPU): ``select_tier``
+    says what would run for given arrays.
+
+    >>> import tinyllm.kernels as K
+    >>> K.kernel_tiers("layer_norm_forward")[:2]
+    ('reference', 'numba')
+    """
+    tiers = _declared.get(op)
+    if tiers is None:
+        raise KeyError(
+            f"kernel_tiers: no kernel named {op!r} is declared; declared: {sorted(_declared)}"
+        )
+    return tiers
+
+
+def declared_kernels() -> dict[str, tuple[str, ...]]:
+    """Every declared kernel op name with its tiers."""
+    return dict(_declared)
 
 
 def record(op: str, tier: str) -> None:

@@ -168,13 +168,23 @@ def _cuda_act(dy, x, act, backward):
     return out
 
 
-_ACT = with_cuda({"reference": _reference_act, "numba": _numba_act, "cuda": _cuda_act}, _CU)
-
-_FORWARD = with_cuda(
-    {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+_ACT = dispatch.declare(
+    with_cuda({"reference": _reference_act, "numba": _numba_act, "cuda": _cuda_act}, _CU),
+    "activation_forward",
+    "activation_backward",
 )
-_BACKWARD = with_cuda(
-    {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward}, _CU
+_FORWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+    ),
+    "glu_forward",
+)
+_BACKWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward},
+        _CU,
+    ),
+    "glu_backward",
 )
 
 
@@ -250,11 +260,12 @@ def swiglu_backward(dout: Array, x: Array) -> Array:
     return glu_backward(dout, x, "silu")
 
 
-def geglu_forward(x: Array, approximate: str = "tanh") -> Array:
-    """GeGLU: gelu(gate) * up (approximate "tanh" or "none", as PyTorch's F.gelu)."""
+def geglu_forward(x: Array, approximate: str = "none") -> Array:
+    """GeGLU: gelu(gate) * up (approximate "none", the exact GELU, or "tanh": F.gelu's
+    argument and default, so the kernel and ``F.geglu`` agree)."""
     return glu_forward(x, _gelu_name(approximate))
 
 
-def geglu_backward(dout: Array, x: Array, approximate: str = "tanh") -> Array:
+def geglu_backward(dout: Array, x: Array, approximate: str = "none") -> Array:
     """d[gate | up] of GeGLU."""
     return glu_backward(dout, x, _gelu_name(approximate))

@@ -184,11 +184,20 @@ def _cuda_backward(dy, x, mean, rstd, weight, dsummed, center):
     return dx, parts_w.sum(axis=0), parts_b.sum(axis=0)
 
 
-_FORWARD = with_cuda(
-    {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+_FORWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+    ),
+    "layer_norm_forward",
+    "rms_norm_forward",
 )
-_BACKWARD = with_cuda(
-    {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward}, _CU
+_BACKWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward},
+        _CU,
+    ),
+    "layer_norm_backward",
+    "rms_norm_backward",
 )
 
 

@@ -28,19 +28,11 @@ x - max <= 0, or -|x|).
 from __future__ import annotations
 
 import math
-import os
 
-# Numba's OpenMP workers spin after each parallel kernel (GOMP_SPINCOUNT) and, on a 2-core
-# machine, starve the OpenBLAS threads of the next NumPy matmul: measured 2.7x slower
-# training steps, and naive attention at T=512 10x slower right after a Numba kernel.
-# Passive waiting fixes it. libgomp reads the variable when Numba first loads it (the
-# first parallel launch, after this import); a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import njit, types  # noqa: E402
-from numba.extending import intrinsic, overload  # noqa: E402
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 __all__ = [
     "fast_exp",

@@ -17,7 +17,10 @@ negative angle (cos unchanged, sin negated):
 
 The tables carry no gradient. Shapes: x, y, dy, dx [..., T, D] (D even); cos, sin [T, D/2]
 or any shape that broadcasts to [..., T, D/2] (e.g. [B, 1, T, D/2] for per-sequence
-positions). Tiers: reference, numba (``rope_numba.py``), cuda (``rope.cu``).
+positions). Tiers: reference, numba (``rope_numba.py``), cuda (``rope.cu``). This is RoPE's
+one home: ``F.rotary_embedding`` (and ``nn.RotaryEmbedding``) call these two functions for
+every call, and the reference body ``_reference`` is the readable oracle the other tiers are
+tested against.
 """
 
 from __future__ import annotations
@@ -87,7 +90,11 @@ def _cuda_body(x, cos, sin, sign, interleaved):
     return y
 
 
-_BODIES = with_cuda({"reference": _reference, "numba": _numba_body, "cuda": _cuda_body}, _CU)
+_BODIES = dispatch.declare(
+    with_cuda({"reference": _reference, "numba": _numba_body, "cuda": _cuda_body}, _CU),
+    "rope_forward",
+    "rope_backward",
+)
 
 
 # ---------------------------------------------------------------- public functions

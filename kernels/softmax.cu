@@ -7,7 +7,8 @@
 //   log_softmax:  y_c = x_c - lse               dx_c = dy_c - exp(y_c) sum_k dy_k
 //   cross-entropy with target t, smoothing e, q_c = e/C + (1 - e) [c == t]:
 //                 loss = lse - sum_c q_c x_c    dx_c = (exp(x_c - lse) - q_c) dloss
-//                 (rows whose target is ignore_index: loss 0, dx 0)
+//                 (rows whose target is ignore_index: loss 0, dx 0; a target outside
+//                 [0, C) that is not ignore_index, unchecked on the device: NaN, NaN)
 #include "cuda_common.cuh"
 
 // softmax of scale * x; tq > 0: causal rows (row r is query r % tq, sees columns c <= r % tq;
@@ -82,6 +83,8 @@ __device__ void cross_entropy_forward_row(const T* __restrict__ logits, const i6
         lse[row] = l;
         if (t == ignore_index) {
             loss[row] = T(0);
+        } else if (t < 0 || t >= C) {  // unchecked on the device (no sync): NaN, no OOB read
+            loss[row] = d_nan(T(0));
         } else {
             T r = l - (T(1) - smoothing) * xr[t];
             if (smoothing != T(0)) r -= smoothing / T(C) * sx;
@@ -101,6 +104,10 @@ __device__ void cross_entropy_backward_row(const T* __restrict__ dloss, const T*
     const i64 t = target[row];
     if (t == ignore_index) {
         for (int c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = T(0);
+        return;
+    }
+    if (t < 0 || t >= C) {  // an out-of-range class index: NaN gradients for the row
+        for (int c = threadIdx.x; c < C; c += blockDim.x) dxr[c] = d_nan(T(0));
         return;
     }
     const T l = lse[row], g = dloss[row], base = smoothing / T(C);

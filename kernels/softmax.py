@@ -15,7 +15,11 @@ Backward, from the forward output y only (nothing else saved):
 Attention's probabilities use two options of ``softmax_forward``: a ``scale`` applied to x
 first (y = softmax(scale x), so dx = scale y (dy - sum_k dy_k y_k)) and ``causal``: x is
 [..., Tq, Tk] and row i takes columns j <= i only (top-left aligned); the others get y = 0,
-so they receive dx = 0 from the same backward formula.
+so they receive dx = 0 from the same backward formula. A third, ``key_mask`` (bool
+[B, Tk], True = keep; attention's key-padding mask), hides columns per leading index: every
+row of x[b] takes only the columns c with key_mask[b, c] (a [1, Tk] mask serves every b).
+Hidden columns get y = 0 and a row with no column left is all zeros (attention's convention
+for a fully masked query, instead of NaN); the backward is again the same formula.
 
 Cross-entropy with target t, label smoothing e and the smoothed target distribution
 q_c = e / V + (1 - e) [c == t] (PyTorch's definition):
@@ -25,7 +29,24 @@ q_c = e / V + (1 - e) [c == t] (PyTorch's definition):
 
 so the backward needs only the logits, the saved lse (one number per row) and the
 per-row upstream gradient: dlogits = (exp(x - lse) - q) * dloss_row. Rows whose target is
-``ignore_index`` have loss 0 and gradient 0 (their lse is still computed).
+``ignore_index`` have loss 0 and gradient 0 (their lse is still computed). A class index
+outside [0, V) that is not ``ignore_index`` raises IndexError, as PyTorch's nll_loss does.
+
+Range checks and host syncs: checking the target's values is free on NumPy arrays and always
+done; on a device array it would be a host sync (the host waits to read a flag), so there
+it runs only under ``tinyllm.detect_anomaly()`` (the one debug switch, thread-local). An
+unchecked out-of-range target on the device never reads out of bounds: the CUDA kernel
+writes a NaN loss and NaN gradients for that row (PyTorch's device-side assert, made
+visible without a sync).
+
+Soft (probability) targets t [..., V] (PyTorch's cross_entropy with a float target of the
+logits' shape), smoothed as q_c = (1 - e) t_c + e / V; sum_c q_c need not be 1:
+
+    loss   = -sum_c q_c log_softmax(x)_c = lse sum_c q_c - sum_c q_c x_c
+    dx_c   = dloss (softmax(x)_c sum_k q_k - q_c)
+    dt_c   = dloss (1 - e) (lse - x_c)           (= -dloss (1 - e) log_softmax(x)_c)
+
+Soft targets have reference and Numba bodies (no CUDA body: a GPU runs the reference).
 
 Shapes: x, y, dy, dx and logits are [..., C] (any leading dims; the kernels see rows
 [R, C]); target, loss, lse and dloss are the leading shape [...]. Tiers: reference
@@ -39,6 +60,7 @@ import math
 
 import numpy as np
 
+from tinyllm.anomaly import is_anomaly_enabled
 from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, as_rows, check_float, contiguous, upcast
@@ -47,6 +69,8 @@ from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
 __all__ = [
     "cross_entropy_backward",
     "cross_entropy_forward",
+    "cross_entropy_soft_backward",
+    "cross_entropy_soft_forward",
     "log_softmax_backward",
     "log_softmax_forward",
     "softmax_backward",
@@ -70,20 +94,33 @@ def _causal_allowed(xp, R: int, C: int, tq: int):
     return xp.arange(C)[None, :] <= (xp.arange(R) % tq)[:, None]
 
 
-def _reference_forward(x, log_out: bool, scale: float, tq: int):
+def _key_allowed(xp, keep, rows_per: int):
+    """[R, C] bool from the key mask [R / rows_per, C]: row r takes keep[r // rows_per]."""
+    return xp.repeat(keep, rows_per, axis=0)
+
+
+def _reference_forward(x, log_out: bool, scale: float, tq: int, keep=None, rows_per: int = 1):
     xp = get_array_module(x)
     xw = upcast(x)  # [R, C]
     if scale != 1.0:
         xw = xw * xw.dtype.type(scale)
     if tq:
         xw = xp.where(_causal_allowed(xp, *xw.shape, tq), xw, -xp.inf)
+    if keep is not None:
+        xw = xp.where(_key_allowed(xp, keep, rows_per), xw, -xp.inf)
     with np.errstate(invalid="ignore"):  # a row of -inf: NaN, as softmax is undefined there
-        shifted = xw - xw.max(axis=-1, keepdims=True)
+        m = xw.max(axis=-1, keepdims=True)
+        if keep is not None:  # a fully hidden row: zeros (attention's convention)
+            empty = m == -xp.inf
+            m = xp.where(empty, 0, m)
+        shifted = xw - m
         if log_out:
             y = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
         else:
             e = xp.exp(shifted)
             y = e / e.sum(axis=-1, keepdims=True)
+        if keep is not None:
+            y = xp.where(empty, 0, y)
     return y.astype(x.dtype, copy=False)
 
 
@@ -126,10 +163,36 @@ def _reference_ce_backward(dloss, logits, target, lse, ignore_index, smoothing):
     return dx.astype(logits.dtype, copy=False)
 
 
+def _reference_ce_soft_forward(logits, target, smoothing):
+    xp = get_array_module(logits)
+    x, t = upcast(logits), upcast(target)  # [R, V]
+    V = x.shape[1]
+    m = x.max(axis=1, keepdims=True)
+    lse = (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # [R]
+    q = (1 - smoothing) * t + smoothing / V  # [R, V] smoothed target
+    loss = lse * q.sum(axis=1) - (q * x).sum(axis=1)
+    return loss.astype(logits.dtype, copy=False), lse.astype(logits.dtype, copy=False)
+
+
+def _reference_ce_soft_backward(dloss, logits, target, lse, smoothing, target_grad):
+    xp = get_array_module(logits)
+    x, t = upcast(logits), upcast(target)  # [R, V]
+    V = x.shape[1]
+    lse_w, g = upcast(lse)[:, None], upcast(dloss)[:, None]  # [R, 1]
+    q = (1 - smoothing) * t + smoothing / V
+    dx = (xp.exp(x - lse_w) * q.sum(axis=1, keepdims=True) - q) * g
+    dt = (g * (1 - smoothing) * (lse_w - x)).astype(target.dtype) if target_grad else None
+    return dx.astype(logits.dtype, copy=False), dt
+
+
 # ---------------------------------------------------------------- numba bodies
-def _numba_forward(x, log_out: bool, scale: float, tq: int):
+def _numba_forward(x, log_out: bool, scale: float, tq: int, keep=None, rows_per: int = 1):
     x = contiguous(x)
     y = np.empty_like(x)
+    if keep is not None:
+        kernel = dispatch.numba_for_work(_numba().softmax_rows_keymask, x.size)
+        kernel(x, y, x.dtype.type(scale), tq, keep, rows_per)
+        return y
     kernel = dispatch.numba_for_work(_numba().softmax_rows, x.size)
     kernel(x, y, log_out, x.dtype.type(scale), tq)
     return y
@@ -167,8 +230,45 @@ def _numba_ce_backward(dloss, logits, target, lse, ignore_index, smoothing):
     return dlogits
 
 
+def _numba_ce_soft_forward(logits, target, smoothing):
+    logits, target = contiguous(logits), contiguous(target)
+    R = logits.shape[0]
+    loss = np.empty(R, logits.dtype)
+    lse = np.empty(R, logits.dtype)
+    dispatch.numba_for_work(_numba().cross_entropy_soft_rows, logits.size)(
+        logits, target, logits.dtype.type(smoothing), loss, lse
+    )
+    return loss, lse
+
+
+def _numba_ce_soft_backward(dloss, logits, target, lse, smoothing, target_grad):
+    logits, target = contiguous(logits), contiguous(target)
+    dlogits = np.empty_like(logits)
+    dtarget = np.empty_like(target) if target_grad else np.empty((0, 1), logits.dtype)
+    dl = contiguous(dloss.astype(logits.dtype, copy=False))
+    lse = contiguous(lse.astype(logits.dtype, copy=False))
+    dispatch.numba_for_work(_numba().cross_entropy_soft_rows_backward, logits.size)(
+        dl, logits, target, lse, logits.dtype.type(smoothing), dlogits, dtarget, target_grad
+    )
+    return dlogits, (dtarget if target_grad else None)
+
+
 # ---------------------------------------------------------------- cuda bodies
-def _cuda_forward(x, log_out: bool, scale: float, tq: int):
+def _cuda_forward(x, log_out: bool, scale: float, tq: int, keep=None, rows_per: int = 1):
+    import cupy
+
+    empty = None
+    if keep is not None:  # hidden keys -inf before the kernel; fully hidden rows zeroed after
+        x = cupy.where(_key_allowed(cupy, keep, rows_per), x * x.dtype.type(scale), -cupy.inf)
+        if tq:
+            x = cupy.where(_causal_allowed(cupy, *x.shape, tq), x, -cupy.inf)
+        empty = x.max(axis=-1, keepdims=True) == -cupy.inf
+        scale = 1.0
+    y = _cuda_softmax(x, log_out, scale, tq)
+    return y if empty is None else cupy.where(empty, 0, y).astype(y.dtype, copy=False)
+
+
+def _cuda_softmax(x, log_out: bool, scale: float, tq: int):
     import cupy
 
     x = cupy.ascontiguousarray(x)
@@ -223,19 +323,46 @@ def _cuda_ce_backward(dloss, logits, target, lse, ignore_index, smoothing):
     return dlogits
 
 
-_FORWARD = with_cuda(
-    {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+_FORWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_forward, "numba": _numba_forward, "cuda": _cuda_forward}, _CU
+    ),
+    "softmax_forward",
+    "log_softmax_forward",
 )
-_BACKWARD = with_cuda(
-    {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward}, _CU
+_BACKWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_backward, "numba": _numba_backward, "cuda": _cuda_backward},
+        _CU,
+    ),
+    "softmax_backward",
+    "log_softmax_backward",
 )
-_CE_FORWARD = with_cuda(
-    {"reference": _reference_ce_forward, "numba": _numba_ce_forward, "cuda": _cuda_ce_forward},
-    _CU,
+_CE_FORWARD = dispatch.declare(
+    with_cuda(
+        {"reference": _reference_ce_forward, "numba": _numba_ce_forward, "cuda": _cuda_ce_forward},
+        _CU,
+    ),
+    "cross_entropy_forward",
 )
-_CE_BACKWARD = with_cuda(
-    {"reference": _reference_ce_backward, "numba": _numba_ce_backward, "cuda": _cuda_ce_backward},
-    _CU,
+_CE_BACKWARD = dispatch.declare(
+    with_cuda(
+        {
+            "reference": _reference_ce_backward,
+            "numba": _numba_ce_backward,
+            "cuda": _cuda_ce_backward,
+        },
+        _CU,
+    ),
+    "cross_entropy_backward",
+)
+_CE_SOFT_FORWARD = dispatch.declare(
+    {"reference": _reference_ce_soft_forward, "numba": _numba_ce_soft_forward},
+    "cross_entropy_soft_forward",
+)
+_CE_SOFT_BACKWARD = dispatch.declare(
+    {"reference": _reference_ce_soft_backward, "numba": _numba_ce_soft_backward},
+    "cross_entropy_soft_backward",
 )
 
 
@@ -247,7 +374,32 @@ def _check_scale(op: str, scale: float) -> float:
     return scale
 
 
-def _forward(op: str, x, log_out: bool, scale: float = 1.0, causal: bool = False):
+def _key_mask(op: str, x, key_mask):
+    """(keep [M, C] C-contiguous bool, rows per mask row) of a key mask for x, checked."""
+    xp = get_array_module(x)
+    if get_array_module(key_mask) is not xp:
+        raise RuntimeError(f"{op}: key_mask is on {_device(key_mask)} but x on {_device(x)}")
+    if key_mask.dtype != np.bool_:
+        raise TypeError(f"{op}: key_mask must be boolean (True = keep), got {key_mask.dtype}")
+    lead = x.shape[0] if x.ndim >= 2 else 1
+    if (
+        key_mask.ndim != 2
+        or key_mask.shape[1] != x.shape[-1]
+        or key_mask.shape[0]
+        not in (
+            1,
+            lead,
+        )
+    ):
+        raise ValueError(
+            f"{op}: key_mask {tuple(key_mask.shape)} must be [B, C] or [1, C] for x "
+            f"{tuple(x.shape)} (B = x.shape[0], C = x.shape[-1])"
+        )
+    rows = math.prod(x.shape[:-1])
+    return xp.ascontiguousarray(key_mask), max(rows // key_mask.shape[0], 1)
+
+
+def _forward(op: str, x, log_out: bool, scale: float = 1.0, causal: bool = False, key_mask=None):
     check_float(op, "x", x)
     if x.ndim < (2 if causal else 1):
         raise ValueError(
@@ -256,7 +408,12 @@ def _forward(op: str, x, log_out: bool, scale: float = 1.0, causal: bool = False
         )  # fmt: skip
     tq = x.shape[-2] if causal else 0
     scale = _check_scale(op, scale)
-    y = dispatch.run(op, get_array_module(x), x.dtype, _FORWARD, as_rows(x), log_out, scale, tq)
+    xp = get_array_module(x)
+    if key_mask is None:
+        y = dispatch.run(op, xp, x.dtype, _FORWARD, as_rows(x), log_out, scale, tq)
+    else:
+        keep, rows_per = _key_mask(op, x, key_mask)
+        y = dispatch.run(op, xp, x.dtype, _FORWARD, as_rows(x), log_out, scale, tq, keep, rows_per)
     return y.reshape(x.shape)
 
 
@@ -271,13 +428,18 @@ def _backward(op: str, dy, y, log_out: bool, scale: float = 1.0):
     return dx.reshape(y.shape)
 
 
-def softmax_forward(x: Array, scale: float = 1.0, causal: bool = False) -> Array:
+def softmax_forward(
+    x: Array, scale: float = 1.0, causal: bool = False, key_mask: Array | None = None
+) -> Array:
     """softmax(scale x) along the last axis: y [..., C] from x [..., C].
 
     ``causal=True``: x is [..., Tq, Tk] and row i takes columns j <= i only (y = 0 on the
     others), attention's top-left causal mask applied inside the kernel.
+    ``key_mask``: bool [B, C] (or [1, C]), B = x.shape[0]: every row of x[b] takes only the
+    columns c with key_mask[b, c] (attention's key-padding mask, inside the kernel); y = 0
+    on hidden columns, and a row with no visible column is all zeros (not NaN).
     """
-    return _forward("softmax_forward", x, False, scale, causal)
+    return _forward("softmax_forward", x, False, scale, causal, key_mask)
 
 
 def softmax_backward(dy: Array, y: Array, scale: float = 1.0) -> Array:
@@ -296,7 +458,16 @@ def log_softmax_backward(dy: Array, y: Array) -> Array:
     return _backward("log_softmax_backward", dy, y, True)
 
 
+def _device(a) -> str:
+    return "cpu" if get_array_module(a) is np else "cuda"
+
+
 def _check_target(op: str, logits, target, ignore_index: int):
+    """target [...] as contiguous int64 rows [R], checked against logits [..., V].
+
+    Shapes, dtype and device always; values (each t in [0, V) or ignore_index) on NumPy
+    arrays, and on device arrays only under ``detect_anomaly`` (a host sync there).
+    """
     xp = get_array_module(logits)
     if target.shape != logits.shape[:-1]:
         raise ValueError(
@@ -305,13 +476,20 @@ def _check_target(op: str, logits, target, ignore_index: int):
         )
     if np.dtype(target.dtype).kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got {target.dtype}")
+    if get_array_module(target) is not xp:
+        raise RuntimeError(
+            f"{op}: target is on {_device(target)} but logits are on {_device(logits)} "
+            f"(target {tuple(target.shape)}, logits {tuple(logits.shape)})"
+        )
     t = target.reshape(-1).astype(xp.int64, copy=False)
     V = logits.shape[-1]
+    if xp is not np and not is_anomaly_enabled():
+        return contiguous(t)  # no host sync: the kernel turns a bad row into NaN
     bad = ((t < 0) | (t >= V)) & (t != ignore_index)
     if t.size and bool(bad.any()):
         value = int(t[bad][0])
-        raise ValueError(
-            f"{op}: target value {value} is out of range for {V} classes "
+        raise IndexError(
+            f"{op}: target value {value} is out of range for {V} classes [0, {V}) "
             f"(and is not ignore_index={ignore_index})"
         )
     return contiguous(t)
@@ -364,3 +542,62 @@ def cross_entropy_backward(
         lse.reshape(R), int(ignore_index), float(label_smoothing),
     )  # fmt: skip
     return dlogits.reshape(logits.shape)
+
+
+def _check_soft(op: str, logits, target, label_smoothing: float) -> None:
+    check_float(op, "logits", logits)
+    check_float(op, "target", target)
+    if logits.ndim == 0 or target.shape != logits.shape:
+        raise ValueError(
+            f"{op}: target must have the logits' shape [..., V], got target "
+            f"{tuple(target.shape)} and logits {tuple(logits.shape)}"
+        )
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def cross_entropy_soft_forward(
+    logits: Array, target: Array, label_smoothing: float = 0.0
+) -> tuple[Array, Array]:
+    """Per-row cross-entropy of logits [..., V] against class probabilities target [..., V].
+
+    loss = lse sum(q) - <q, x> with q = (1 - label_smoothing) target + label_smoothing / V.
+    Returns (loss, lse), both of the leading shape [...].
+    """
+    op = "cross_entropy_soft_forward"
+    _check_soft(op, logits, target, label_smoothing)
+    t = target.astype(logits.dtype, copy=False)
+    xp = get_array_module(logits)
+    loss, lse = dispatch.run(
+        op, xp, logits.dtype, _CE_SOFT_FORWARD, as_rows(logits), as_rows(t),
+        float(label_smoothing),
+    )  # fmt: skip
+    return loss.reshape(logits.shape[:-1]), lse.reshape(logits.shape[:-1])
+
+
+def cross_entropy_soft_backward(
+    dloss: Array | float,
+    logits: Array,
+    target: Array,
+    lse: Array,
+    label_smoothing: float = 0.0,
+    target_grad: bool = False,
+) -> tuple[Array, Array | None]:
+    """(dlogits, dtarget) [..., V] of the soft-target loss; dtarget is None unless asked.
+
+    dlogits = (softmax(logits) sum(q) - q) dloss[..., None];
+    dtarget = dloss[..., None] (1 - label_smoothing) (lse[..., None] - logits).
+    """
+    op = "cross_entropy_soft_backward"
+    _check_soft(op, logits, target, label_smoothing)
+    t = target.astype(logits.dtype, copy=False)
+    xp = get_array_module(logits)
+    lead = logits.shape[:-1]
+    R = math.prod(lead)
+    dl = xp.broadcast_to(xp.asarray(dloss, dtype=logits.dtype), lead).reshape(R)
+    dlogits, dtarget = dispatch.run(
+        op, xp, logits.dtype, _CE_SOFT_BACKWARD, dl, as_rows(logits), as_rows(t),
+        lse.reshape(R), float(label_smoothing), bool(target_grad),
+    )  # fmt: skip
+    dtarget = None if dtarget is None else dtarget.reshape(logits.shape).astype(target.dtype)
+    return dlogits.reshape(logits.shape), dtarget

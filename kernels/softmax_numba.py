@@ -56,6 +56,37 @@ def softmax_rows(x, y, log_out, scale, tq):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
+def softmax_rows_keymask(x, y, scale, tq, keep, rows_per):
+    """y[r] = softmax(scale x[r]) over the columns c with keep[r // rows_per, c] True (and
+    c <= r % tq when tq > 0); y = 0 elsewhere, and on a row with no such column (or whose
+    kept scores are all -inf). x, y: [R, C]; keep: bool [R / rows_per, C]."""
+    R, C = x.shape
+    ninf = like(x, -np.inf)
+    zero = like(x, 0.0)
+    for r in prange(R):
+        n = C if tq == 0 else min(r % tq + 1, C)  # columns taking part
+        kr = keep[r // rows_per]  # [C]
+        xr = x[r, :n]  # [n]
+        y_row = y[r]  # [C]
+        yr = y_row[:n]  # [n]
+        for c in range(n):
+            yr[c] = xr[c] * scale if kr[c] else ninf  # z = scale x, or -inf where hidden
+        m = row_max(yr)
+        if m == ninf:  # no visible key: zeros (attention's convention), not NaN
+            for c in range(C):
+                y_row[c] = 0
+            continue
+        for c in range(n):
+            e = fast_exp(yr[c] - m)
+            yr[c] = e if kr[c] else zero  # fast_exp(-inf) is tiny, not 0: select
+        inv = like(xr, 1.0) / row_sum(yr)
+        for c in range(n):
+            yr[c] = yr[c] * inv
+        for c in range(n, C):
+            y_row[c] = 0
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
 def softmax_rows_backward(dy, y, dx, log_out, scale):
     """dx from dy and the forward output y; dy, y, dx: [R, C] (scale: softmax's only)."""
     R, C = y.shape
@@ -113,3 +144,46 @@ def cross_entropy_rows_backward(dloss, logits, target, lse, ignore_index, smooth
         for c in range(C):
             dr[c] = (fast_exp(xr[c] - lr) - base) * g
         dr[t] -= (like(xr, 1.0) - smoothing) * g
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def cross_entropy_soft_rows(logits, target, smoothing, loss, lse):
+    """Per-row loss [R] and lse [R] of logits [R, V] against probabilities target [R, V]."""
+    R, C = logits.shape
+    for r in prange(R):
+        xr = logits[r]  # [V]
+        tr = target[r]  # [V]
+        e = np.empty(C, logits.dtype)  # [V] per-row scratch
+        m = row_max(xr)
+        for c in range(C):
+            e[c] = fast_exp(xr[c] - m)
+        lr = m + like(xr, math.log(row_sum(e)))
+        lse[r] = lr
+        keep = like(xr, 1.0) - smoothing
+        # q = keep t + smoothing / V;  loss = lse sum(q) - <q, x>
+        total_q = keep * row_sum(tr) + smoothing
+        qx = keep * row_dot(tr, xr) + smoothing / like(xr, C) * row_sum(xr)
+        loss[r] = lr * total_q - qx
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def cross_entropy_soft_rows_backward(
+    dloss, logits, target, lse, smoothing, dlogits, dtarget, target_grad
+):
+    """dlogits = (softmax sum(q) - q) dloss; dtarget = dloss (1 - smoothing) (lse - x)."""
+    R, C = logits.shape
+    for r in prange(R):
+        xr = logits[r]  # [V]
+        tr = target[r]  # [V]
+        dr = dlogits[r]  # [V]
+        lr = lse[r]
+        g = dloss[r]
+        keep = like(xr, 1.0) - smoothing
+        base = smoothing / like(xr, C)
+        total_q = keep * row_sum(tr) + smoothing
+        for c in range(C):
+            dr[c] = (fast_exp(xr[c] - lr) * total_q - (keep * tr[c] + base)) * g
+        if target_grad:
+            dt = dtarget[r]  # [V]
+            for c in range(C):
+                dt[c] = g * keep * (lr - xr[c])

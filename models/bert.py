@@ -27,7 +27,24 @@ Hugging Face parameter names onto the names here and reports what it did not fin
 
 Each layer reuses ``tinyllm.nn.Attention`` (``causal=False``, biases on): one GEMM per
 projection, then the fused ``F.scaled_dot_product_attention`` with a bool padding mask
-[B, 1, 1, T] (True = attend). A batch without padding passes no mask at all.
+[B, 1, 1, T] (True = attend), which the fused path takes inside its softmax kernel. A batch
+without padding passes no mask at all.
+
+Skipping padding (``forward(..., skip_padding=True)``, what ``tinyllm.embeddings`` uses):
+every op but attention acts on each token alone, and no real token reads a padded one
+(padded keys are hidden), so the layers run on the N real tokens only, as rows [N, C]:
+
+    h = x[real]                                       [N, C]       (real: flat positions)
+    per layer:  q, k, v = (h W^T + b)[gather] -> [B, H, T, D]      (gather: [B*T] -> rows)
+                o = Attention(q, k, v; padding mask)[real]          [N, C]
+                h = LN(h + o W_o^T + b_o);  h = LN(h + W_out gelu(W_in h + b_in) + b_out)
+    hidden = h at the real positions, 0 at the padded ones          [B, T, C]
+
+``gather`` sends each padded position to row 0: its query's output is dropped and its key
+is hidden, so what it holds is never read (and its gradient is 0). The real positions'
+hidden states equal the padded computation's up to float rounding; the padded positions
+are 0 instead of the (meaningless) values a padded forward gives them. The linear layers,
+GELU and LayerNorms then cost N rows instead of B T.
 """
 
 from __future__ import annotations
@@ -40,7 +57,8 @@ import numpy as np
 
 import tinyllm.functional as F
 from tinyllm.backend import get_array_module
-from tinyllm.grad_mode import no_grad
+from tinyllm.functional.attention import packed_attention
+from tinyllm.grad_mode import is_grad_enabled, no_grad
 from tinyllm.nn import Dropout, Embedding, Linear, Module, ModuleList, Parameter, init
 from tinyllm.nn.attention import Attention
 from tinyllm.nn.normalization import LayerNorm
@@ -240,6 +258,46 @@ class BertLayer(Module):
         h = F.gelu(self.intermediate(x), approximate=self.approximate)  # [B, T, F]
         return self.output_norm(x + self.dropout(self.output(h)))
 
+    def _records(self, h: Tensor) -> bool:
+        """Whether ops on h and this layer's parameters record a graph for backward."""
+        return is_grad_enabled() and (
+            h.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+
+    def forward_packed(self, h: Tensor, shape: tuple, mask, real, gather, lengths=None) -> Tensor:
+        """The same block on the real tokens only: h [N, C] -> [N, C].
+
+        ``shape`` = (B, T); ``mask`` [B, 1, 1, T] bool; ``real`` [N] the flat positions of
+        the real tokens in [B*T]; ``gather`` [B*T] the row of h each position reads (row 0
+        for padded positions, whose values are never read; see the module docstring).
+        ``lengths`` [B] (real tokens per sequence): in eval mode when no gradient is
+        recorded, attention runs per sequence on the rows themselves (``packed_attention``),
+        not on [B, H, T, D].
+        """
+        B, T = shape
+        att = self.attention
+        H, D = att.n_heads, att.head_dim
+        if lengths is not None and not self.training and not self._records(h):
+            # inference: attention per sequence on the packed rows, no padded layout at all
+            q, k, v = att.q_proj(h), att.k_proj(h), att.v_proj(h)  # [N, C] each
+            o = packed_attention(q, k, v, lengths, H, scale=att.scale)  # [N, C]
+            h = self.attention_norm(h + att.o_proj(o))
+            f = F.gelu(self.intermediate(h), approximate=self.approximate)  # [N, F]
+            return self.output_norm(h + self.output(f))
+
+        def heads(proj):  # [N, C] -> rows [B*T, H*D] -> [B, H, T, D]
+            return proj(h)[gather].reshape(B, T, H, D).transpose(1, 2)
+
+        q, k, v = heads(att.q_proj), heads(att.k_proj), heads(att.v_proj)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=att.dropout if self.training else 0.0,
+            scale=att.scale,
+        )  # fmt: skip
+        o = o.transpose(1, 2).reshape(B * T, H * D)[real]  # [N, C]: real queries only
+        h = self.attention_norm(h + self.dropout(att.o_proj(o)))
+        f = F.gelu(self.intermediate(h), approximate=self.approximate)  # [N, F]
+        return self.output_norm(h + self.dropout(self.output(f)))
+
 
 class BertPooler(Module):
     """pooled = tanh(W hidden[:, 0] + b): the [CLS] vector, [B, T, C] -> [B, C]."""
@@ -313,7 +371,15 @@ class BertModel(Module):
                     module.weight.data[module.padding_idx] = 0
         init.zeros_(self.mlm_head.bias)  # LayerNorms keep their ones and zeros
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> Tensor:
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, skip_padding: bool = False
+    ) -> Tensor:
+        """Hidden states [B, T, C] of the last layer.
+
+        ``skip_padding=True``: the layers run on the real tokens only (see the module
+        docstring); padded positions of the result are 0, real ones equal the default's up
+        to float rounding. Faster on padded batches; what sentence embeddings use.
+        """
         input_ids = _ids("input_ids", input_ids, self.config.vocab_size)
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
@@ -338,9 +404,31 @@ class BertModel(Module):
                 )
             mask = padding_mask(am)  # [B, 1, 1, T] bool, or None without padding
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, C]
+        if skip_padding and mask is not None:
+            return self._forward_packed(x, mask)
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+    def _forward_packed(self, x: Tensor, mask) -> Tensor:
+        """The layers on the real tokens of x [B, T, C] (mask [B, 1, 1, T]); 0 at padding."""
+        B, T, C = x.shape
+        xp = get_array_module(x.data)
+        real = xp.flatnonzero(mask.reshape(B * T))  # [N] flat positions of real tokens
+        N = int(real.shape[0])
+        if N == 0:  # nothing real: every output row is padding
+            return Tensor(xp.zeros((B, T, C), dtype=x.dtype))
+        rows = xp.zeros(B * T, dtype=np.int64)  # padded positions read row 0 (never used)
+        rows[real] = xp.arange(N)
+        h = x.reshape(B * T, C)[real]  # [N, C]
+        lengths = mask.reshape(B, T).sum(axis=1)  # [B] real tokens per sequence
+        for layer in self.layers:
+            h = layer.forward_packed(h, (B, T), mask, real, rows, lengths)
+        # hidden [B, T, C]: the real rows, and a zero row (index N) at the padded positions
+        rows = xp.full(B * T, N, dtype=np.int64)  # a new array: backward keeps the first
+        rows[real] = xp.arange(N)
+        zero = Tensor(xp.zeros((1, C), dtype=h.dtype))
+        return F.cat([h, zero])[rows].reshape(B, T, C)
 
     def pool(self, hidden: Tensor) -> Tensor:
         """BERT's pooled output tanh(W hidden[:, 0] + b): [B, T, C] -> [B, C]."""

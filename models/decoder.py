@@ -13,17 +13,29 @@ preallocated KV cache:
                 x = x + a W_o^T (+ b);  x = x + ffn(norm_2(x))
     logits = norm_f(x) W_head^T                                  [B, V]
 
+``prefill(tokens [B, T])`` feeds a whole prompt in one batched forward: the same layers on
+[B, T, C], K/V written for positions pos .. pos + T - 1 at once, RoPE at those positions, and
+causal attention over the cache (query pos + j sees keys 0 .. pos + j):
+
+    s = q K[:, :, :pos+T]^T / sqrt(D) + mask,  mask[j, t] = -inf where t > pos + j
+    logits = norm_f(x[:, -1]) W_head^T                           [B, V] (last position only)
+
 It computes exactly what the module path computes (the tests compare the tokens and the
-logits with ``model(idx)``), in the model's dtype. ``LanguageModel.generate`` uses it.
+logits with ``model(idx)`` for every configuration flag: biases, GQA, tied embeddings, both
+families), in the model's dtype. ``LanguageModel.generate`` uses it.
+
+RoPE is not re-implemented here: the tables come from the attention module's own
+``RotaryEmbedding`` (same base, layout and scaling) and the rotation is
+``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. This is the one
+place a model calls a kernel directly: the decoder is array code, as a Function's body is.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from tinyllm import backend
+from tinyllm.kernels import rope_forward
 
 
 def _array(t):
@@ -50,48 +62,44 @@ class Decoder:
         self.dtype = self.embed.dtype
         xp = self.xp = backend.get_array_module(self.embed)
         self.final = self._norm(final)
-        self.head_wT = xp.ascontiguousarray(_array(model.lm_head.weight).T)
+        self.head_wT = xp.ascontiguousarray(self._array(model.lm_head.weight).T)
         self.layers = []
         for block in blocks:
             attn, mlp = block.attn, block.mlp
-            qkv_w = xp.concatenate([_array(attn.q_proj.weight), _array(attn.k_proj.weight),
-                                    _array(attn.v_proj.weight)])  # fmt: skip
+            qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
+            qkv_w = xp.concatenate([self._array(lin.weight) for lin in qkv])
             qkv_b = None
             if attn.q_proj.bias is not None:
-                qkv_b = xp.concatenate([_array(attn.q_proj.bias), _array(attn.k_proj.bias),
-                                        _array(attn.v_proj.bias)])  # fmt: skip
+                qkv_b = xp.concatenate([self._array(lin.bias) for lin in qkv])
             layer = {
+                "rotary": getattr(attn, "rotary", None),  # RotaryEmbedding, or None (GPT)
                 "norm_1": self._norm(block.ln_1),
                 "norm_2": self._norm(block.ln_2),
                 "qkv_wT": xp.ascontiguousarray(qkv_w.T),
                 "qkv_b": qkv_b,
-                "o_wT": xp.ascontiguousarray(_array(attn.o_proj.weight).T),
-                "o_b": None if attn.o_proj.bias is None else _array(attn.o_proj.bias),
+                "o_wT": xp.ascontiguousarray(self._array(attn.o_proj.weight).T),
+                "o_b": None if attn.o_proj.bias is None else self._array(attn.o_proj.bias),
             }
-            if self.llama:
-                layer["up_wT"] = xp.ascontiguousarray(_array(mlp.gate_up_proj.weight).T)
-                layer["down_wT"] = xp.ascontiguousarray(_array(mlp.down_proj.weight).T)
-                layer["up_b"] = layer["down_b"] = None
-            else:
-                layer["up_wT"] = xp.ascontiguousarray(_array(mlp.c_fc.weight).T)
-                layer["down_wT"] = xp.ascontiguousarray(_array(mlp.c_proj.weight).T)
-                layer["up_b"] = None if mlp.c_fc.bias is None else _array(mlp.c_fc.bias)
-                layer["down_b"] = None if mlp.c_proj.bias is None else _array(mlp.c_proj.bias)
+            up, down = (mlp.gate_up_proj, mlp.down_proj) if self.llama else (mlp.c_fc, mlp.c_proj)
+            layer["up_wT"] = xp.ascontiguousarray(self._array(up.weight).T)
+            layer["down_wT"] = xp.ascontiguousarray(self._array(down.weight).T)
+            layer["up_b"] = None if up.bias is None else self._array(up.bias)  # Llama: bias=True
+            layer["down_b"] = None if down.bias is None else self._array(down.bias)
             self.layers.append(layer)
         shape = (len(self.layers), batch_size, self.Hkv, max_len, self.D)
         self.K = xp.zeros(shape, self.dtype)
         self.V = xp.zeros(shape, self.dtype)
-        if self.llama:
-            inv_freq = cfg.rope_base ** (-np.arange(0, self.D, 2, dtype=np.float64) / self.D)
-            angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq  # [T_max, D/2]
-            self.cos = xp.asarray(np.cos(angles), dtype=self.dtype)
-            self.sin = xp.asarray(np.sin(angles), dtype=self.dtype)
         self.pos = 0
 
+    def _array(self, t):
+        """t's array on the decoder's device, in its dtype (a no-op for the model's own
+        weights; a quantized layer's dequantized ``.weight`` is a float32 NumPy array)."""
+        return self.xp.asarray(t.data, dtype=self.dtype)
+
     def _norm(self, module):
-        weight = None if module.weight is None else _array(module.weight)
+        weight = None if module.weight is None else self._array(module.weight)
         bias = getattr(module, "bias", None)
-        return (weight, None if bias is None else _array(bias), module.eps)
+        return (weight, None if bias is None else self._array(bias), module.eps)
 
     def reset(self) -> None:
         self.pos = 0
@@ -111,11 +119,16 @@ class Decoder:
             y += bias
         return y
 
-    def _rope(self, x, pos):  # x [B, h, D], half-split pairs (i, i + D/2)
-        half = self.D // 2
-        cos, sin = self.cos[pos], self.sin[pos]
-        a, b = x[..., :half], x[..., half:]
-        return self.xp.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+    def _rope(self, qk, pos, rotary):
+        """q and k heads [B, H + Hkv, D] rotated to position ``pos`` as the module does."""
+        cos, sin = rotary.cos_sin(1, pos, qk)  # [1, D/2], the module's cached tables
+        interleaved = rotary.layout == "interleaved"
+        return rope_forward(qk[:, :, None, :], cos, sin, interleaved=interleaved)[:, :, 0, :]
+
+    def _rope_block(self, qk, pos, rotary):
+        """q and k heads [B, H + Hkv, T, D] rotated to positions pos .. pos + T - 1."""
+        cos, sin = rotary.cos_sin(qk.shape[2], pos, qk)  # [T, D/2]
+        return rope_forward(qk, cos, sin, interleaved=rotary.layout == "interleaved")
 
     def _ffn(self, h, layer):
         u = h @ layer["up_wT"]
@@ -123,7 +136,7 @@ class Decoder:
             u += layer["up_b"]
         if self.llama:
             F = u.shape[-1] // 2
-            gate, up = u[:, :F], u[:, F:]
+            gate, up = u[..., :F], u[..., F:]
             act = gate / (1.0 + self.xp.exp(-gate)) * up  # silu(gate) * up
         else:
             c = math.sqrt(2.0 / math.pi)
@@ -150,11 +163,11 @@ class Decoder:
             qkv = h @ layer["qkv_wT"]  # [B, (H + 2 Hkv) D]
             if layer["qkv_b"] is not None:
                 qkv += layer["qkv_b"]
-            q = qkv[:, : H * D].reshape(B, H, D)
-            k = qkv[:, H * D : (H + Hkv) * D].reshape(B, Hkv, D)
+            qk = qkv[:, : (H + Hkv) * D].reshape(B, H + Hkv, D)
+            if layer["rotary"] is not None:
+                qk = self._rope(qk, pos, layer["rotary"])
+            q, k = qk[:, :H], qk[:, H:]
             v = qkv[:, (H + Hkv) * D :].reshape(B, Hkv, D)
-            if self.llama:
-                q, k = self._rope(q, pos), self._rope(k, pos)
             self.K[i, :, :, pos] = k
             self.V[i, :, :, pos] = v
             keys = self.K[i, :, :, : pos + 1]  # [B, Hkv, t, D]
@@ -172,3 +185,66 @@ class Decoder:
             x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer)
         self.pos = pos + 1
         return self._apply_norm(x, self.final) @ self.head_wT
+
+    # ---------------------------------------------------------------- a whole prompt
+    def prefill(self, tokens):
+        """Feed T tokens per sequence (int [B, T]) in one forward; returns the logits [B, V]
+        after the last one (what T calls of ``step`` return last, up to summation order).
+
+        Every layer runs on [B, T, C]; K and V of all T positions go into the cache at
+        pos .. pos + T - 1, and query j attends to keys 0 .. pos + j. The last layer keeps
+        only the last position after writing its K and V (no later position needs the rest).
+        """
+        xp = self.xp
+        tokens = xp.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[0] != self.B or tokens.shape[1] == 0:
+            raise ValueError(
+                f"Decoder.prefill: tokens must be [{self.B}, T] with T >= 1, got "
+                f"{tuple(tokens.shape)}"
+            )
+        pos, T = self.pos, int(tokens.shape[1])
+        if pos + T > self.max_len:
+            raise ValueError(
+                f"Decoder: the cache holds {self.max_len} tokens; {pos} are used and {T} more "
+                "do not fit; reset() first"
+            )
+        B, H, Hkv, D = self.B, self.H, self.Hkv, self.D
+        G, end = H // Hkv, pos + T
+        x = self.embed[tokens]  # [B, T, C]
+        if self.wpe is not None:
+            x = x + self.wpe[pos:end]
+        scale = 1.0 / math.sqrt(D)
+        q_pos = pos + xp.arange(T)  # absolute position of each query
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = self._apply_norm(x, layer["norm_1"])
+            qkv = h @ layer["qkv_wT"]  # [B, T, (H + 2 Hkv) D]
+            if layer["qkv_b"] is not None:
+                qkv += layer["qkv_b"]
+            qk = qkv[..., : (H + Hkv) * D].reshape(B, T, H + Hkv, D).transpose(0, 2, 1, 3)
+            if layer["rotary"] is not None:
+                qk = self._rope_block(qk, pos, layer["rotary"])  # [B, H + Hkv, T, D]
+            q, k = qk[:, :H], qk[:, H:]
+            v = qkv[..., (H + Hkv) * D :].reshape(B, T, Hkv, D).transpose(0, 2, 1, 3)
+            self.K[i, :, :, pos:end] = k
+            self.V[i, :, :, pos:end] = v
+            if i == last:  # only the last position's output is read
+                q, x, q_pos = q[:, :, -1:], x[:, -1:], q_pos[-1:]
+            Tq = q.shape[2]
+            keys = self.K[i, :, :, None, :end]  # [B, Hkv, 1, t, D]
+            values = self.V[i, :, :, None, :end]
+            qg = q.reshape(B, Hkv, G, Tq, D)
+            s = (qg @ keys.swapaxes(-1, -2)) * scale  # [B, Hkv, G, Tq, t]
+            future = xp.arange(end)[None, :] > q_pos[:, None]  # [Tq, t]: keys after the query
+            s = xp.where(future, s.dtype.type(-math.inf), s)
+            s -= s.max(axis=-1, keepdims=True)
+            p = xp.exp(s)
+            p /= p.sum(axis=-1, keepdims=True)
+            a = (p @ values).transpose(0, 3, 1, 2, 4).reshape(B, Tq, H * D)  # [B, Tq, C]
+            o = a @ layer["o_wT"]
+            if layer["o_b"] is not None:
+                o += layer["o_b"]
+            x = x + o
+            x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer)
+        self.pos = end
+        return self._apply_norm(x[:, -1], self.final) @ self.head_wT

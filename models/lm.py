@@ -1,12 +1,13 @@
 """What every language model here shares: weight init, and ``generate()`` with a KV cache.
 
-Generation keeps a sliding context of at most ``block_size`` tokens: the prompt, then one
-token at a time, goes through ``Decoder`` (a lean array-code inference path with a
-preallocated KV cache, checked against the module forward). When the context is full, the
-cache is rebuilt from the last ``block_size // 2`` tokens (positions restart at 0), so the
-model never sees a position it was not trained on. ``use_cache=False`` recomputes the same
-context from scratch at every step: the two paths produce the same tokens, which the tests
-check.
+Generation keeps a sliding context of at most ``block_size`` tokens: the prompt goes through
+``Decoder.prefill`` in one batched forward, then one token at a time through ``Decoder.step``
+(a lean array-code inference path with a preallocated KV cache, checked against the module
+forward); the one host sync per new token reads its logits for sampling. When the context is
+full, the cache is rebuilt (one prefill) from the last ``block_size // 2`` tokens (positions
+restart at 0), so the model never sees a position it was not trained on. ``use_cache=False``
+recomputes the same context from scratch at every step: the two paths produce the same
+tokens, which the tests check.
 """
 
 from __future__ import annotations
@@ -73,28 +74,30 @@ class LanguageModel(Module):
         self.eval()
         block = self.config.block_size
         xp = backend.get_array_module(idx.data)
-        tokens = backend.to_numpy(idx.data).astype(np.int64)
+        # the tokens stay where idx is: only the logits each new token is sampled from are read
+        tokens = idx.data.astype(np.int64)
         start = max(0, tokens.shape[1] - block)  # first token of the current context
         decoder = Decoder(self, tokens.shape[0], block) if use_cache else None
         pending = tokens[:, start:]  # tokens not yet fed through the cache
         for _ in range(max_new_tokens):
             if use_cache:
-                for t in range(pending.shape[1]):
-                    logits = decoder.step(xp.asarray(pending[:, t]))
-                last = backend.to_numpy(logits)
+                if pending.shape[1] > 1:  # the prompt (or a slid context): one forward
+                    logits = decoder.prefill(pending)
+                else:
+                    logits = decoder.step(pending[:, 0])
+                last = backend.to_numpy(logits)  # the one host sync per new token
             else:
-                logits = self(tinyllm.tensor(tokens[:, start:], device=idx.device))
+                logits = self(tinyllm.Tensor(tokens[:, start:]))
                 last = backend.to_numpy(logits.data[:, -1, :])
             nxt = sample_next(last, rng, temperature, top_k, top_p)
-            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
             if callback is not None:
                 callback(int(nxt[0]))
+            pending = xp.asarray(nxt[:, None])  # host to device, no sync
+            tokens = xp.concatenate([tokens, pending], axis=1)
             if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache
                 start = tokens.shape[1] - block // 2
                 if use_cache:
                     decoder.reset()
                     pending = tokens[:, start:]
-                    continue
-            pending = nxt[:, None]
         self.train(was_training)
-        return tinyllm.tensor(tokens, device=idx.device)
+        return tinyllm.Tensor(tokens)

@@ -62,6 +62,7 @@ __all__ = [
     "load_hf_state_dict",
     "load_pretrained",
     "load_pretrained_tokenizer",
+    "read_model_max_length",
     "resolve_pretrained_dir",
     "tinyllm_to_hf_name",
 ]
@@ -301,19 +302,53 @@ def load_pretrained(
     return (model, report) if return_report else model
 
 
+_UNSET_MAX_LENGTH = 10**9  # Hugging Face writes int(1e30) where a model has no limit
+
+
+def read_model_max_length(directory: str | Path) -> int | None:
+    """The most tokens the model of ``directory`` takes: ``tokenizer_config.json``'s
+    ``model_max_length`` (as ``transformers``), else ``config.json``'s
+    ``max_position_embeddings``, else None."""
+    import json
+
+    directory = Path(directory)
+    for name, key in (
+        ("tokenizer_config.json", "model_max_length"),
+        ("config.json", "max_position_embeddings"),
+    ):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get(key)
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise ValueError(
+                f"read_model_max_length: {path} is not a JSON object: {error}"
+            ) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if 1 <= value < _UNSET_MAX_LENGTH:
+                return int(value)
+    return None
+
+
 def load_pretrained_tokenizer(name_or_path: str | Path = "all-MiniLM-L6-v2"):
-    """The ``WordPieceTokenizer`` of ``name_or_path`` (``tokenizer.json``, else ``vocab.txt``)."""
+    """The ``WordPieceTokenizer`` of ``name_or_path`` (``tokenizer.json``, else ``vocab.txt``),
+    with ``model_max_length`` from the folder (``read_model_max_length``; 512 for MiniLM)."""
     from tinyllm.tokenizers.wordpiece import WordPieceTokenizer
 
     if str(name_or_path) in MINILM_NAMES:
         from tinyllm.tokenizers.pretrained import require_minilm_files
 
-        return WordPieceTokenizer.from_tokenizer_json(require_minilm_files().tokenizer_json)
-    directory = Path(name_or_path)
+        directory = require_minilm_files().directory
+    else:
+        directory = Path(name_or_path)
+    limit = read_model_max_length(directory)
     if (directory / "tokenizer.json").is_file():
-        return WordPieceTokenizer.from_tokenizer_json(directory / "tokenizer.json")
+        return WordPieceTokenizer.from_tokenizer_json(
+            directory / "tokenizer.json", model_max_length=limit
+        )
     if (directory / "vocab.txt").is_file():
-        return WordPieceTokenizer.from_vocab_file(directory / "vocab.txt")
+        return WordPieceTokenizer.from_vocab_file(directory / "vocab.txt", model_max_length=limit)
     raise FileNotFoundError(
         f"load_pretrained_tokenizer: {directory} has neither tokenizer.json nor vocab.txt"
     )

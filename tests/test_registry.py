@@ -170,7 +170,6 @@ NOT_OPS = {
     "all", "any", "eq", "ne", "lt", "le", "gt", "ge", "isfinite", "isnan", "logical_and",
     "logical_not", "logical_or",  # comparisons: boolean results, no gradient
     "argmax", "argmin",  # integer results
-    "cast", "to_device", "clone", "contiguous",  # conversions: identity gradients, tested below
 }  # fmt: skip
 
 
@@ -182,3 +181,69 @@ def test_every_public_op_is_registered():
 def test_every_registered_op_has_samples():
     for name, info in OPS.items():
         assert info.samples(np.random.default_rng(0), np.float64), f"{name} has no samples"
+
+
+@pytest.mark.parametrize("src,dst", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_cast_between_float_dtypes_returns_the_gradient_in_the_input_dtype(src, dst):
+    """cast's registry samples keep the dtype (the float32 run must stay float32): here the
+    dtype changes, and the gradient must come back in the input's dtype."""
+    x = tinyllm.tensor(np.array([[1.5, -2.0, 0.25]], dtype=src), requires_grad=True)
+    y = F.cast(x, dst)
+    assert y.dtype == dst
+    y.backward(np.array([[1.0, 2.0, 3.0]], dtype=dst))
+    assert x.grad.dtype == src
+    np.testing.assert_array_equal(x.grad.numpy(), np.array([[1.0, 2.0, 3.0]], dtype=src))
+
+
+# ---------------------------------------------------------------- kernel tiers
+def _kernels_called(info) -> set[str]:
+    """The tinyllm.kernels ops that running every float64 sample of ``info`` (forward and
+    backward) called, as ``tier_counts`` records them."""
+    from tinyllm import kernels
+
+    kernels.reset_counts()
+    for sample in info.samples(np.random.default_rng(0), np.float64):
+        outs = _flat(_call(info, sample, info.tensors(sample)))
+        for j, out in enumerate(outs):
+            if out.requires_grad:
+                out.backward(np.ones(out.shape), retain_graph=j < len(outs) - 1)
+    return {op for op, _ in kernels.tier_counts()}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_names_exactly_the_kernels_it_calls(name):
+    """An op that calls a kernel must name it, so its tiers come from the kernel layer (an op
+    reporting only "reference" while running Numba fails here); a named kernel that no
+    sample calls fails too (a stale name)."""
+    info = OPS[name]
+    called = _kernels_called(info)
+    assert called <= set(info.kernels), (
+        f"{name} calls kernels {sorted(called - set(info.kernels))} that its OpInfo does "
+        f"not name (OpInfo.kernels={info.kernels})"
+    )
+    assert set(info.kernels) <= called, (
+        f"{name} names kernels {sorted(set(info.kernels) - called)} that none of its samples calls"
+    )
+    if called:
+        assert "numba" in info.tiers, f"{name} runs kernels {called} but reports {info.tiers}"
+
+
+def test_op_tiers_are_read_from_the_kernel_layer():
+    from tinyllm import kernels
+
+    info = OPS["layer_norm"]
+    assert info.tiers == tuple(
+        t for t in kernels.TIERS
+        if t in kernels.kernel_tiers("layer_norm_forward") + kernels.kernel_tiers(
+            "layer_norm_backward"
+        )
+    )  # fmt: skip
+    assert info.tiers[:2] == ("reference", "numba")
+    assert OPS["add"].tiers == () and OPS["matmul"].tiers == ()
+
+
+def test_opinfo_rejects_tier_names_as_kernels():
+    from tinyllm.registry import OpInfo
+
+    with pytest.raises(ValueError, match="numba"):
+        OpInfo("x", F.add, lambda r, d: [], kernels=("reference", "numba"))

@@ -8,7 +8,8 @@ x.grad            # d/dx sum(x tanh x)
 
 import numpy as _np
 
-from tinyllm import functional, nn, optim, runtime  # noqa: F401  (runtime: tunes malloc, OpenMP)
+from tinyllm import backward as _backward
+from tinyllm import functional, nn, optim, runtime  # noqa: F401  (runtime: tune_process() on request)
 from tinyllm.anomaly import detect_anomaly
 from tinyllm.backend import cuda_is_available, manual_seed
 from tinyllm.creation import (
@@ -33,6 +34,7 @@ from tinyllm.creation import (
     zeros,
     zeros_like,
 )
+from tinyllm.embeddings import MiniLMEmbedder
 from tinyllm.function import Context, Function
 from tinyllm.functional import (
     abs,
@@ -61,7 +63,14 @@ from tinyllm.functional import (
 from tinyllm.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinyllm.gradcheck import GradcheckError, gradcheck
 from tinyllm.profiler import profile
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, bind_ops
+
+# The engine, bottom up: tensor <- function <- functional, and tensor <- backward. Tensor's
+# methods reach the ops and the backward pass through the tables bound here, so
+# tinyllm.tensor imports none of the modules above it (tests/engine/test_import_graph.py).
+# Nothing above runs a Tensor op at import time; one that did would raise, naming this.
+bind_ops(functional, _backward.run_backward)
+del bind_ops
 
 __version__ = "0.1.0"
 
@@ -81,7 +90,8 @@ class cuda:  # noqa: N801  (mirrors torch.cuda.is_available())
 
 
 __all__ = [
-    "Context", "Function", "GradcheckError", "Tensor", "abs", "arange", "as_tensor", "cat",
+    "Context", "Function", "GradcheckError", "MiniLMEmbedder", "Tensor", "abs", "arange",
+    "as_tensor", "cat",
     "chunk", "clamp", "cos", "cuda", "detect_anomaly", "empty", "empty_like", "enable_grad",
     "exp", "eye", "from_numpy", "full", "full_like", "functional", "gather", "gradcheck", "nn",
     "optim", "profile",

@@ -20,6 +20,7 @@ import time
 from tinyllm import anomaly, profiler_state
 from tinyllm.backend import get_array_module
 from tinyllm.grad_mode import no_grad
+from tinyllm.tensor import Tensor
 
 
 def unbroadcast(grad, shape: tuple, op_name: str, index: int):
@@ -175,6 +176,3 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
                 grad = grad.copy()
             given.add(id(grad))
             leaf.grad = Tensor._from_op(grad, False)
-
-
-from tinyllm.tensor import Tensor  # noqa: E402  (tensor.py imports this module lazily)

@@ -146,8 +146,9 @@ def randint(low, high=None, size=(), dtype=np.int64, device=None, generator=None
 
 
 def randperm(n: int, device=None, generator=None) -> Tensor:
+    """A random permutation of 0..n-1 (int64), on either device (CuPy has no ``permutation``)."""
     gen = generator or backend.generator(backend.normalize_device(device))
-    return Tensor(gen.permutation(n).astype(np.int64))
+    return Tensor(backend.permutation(gen, int(n)))
 
 
 def _like(t: Tensor, dtype, device):

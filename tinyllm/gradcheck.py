@@ -73,12 +73,16 @@ def _comparisons(fn, inputs, eps, max_elements, n_directions, seed):
     for i, g in zip(checked, saved_grads):
         inputs[i].grad = g
 
+    # Each evaluation passes every Tensor input on that input's own device: the unperturbed
+    # ones as copies made there (the caller's arrays are never handed to fn), the perturbed
+    # one as its host copy x0 +- eps e moved back.
     base = [backend.to_numpy(t.data).copy() if isinstance(t, Tensor) else t for t in inputs]
-    xp = backend.get_array_module(inputs[checked[0]].data)
+    devices = [backend.device_of(t.data) if isinstance(t, Tensor) else None for t in inputs]
+    unperturbed = [t.data.copy() if isinstance(t, Tensor) else t for t in inputs]
 
     def at(i, x):
-        arrays = list(base)
-        arrays[i] = xp.asarray(x)
+        arrays = list(unperturbed)
+        arrays[i] = backend.to_device(x, devices[i])
         return _scalar(fn, arrays, inputs, cotangents)
 
     for i in checked:

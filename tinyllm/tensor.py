@@ -5,6 +5,12 @@ A Tensor holds ``data`` (the array), ``requires_grad``, ``grad`` (a Tensor, fill
 differentiable method below is one ``Function`` in ``tinyllm.functional``; this file only
 wires the PyTorch method names to them.
 
+This module imports neither ``tinyllm.function`` nor ``tinyllm.functional`` nor
+``tinyllm.backward`` (they import it): the op table ``_F`` (the ``tinyllm.functional``
+module) and the backward pass are bound into it by ``bind_ops``, which ``tinyllm/__init__``
+calls once after importing both. Dependencies point one way, and
+``tests/engine/test_import_graph.py`` checks it.
+
 In-place methods (``add_``, ``mul_``, ``zero_``, ``copy_``, ``x[idx] = v``, ...) change
 ``data`` and bump the version counter, so a backward that saved the old values raises
 instead of computing a wrong gradient. They are not differentiable: under grad mode they
@@ -21,6 +27,34 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.grad_mode import is_grad_enabled
+
+
+class _Unbound:
+    """Stands for the op table until ``bind_ops`` runs: any use raises, naming the cause."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(
+            f"Tensor op {name!r}: the op table is not bound; import tinyllm (its __init__ "
+            "binds tinyllm.functional and tinyllm.backward into tinyllm.tensor via bind_ops)"
+        )
+
+    def __call__(self, *args, **kwargs):
+        self.__getattr__("backward")
+
+
+_F: Any = _Unbound()  # tinyllm.functional, once bound
+_run_backward: Any = _Unbound()  # tinyllm.backward.run_backward, once bound
+
+
+def bind_ops(functional: Any, run_backward: Any) -> None:
+    """Give ``Tensor`` its ops (the ``tinyllm.functional`` module) and the backward pass.
+
+    Called once by ``tinyllm/__init__``; injecting them keeps this module below
+    ``function``, ``functional`` and ``backward`` in the import graph.
+    """
+    global _F, _run_backward
+    _F = functional
+    _run_backward = run_backward
 
 
 class _Version:
@@ -278,8 +312,6 @@ class Tensor:
         ``gradient`` is the cotangent (same shape as self); it may be omitted only for a
         one-element tensor. Without ``retain_graph`` the graph's saved arrays are freed.
         """
-        from tinyllm.backward import run_backward
-
         if not self.requires_grad:
             raise RuntimeError(
                 "backward(): this tensor does not require grad and has no grad_fn "
@@ -301,7 +333,7 @@ class Tensor:
                 raise RuntimeError(
                     f"backward(): gradient has shape {droot.shape}, tensor has shape {self.shape}"
                 )
-        run_backward(self, droot, retain_graph=retain_graph)
+        _run_backward(self, droot, retain_graph=retain_graph)
 
     def retain_grad(self) -> None:
         """Keep the gradient of this non-leaf tensor in ``.grad`` after backward."""
@@ -383,12 +415,18 @@ class Tensor:
         return self._inplace("copy_", backend.to_device(src, self.device))
 
     def normal_(self, mean=0.0, std=1.0) -> Tensor:
+        """Fill in place with N(mean, std^2) draws from the device's generator.
+
+        ``backend.normal`` draws mean + std z, z ~ N(0, 1) (CuPy's Generator has no
+        ``normal``; on the CPU this is the stream of NumPy's ``Generator.normal``).
+        """
         gen = backend.generator(self.device)
-        return self._inplace("normal_", gen.normal(mean, std, self.shape).astype(self.dtype))
+        return self._inplace("normal_", backend.normal(gen, mean, std, self.shape, self.dtype))
 
     def uniform_(self, a=0.0, b=1.0) -> Tensor:
+        """Fill in place with U[a, b) draws: a + (b - a) u, u ~ U[0, 1) (``backend.uniform``)."""
         gen = backend.generator(self.device)
-        return self._inplace("uniform_", gen.uniform(a, b, self.shape).astype(self.dtype))
+        return self._inplace("uniform_", backend.uniform(gen, a, b, self.shape, self.dtype))
 
     def __setitem__(self, index, value) -> None:
         self._check_inplace("__setitem__")
@@ -663,6 +701,3 @@ def _shape_args(args: tuple) -> tuple:
     if len(args) == 1 and isinstance(args[0], (tuple, list)):
         return tuple(args[0])
     return tuple(args)
-
-
-from tinyllm import functional as _F  # noqa: E402  (the ops need Tensor defined first)

@@ -69,6 +69,68 @@ def test_load_state_dict_errors_change_nothing():
     np.testing.assert_array_equal(model.scale.numpy(), [3.0, 3.0])
 
 
+def test_state_dict_prefix_keep_vars_and_destination_as_pytorch():
+    block = Block()
+    plain = block.state_dict()
+    prefixed = block.state_dict(prefix="model.")
+    assert list(prefixed) == ["model." + k for k in plain]
+    assert prefixed["model.proj.weight"].data is block.proj.weight.data
+    assert not prefixed["model.proj.weight"].requires_grad  # detached by default
+    kept = block.state_dict(keep_vars=True)
+    assert kept["proj.weight"] is block.proj.weight and kept["scale"] is block.scale
+    assert kept["proj.weight"].requires_grad
+    into = {"other": 1}
+    assert block.state_dict(destination=into, prefix="b.") is into
+    assert list(into) == ["other"] + ["b." + k for k in plain]
+
+
+def test_load_state_dict_assign_takes_the_given_tensors_as_pytorch():
+    model = Block()
+    model.layers[0].weight.requires_grad = False
+    state = {k: tinyllm.randn(*v.shape).double() for k, v in model.state_dict().items()}
+    state["proj.bias"] = nn.Parameter(tinyllm.randn(3).double())  # a Parameter is kept as is
+    state["layers.1.weight"] = np.ones((2, 3))  # arrays are accepted, as by the copy path
+    result = model.load_state_dict(state, assign=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    # the module now holds the given tensors: their dtype, their memory (no copy)
+    assert isinstance(model.proj.weight, nn.Parameter)
+    assert model.proj.weight.data is state["proj.weight"].data
+    assert model.proj.weight.dtype == np.float64 and model.scale.dtype == np.float64
+    assert model.proj.bias is state["proj.bias"]
+    assert model.scale is state["scale"] and model._buffers["scale"] is state["scale"]
+    np.testing.assert_array_equal(model.layers[1].weight.data, np.ones((2, 3)))
+    # requires_grad stays the module parameter's; parameters() lists the new objects
+    assert model.layers[0].weight.requires_grad is False and model.proj.weight.requires_grad
+    assert any(p is model.proj.weight for p in model.parameters())
+    y = model(tinyllm.randn(2, 4).double())
+    y.sum().backward()
+    assert model.proj.weight.grad is not None
+
+
+def test_load_state_dict_assign_keeps_tied_weights_tied_and_copy_keeps_dtype():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight = a.weight
+    model = nn.Sequential(a, b)
+    shared = tinyllm.randn(3, 3).double()
+    state = {k: tinyllm.randn(*v.shape).double() for k, v in model.state_dict().items()}
+    state["0.weight"] = state["1.weight"] = shared
+    model.load_state_dict(state, assign=True)
+    assert model[0].weight is model[1].weight and model[0].weight.data is shared.data
+    copied = nn.Linear(3, 3)
+    copied.load_state_dict({"weight": shared, "bias": tinyllm.zeros(3)})  # assign=False
+    assert copied.weight.dtype == np.float32 and copied.weight.data is not shared.data
+
+
+def test_load_state_dict_assign_checks_before_changing_anything():
+    model = Block()
+    before = model.proj.weight
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    state["proj.weight"] = tinyllm.zeros(4, 4)
+    with pytest.raises(RuntimeError, match="size mismatch for proj.weight"):
+        model.load_state_dict(state, assign=True)
+    assert model.proj.weight is before and model.scale.dtype == np.float32
+
+
 def test_linear_init_bounds_and_train_eval():
     tinyllm.manual_seed(0)
     layer = nn.Linear(100, 50)

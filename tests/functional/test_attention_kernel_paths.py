@@ -37,6 +37,40 @@ def test_attention_runs_fused_softmax_kernels_or_flash_and_they_agree(monkeypatc
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+def _path_of(monkeypatch, threshold, shapes=((2, 4, 6, 8), (2, 2, 7, 8), (2, 2, 7, 8)), **kw):
+    """(the Function that ran, its saved arrays) for one call under FLASH_MIN_SCORES."""
+    monkeypatch.setattr(attention, "FLASH_MIN_SCORES", threshold)
+    rng = np.random.default_rng(1)
+    ts = [tinyllm.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes]
+    out = F.scaled_dot_product_attention(*ts, enable_gqa=True, **kw)
+    return out.grad_fn.fn, out.grad_fn.saved_arrays
+
+
+def test_each_path_is_one_function_and_saves_what_its_backward_needs(monkeypatch):
+    """fused: q, k, v and P [B, Hkv, G, Tq, Tk]; flash: q, k, v, O and lse [B, H, Tq];
+    general: q, k, v, O, lse and the masks (no [Tq, Tk] float array)."""
+    fn, saved = _path_of(monkeypatch, 1 << 62, is_causal=True)
+    assert fn is attention.FusedScaledDotProductAttention
+    assert [a.shape for a in saved] == [(2, 4, 6, 8), (2, 2, 7, 8), (2, 2, 7, 8), (2, 2, 2, 6, 7)]
+    fn, saved = _path_of(monkeypatch, 1, is_causal=True)
+    assert fn is attention.FlashScaledDotProductAttention
+    assert [a.shape for a in saved] == [
+        (2, 4, 6, 8),
+        (2, 2, 7, 8),
+        (2, 2, 7, 8),
+        (2, 4, 6, 8),
+        (2, 4, 6),
+    ]
+    fn, saved = _path_of(monkeypatch, 1, window=3)
+    assert fn is attention.GeneralScaledDotProductAttention
+    floats = [a.shape for a in saved if a is not None and a.dtype.kind == "f"]
+    assert floats == [(2, 4, 6, 8), (2, 2, 7, 8), (2, 2, 7, 8), (2, 4, 6, 8), (2, 4, 6)]
+    # Dv != D: the flash kernels hold V in D-sized rows, so such calls stay on the fused path
+    shapes = ((2, 4, 6, 8), (2, 2, 7, 8), (2, 2, 7, 3))
+    fn, _ = _path_of(monkeypatch, 1, shapes, is_causal=True)
+    assert fn is attention.FusedScaledDotProductAttention
+
+
 @pytest.mark.parametrize(
     "op,kernel",
     [
@@ -72,4 +106,4 @@ def test_cross_entropy_rope_and_adamw_take_the_numba_tier():
     p = tinyllm.nn.Parameter(np.ones(3, np.float32))
     p.grad = tinyllm.ones(3)
     tinyllm.optim.AdamW([p]).step()
-    assert kernels.last_tier("adamw_step") == "numba"
+    assert kernels.last_tier("adamw_step_multi") == "numba"

@@ -457,6 +457,75 @@ def test_linear_errors_name_the_op_and_the_shapes():
             Tensor(np.zeros((4, 3), dtype=np.float32)))  # fmt: skip
 
 
+# ---------------------------------------------------------------- cross_entropy
+def test_cross_entropy_of_a_1d_input_without_reduction_is_0d():
+    """PyTorch: input [C], target [] -> loss of shape [] (not [1])."""
+    out = F.cross_entropy(Tensor(np.array([0.5, -1.0, 2.0])), Tensor(np.array(2)), reduction="none")
+    assert out.shape == ()
+    soft = F.cross_entropy(Tensor(np.zeros(3)), Tensor(np.full(3, 1 / 3)), reduction="none")
+    assert soft.shape == () and np.isclose(soft.item(), np.log(3))
+
+
+def test_cross_entropy_errors_name_the_op_argument_and_values():
+    x = Tensor(np.zeros((2, 3)))
+    # IndexError (PyTorch's type for a class index out of range), as kernels.cross_entropy_*
+    _raises(IndexError, r"cross_entropy: target value 3 is out of range for 3 classes \[0, 3\)",
+            F.cross_entropy, x, Tensor(np.array([0, 3])))  # fmt: skip
+    _raises(IndexError, r"cross_entropy: target value -2 .*ignore_index=-100",
+            F.cross_entropy, x, Tensor(np.array([0, -2])))  # fmt: skip
+    _raises(ValueError, r"cross_entropy: a probability target must have the input's shape, "
+            r"got target \(2, 4\) and input \(2, 3\)", F.cross_entropy, x,
+            Tensor(np.zeros((2, 4))))  # fmt: skip
+    _raises(TypeError, r"cross_entropy: a probability target must have the input's dtype, "
+            r"got target float32 and input float64", F.cross_entropy, x,
+            Tensor(np.zeros((2, 3), np.float32)))  # fmt: skip
+    _raises(TypeError, r"cross_entropy: target must hold class indices .* got dtype bool",
+            F.cross_entropy, x, Tensor(np.array([True, False])))  # fmt: skip
+
+
+def test_soft_cross_entropy_runs_the_numba_kernel_and_saves_only_the_lse():
+    from tinyllm import kernels
+
+    x = Tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    t = Tensor(rng.random((4, 5)))
+    loss = F.cross_entropy(x, t)
+    assert kernels.last_tier("cross_entropy_soft_forward") == "numba"
+    saved = loss.grad_fn.saved_tensors
+    assert [a.shape for a in saved] == [(4, 5), (4, 5), (4,)]  # logits, target, lse [N]
+    assert saved[0] is x.data and saved[1] is t.data
+    loss.backward()
+    assert kernels.last_tier("cross_entropy_soft_backward") == "numba" and t.grad is None
+
+
+# ---------------------------------------------------------------- inplace activations
+@pytest.mark.parametrize("name", ["relu", "silu"])
+def test_inplace_activation_writes_into_its_input_as_pytorch(name):
+    data = np.array([-1.5, 0.5, 2.0])
+    x = Tensor(data.copy())
+    expected = getattr(F, name)(Tensor(data.copy())).numpy()
+    version = x._version.value
+    out = getattr(F, name)(x, inplace=True)
+    assert out is x
+    np.testing.assert_array_equal(x.numpy(), expected)
+    assert x._version.value == version + 1  # a backward that saved x would now raise
+    layer = {"relu": tinyllm.nn.ReLU, "silu": tinyllm.nn.SiLU}[name](inplace=True)
+    y = Tensor(data.copy())
+    assert layer(y) is y and "inplace=True" in repr(layer)
+    np.testing.assert_array_equal(y.numpy(), expected)
+
+
+@pytest.mark.parametrize("name", ["relu", "silu"])
+def test_inplace_activation_refuses_a_tensor_that_requires_grad(name):
+    """In-place ops are not differentiable in tinyllm: a clear error, the input unchanged."""
+    x = Tensor(np.array([-1.5, 0.5]), requires_grad=True)
+    with pytest.raises(RuntimeError, match=rf"{name}\(inplace=True\): in-place operations"):
+        getattr(F, name)(x, inplace=True)
+    np.testing.assert_array_equal(x.data, [-1.5, 0.5])
+    with tinyllm.no_grad():
+        assert getattr(F, name)(x, inplace=True) is x
+    assert x.data[0] <= 0 and x.requires_grad
+
+
 # ---------------------------------------------------------------- PyTorch as an oracle
 
 
@@ -476,7 +545,14 @@ def _torch_cases():
         ("glu", lambda f, x: f.glu(x, -1), [x]),
         ("glu dim 1", lambda f, x: f.glu(x, 1), [x]),
         ("linear", lambda f, x, w, b: f.linear(x, w, b), [x, rng.standard_normal((5, 6)), b6[:5]]),
-    ]
+        # class-probability targets: the target's gradient is compared too
+        ("cross_entropy probabilities, smoothing",
+         lambda f, x, t: f.cross_entropy(x, t, label_smoothing=0.2), [x[0], rng.random((4, 6))]),
+        ("cross_entropy probabilities [N, C, d], none",
+         lambda f, x, t: f.cross_entropy(x, t, reduction="none"), [x, rng.random((3, 4, 6))]),
+        ("cross_entropy probabilities 1-d, sum",
+         lambda f, x, t: f.cross_entropy(x, t, reduction="sum"), [x[0, 0], rng.random(6)]),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", range(len(_torch_cases())))

@@ -24,8 +24,10 @@ ENTRY_POINTS = {
     "norms.cu": ["norm_forward", "norm_backward", "norm_param_grad"],
     "rope.cu": ["rope"],
     "glu.cu": ["glu_forward", "glu_backward", "act_forward", "act_backward"],
-    "adamw.cu": ["adamw"],
+    "adamw.cu": ["adamw", "adamw_multi"],
     "flash_attention.cu": ["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
+    "quant_matmul.cu": ["quant_matmul"],
+    "selective_scan.cu": ["scan_forward", "scan_backward"],
 }
 
 

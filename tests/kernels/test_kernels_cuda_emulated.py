@@ -1,15 +1,13 @@
-"""The CUDA tier run on the CPU: the .cu sources compiled by g++ against a shim that runs
-each block as real threads (barriers, shared memory; cuda_cpu_shim.h), launched by the
-same Python bodies that launch them through CuPy on a GPU (with NumPy standing in for
-CuPy). Checks the kernels' indexing, reductions, tiling and masks against the reference
-where no GPU exists. Not a substitute for the GPU run (test_kernels_cuda.py): it cannot
-see races the barrier model hides, NVRTC differences or launch limits.
+"""The CUDA tier run on the CPU: the .cu sources compiled by g++ against a shim (each block's
+threads as fibers, with real barriers and shared memory: tests/cupy_standin/emulator.py, the
+one copy of that build code, shared with the CuPy stand-in), launched by the same Python
+bodies that launch them through CuPy on a GPU (with NumPy standing in for CuPy). Checks the
+kernels' indexing, reductions, tiling and masks against the reference where no GPU exists,
+and each launch against the kernel's signature and a GPU's limits (threads per block,
+shared memory without opt-in). Not a substitute for the GPU run (test_kernels_cuda.py): it
+cannot see races the barrier model hides or NVRTC differences.
 """
 
-import ctypes
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,111 +17,64 @@ import pytest
 import tinyllm.kernels as K
 from tinyllm.kernels import adamw, attention, cuda_loader, glu, norms, rope, softmax
 
-GXX = shutil.which("g++")
-pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found: cannot emulate CUDA on CPU")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_standin
+from cupy_standin import cuda as standin_cuda  # noqa: E402
+from cupy_standin import emulator  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-_C_TO_NUMPY = {"float": np.float32, "double": np.float64, "i64": np.int64, "bool": np.bool_}
-_SCALARS = {
-    np.int32: ("int", ctypes.c_int32),
-    np.int64: ("i64", ctypes.c_int64),
-    np.float32: ("float", ctypes.c_float),
-    np.float64: ("double", ctypes.c_double),
-}
+pytestmark = pytest.mark.skipif(
+    emulator.CXX is None, reason="no C++ compiler: cannot emulate CUDA on the CPU"
+)
+_PY_SCALARS = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: np.dtype(np.float64)}
 
 
 class Emulator:
     """The compiled sources; ``function(source, kernel, dtype)`` mimics cuda_loader's."""
 
-    def __init__(self, lib, signatures):
-        self.lib = lib
-        self.signatures = signatures  # entry name -> [C parameter types]
+    def __init__(self):
+        self.modules = {}  # source -> emulator.EmulatedModule
         self.launches = []
 
     def function(self, source, kernel, dtype):
+        if source not in self.modules:
+            code = cuda_loader.source_path(source).read_text()
+            self.modules[source] = emulator.compile_source(code, [str(cuda_loader.KERNEL_DIR)])
         name = f"{kernel}_{cuda_loader.dtype_suffix(dtype)}"
-        types = self.signatures[name]
-        entry = getattr(self.lib, "emu_" + name)
+        entry = self.modules[source].entries[name]
 
         def launch(grid, block, args, shared_mem=0):
-            assert len(args) == len(types), (name, len(args), types)
-            keep, pointers = [], []
-            for arg, ctype in zip(args, types):
-                if isinstance(arg, np.ndarray):
-                    assert ctype.endswith("*"), (name, ctype)
-                    base = ctype.replace("const", "").replace("*", "").strip()
-                    assert arg.dtype == _C_TO_NUMPY[base], (name, ctype, arg.dtype)
-                    assert arg.flags.c_contiguous, (name, ctype)
-                    value = ctypes.c_void_p(arg.ctypes.data)
+            grid = tuple(grid) + (1,) * (3 - len(grid))
+            block = tuple(block) + (1,) * (3 - len(block))
+            threads = block[0] * block[1] * block[2]
+            assert 0 < threads <= standin_cuda.MAX_THREADS, (name, block)
+            assert shared_mem <= standin_cuda.STATIC_SHARED_LIMIT, (name, shared_mem)
+            kinds = entry.param_kinds()
+            assert len(args) == len(kinds), (name, len(args), entry.params)
+            for arg, (pointer, dt), ctype in zip(args, kinds, entry.params):
+                if pointer:
+                    assert isinstance(arg, np.ndarray), (name, ctype, type(arg))
+                    assert arg.dtype == dt and arg.flags.c_contiguous, (name, ctype, arg.dtype)
                 else:
-                    want, ctor = _SCALARS[type(arg)]
-                    assert ctype == want, (name, ctype, type(arg))
-                    value = ctor(arg)
-                keep.append(value)
-                pointers.append(ctypes.cast(ctypes.pointer(value), ctypes.c_void_p))
-            grid = tuple(grid) + (1,) * (2 - len(grid))
-            block = tuple(block) + (1,) * (2 - len(block))
-            array = (ctypes.c_void_p * len(pointers))(*pointers)
-            entry(*grid, *block, ctypes.c_size_t(shared_mem), array)
+                    got = _PY_SCALARS.get(type(arg)) or np.dtype(type(arg))
+                    assert got == dt, (name, ctype, got)
+            entry.launch(grid, block, list(args), int(shared_mem))
             self.launches.append(name)
 
         return launch
 
 
-def _build(tmp: Path) -> Emulator:
-    parts = ['#include "cuda_cpu_shim.h"']
-    for source in cuda_loader.CUDA_SOURCES:
-        text = cuda_loader.source_path(source).read_text()
-        text = text.replace(
-            "extern __shared__ __align__(16) unsigned char smem_raw[];",
-            "unsigned char* smem_raw = emu_dynamic_shared();",
-        )
-        assert "extern __shared__" not in text, f"{source}: a dynamic shared array the shim misses"
-        parts.append(f"// ---- {source}\n{text}")
-    unit = tmp / "kernels_emulated.cpp"
-    unit.write_text("\n".join(parts))
-    flags = ["-std=c++20", f"-I{cuda_loader.KERNEL_DIR}", f"-I{HERE}"]
-    expanded = subprocess.run(
-        [GXX, "-E", "-P", *flags, str(unit)], capture_output=True, text=True, check=True
-    ).stdout
-    signatures = {}
-    for name, params in re.findall(r'extern "C"\s+void\s+(\w+_f(?:32|64))\s*\(([^)]*)\)', expanded):
-        signatures[name] = [" ".join(p.split()[:-1]) for p in params.split(",")]
-    launchers = []
-    for name, types in signatures.items():
-        call = ", ".join(f"*({t}*)args[{i}]" for i, t in enumerate(types))
-        launchers.append(
-            f'extern "C" void emu_{name}(unsigned gx, unsigned gy, unsigned bx, unsigned by, '
-            f"size_t smem, void** args) {{ emu_launch(dim3(gx, gy), dim3(bx, by), smem, "
-            f"[&] {{ {name}({call}); }}); }}"
-        )
-    unit.write_text(unit.read_text() + "\n" + "\n".join(launchers) + "\n")
-    lib_path = tmp / "kernels_emulated.so"
-    result = subprocess.run(
-        [GXX, "-O1", "-shared", "-fPIC", "-pthread", *flags, str(unit), "-o", str(lib_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    lib = ctypes.CDLL(str(lib_path))
-    for name in signatures:
-        getattr(lib, "emu_" + name).restype = None
-    return Emulator(lib, signatures)
-
-
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    return _build(tmp_path_factory.mktemp("cuda_emulation"))
+def emulated():
+    return Emulator()
 
 
 @pytest.fixture
-def cuda_on_cpu(emulator, monkeypatch):
+def cuda_on_cpu(emulated, monkeypatch):
     """NumPy stands in for CuPy; the modules' ``function`` launches emulated kernels."""
     monkeypatch.setitem(sys.modules, "cupy", np)
     for module in (softmax, norms, rope, glu, adamw, attention):
-        monkeypatch.setattr(module, "function", emulator.function)
-    emulator.launches.clear()
-    return emulator
+        monkeypatch.setattr(module, "function", emulated.function)
+    emulated.launches.clear()
+    return emulated
 
 
 DTYPES = [np.float64, np.float32]
@@ -244,3 +195,52 @@ def test_emulated_flash_attention(cuda_on_cpu, dtype, causal):
         close(want, got, dtype, 10)
         grads = attention._cuda_backward(do, q, k, v, got[0], got[1], causal, mask, scale, 64, 64)
         close(attention._naive_backward(do, q, k, v, *want, causal, mask, scale), grads, dtype, 100)
+
+
+# (B, H, Hkv, Tq, Tk, D): T not a multiple of any tile, Tq != Tk both ways, D from 1 to 128
+FLASH_SHAPES = [
+    (1, 2, 2, 67, 45, 1),
+    (1, 1, 1, 33, 70, 3),
+    (1, 3, 1, 20, 21, 17),
+    (1, 2, 1, 40, 37, 64),
+    (1, 1, 1, 37, 29, 96),
+    (1, 1, 1, 21, 35, 128),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", FLASH_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_flash_attention_tiles_against_the_reference(cuda_on_cpu, shape, causal, dtype):
+    """The tiled kernels (query tiles of br rows, key tiles of bc rows, accumulators in
+    registers) against the naive algorithm, with and without a padding mask."""
+    B, H, Hkv, Tq, Tk, D = shape
+    rng = np.random.default_rng(D)
+    q, do = data(rng, (B, H, Tq, D), dtype), data(rng, (B, H, Tq, D), dtype)
+    k, v = data(rng, (B, Hkv, Tk, D), dtype), data(rng, (B, Hkv, Tk, D), dtype)
+    keep = rng.random((B, Tk)) > 0.25
+    keep[:, 0] = False  # causal: row 0 then sees nothing (o = 0, lse = -inf)
+    scale = 1 / np.sqrt(D)
+    for mask in (None, keep):
+        want = attention._naive_forward(q, k, v, causal, mask, scale)
+        got = attention._cuda_forward(q, k, v, causal, mask, scale, 64, 64)
+        close(want, got, dtype, 10)
+        grads = attention._cuda_backward(do, q, k, v, got[0], got[1], causal, mask, scale, 64, 64)
+        close(attention._naive_backward(do, q, k, v, *want, causal, mask, scale), grads, dtype, 100)
+    suffix = cuda_loader.dtype_suffix(dtype)
+    assert {f"flash_forward_{suffix}", f"flash_backward_dkdv_{suffix}",
+            f"flash_backward_dq_{suffix}"} <= set(cuda_on_cpu.launches)  # fmt: skip
+
+
+@pytest.mark.parametrize("itemsize", [4, 8])
+@pytest.mark.parametrize("D", [1, 2, 7, 32, 64, 100, 128, 256, 512])
+def test_flash_tiles_fit_without_shared_memory_opt_in(D, itemsize):
+    """Every kernel's tiles need at most 48 KiB of dynamic shared memory and at most
+    FLASH_MAX_OUT accumulator numbers per thread; bigger heads get smaller tiles."""
+    for kernel, smem in (("forward", attention._smem_forward), ("dkdv", attention._smem_dkdv),
+                         ("dq", attention._smem_dq)):  # fmt: skip
+        br, bc, nbytes = attention._cuda_tiles(kernel, D, itemsize)
+        assert nbytes == smem(br, bc, D, itemsize) <= 48 * 1024
+        own = bc if kernel == "dkdv" else br
+        assert own * D <= attention._CUDA_THREADS * attention._CUDA_MAX_OUT
+    assert attention._cuda_tiles("forward", 64, 4)[:2] == (64, 32)

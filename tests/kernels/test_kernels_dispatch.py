@@ -120,6 +120,11 @@ def test_use_is_thread_local():
             lambda x: K.cross_entropy_forward(x, np.zeros(x.shape[0], np.int64)),
             "cross_entropy_forward",
         ),
+        (lambda x: K.cross_entropy_soft_forward(x, x * x), "cross_entropy_soft_forward"),
+        (
+            lambda x: K.cross_entropy_soft_backward(1.0, x, x * x, x[:, 0], target_grad=True),
+            "cross_entropy_soft_backward",
+        ),
         (lambda x: K.layer_norm_forward(x, residual=x), "layer_norm_forward"),
         (lambda x: K.rope_forward(x, x[:, :2], x[:, :2]), "rope_forward"),
         (lambda x: K.swiglu_backward(x[:, :2], x), "glu_backward"),
@@ -140,6 +145,43 @@ def test_every_op_runs_numba_by_default_and_reference_when_forced(call, op):
     with K.use("reference"):
         call(x)
     assert K.last_tier(op) == "reference"
+
+
+def test_every_dispatched_kernel_declares_its_tiers():
+    """What ``run`` dispatched (every op of the test above and more) has declared tiers, so
+    the registry and ``tinyllm ops`` can report them; tiers are a subset of TIERS in order."""
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    K.reset_counts()
+    K.softmax_backward(x, K.softmax_forward(x))
+    K.log_softmax_backward(x, K.log_softmax_forward(x))
+    loss, lse = K.cross_entropy_forward(x, np.zeros(3, np.int64))
+    K.cross_entropy_backward(1.0, x, np.zeros(3, np.int64), lse)
+    K.cross_entropy_soft_backward(1.0, x, x * x, K.cross_entropy_soft_forward(x, x * x)[1])
+    _, mean, rstd = K.layer_norm_forward(x)
+    K.layer_norm_backward(x, x, mean, rstd)
+    _, rstd = K.rms_norm_forward(x)
+    K.rms_norm_backward(x, x, rstd)
+    K.glu_backward(x[:, :2], x, "silu"), K.glu_forward(x, "gelu")
+    K.activation_backward(x, x, "silu"), K.activation_forward(x, "gelu")
+    K.rope_backward(x, x[:, :2], x[:, :2]), K.rope_forward(x, x[:, :2], x[:, :2])
+    K.adamw_step(x.copy(), x, x.copy(), x.copy() ** 2, step=1, lr=0.1)
+    q = x[None, None]
+    o, lse = K.attention_forward(q, q, q)
+    K.attention_backward(q, q, q, q, o, lse)
+    ran = {op for op, _ in K.tier_counts()}
+    assert len(ran) >= 19
+    declared = K.declared_kernels()
+    assert ran <= set(declared), f"dispatched but not declared: {sorted(ran - set(declared))}"
+    for op, tiers in declared.items():
+        assert tiers[0] == "reference" and tiers == tuple(t for t in K.TIERS if t in tiers), op
+    assert K.kernel_tiers("cross_entropy_soft_forward") == ("reference", "numba")
+
+
+def test_kernel_tiers_of_an_unknown_kernel_names_it():
+    with pytest.raises(KeyError, match="no kernel named 'numba' is declared"):
+        K.kernel_tiers("numba")
+    with pytest.raises(ValueError, match="must include 'reference'"):
+        dispatch.declare({"numba": len}, "made_up_op")
 
 
 def test_narrow_floats_run_the_reference_in_float32():

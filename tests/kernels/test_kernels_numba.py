@@ -305,7 +305,21 @@ def test_small_work_launches_the_serial_twin():
     assert twin is dispatch.serial_twin(kernel) and twin is not kernel
     assert kernel.targetoptions["parallel"] and "parallel" not in twin.targetoptions
     assert twin.targetoptions["error_model"] == kernel.targetoptions["error_model"]
-    assert dispatch.numba_for_work(kernel, dispatch.SERIAL_BELOW) is kernel
+    # large work: the parallel kernel behind the thread-policy launcher (or, with one
+    # kernel thread, the twin again)
+    from tinyllm import runtime
+
+    big = dispatch.numba_for_work(kernel, dispatch.SERIAL_BELOW)
+    assert big is not kernel and big is dispatch.numba_for_work(kernel, 10**9)
+    if runtime.kernel_threads() == 1:
+        assert big is twin
+    else:
+        assert big is not twin
+        x = np.linspace(-1.0, 1.0, 2 * dispatch.SERIAL_BELOW).reshape(2, -1)
+        out_parallel, out_serial = np.empty_like(x), np.empty_like(x)
+        big(x, out_parallel, False, 1.0, 0)
+        twin(x, out_serial, False, 1.0, 0)
+        np.testing.assert_array_equal(out_parallel, out_serial)
     # the two compilations are cached on disk under different names, never mixed up
     files = {k._cache._cache_file._index_path for k in (kernel, twin)}
     assert len(files) == 2

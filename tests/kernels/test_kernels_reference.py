@@ -102,9 +102,40 @@ def test_cross_entropy_matches_direct_formula_and_finite_differences(smoothing):
     directional_check(f, [dx], [x], dloss)
 
 
-def test_cross_entropy_rejects_out_of_range_target():
-    with pytest.raises(ValueError, match="out of range"):
-        K.cross_entropy_forward(randn(2, 3), np.array([0, 3]))
+@pytest.mark.parametrize("fn", [K.cross_entropy_forward, K.cross_entropy_backward])
+def test_cross_entropy_rejects_out_of_range_target_with_index_error(fn):
+    """IndexError, as PyTorch's nll_loss and F.cross_entropy (the same type in both layers)."""
+    x, t = randn(2, 3), np.array([0, 3])
+    args = (x, t) if fn is K.cross_entropy_forward else (1.0, x, t, np.zeros(2))
+    with pytest.raises(IndexError, match=rf"{fn.__name__}: target value 3 is out of range"):
+        fn(*args)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_soft_cross_entropy_matches_direct_formula_and_finite_differences(smoothing):
+    """Probability targets (not normalized: sum q != 1 is allowed), both gradients."""
+    R, V = 5, 7
+    x, t = randn(2, R, V) * 3, rng.uniform(0, 1, (2, R, V))
+    loss, lse = K.cross_entropy_soft_forward(x, t, smoothing)
+    q = (1 - smoothing) * t + smoothing / V
+    want = -(q * scipy.special.log_softmax(x, axis=-1)).sum(axis=-1)
+    np.testing.assert_allclose(loss, want, atol=1e-13)
+    np.testing.assert_allclose(lse, scipy.special.logsumexp(x, axis=-1), atol=1e-13)
+    dloss = randn(2, R)
+    dx, dt = K.cross_entropy_soft_backward(dloss, x, t, lse, smoothing, target_grad=True)
+    assert K.cross_entropy_soft_backward(dloss, x, t, lse, smoothing)[1] is None
+
+    def f(xx, tt):
+        return K.cross_entropy_soft_forward(xx, tt, smoothing)[0]
+
+    directional_check(f, [dx, dt], [x, t], dloss)
+
+
+def test_soft_cross_entropy_checks_shapes_and_dtypes():
+    with pytest.raises(ValueError, match=r"cross_entropy_soft_forward: target must have"):
+        K.cross_entropy_soft_forward(randn(2, 3), randn(2, 4))
+    with pytest.raises(TypeError, match="cross_entropy_soft_forward: target must be a float"):
+        K.cross_entropy_soft_forward(randn(2, 3), np.ones((2, 3), np.int64))
 
 
 # ---------------------------------------------------------------- norms
@@ -195,8 +226,23 @@ def test_glu_matches_direct_formula_and_finite_differences(act):
 def test_swiglu_and_geglu_names():
     x = randn(3, 8)
     np.testing.assert_array_equal(K.swiglu_forward(x), K.glu_forward(x, "silu"))
+    np.testing.assert_array_equal(K.geglu_forward(x, "tanh"), K.glu_forward(x, "gelu_tanh"))
     np.testing.assert_array_equal(K.geglu_forward(x, "none"), K.glu_forward(x, "gelu"))
-    np.testing.assert_array_equal(K.geglu_forward(x), K.glu_forward(x, "gelu_tanh"))
+
+
+def test_geglu_kernel_defaults_to_the_exact_gelu_as_f_geglu():
+    """kernels.geglu_* and F.geglu share one default (approximate="none", PyTorch's)."""
+    import inspect
+
+    import tinyllm
+    import tinyllm.functional as F
+
+    for fn in (K.geglu_forward, K.geglu_backward, F.geglu):
+        assert inspect.signature(fn).parameters["approximate"].default == "none", fn
+    x, dout = randn(3, 8), randn(3, 4)
+    np.testing.assert_array_equal(K.geglu_forward(x), K.glu_forward(x, "gelu"))
+    np.testing.assert_array_equal(K.geglu_backward(dout, x), K.glu_backward(dout, x, "gelu"))
+    np.testing.assert_array_equal(F.geglu(tinyllm.tensor(x)).numpy(), K.geglu_forward(x))
 
 
 # ---------------------------------------------------------------- adamw
@@ -290,3 +336,31 @@ def test_naive_attention_matches_loop_and_finite_differences(causal):
         return K.naive_attention_forward(qq, kk, vv, causal=causal, key_padding_mask=keep)[0]
 
     directional_check(f, list(grads), [q, k, v], do)
+
+
+def test_kernel_modules_declare_their_bodies_where_they_build_them():
+    """rope.py and attention.py call dispatch.declare on their bodies dicts themselves (as
+    adamw.py, softmax.py ... do); kernels/__init__.py only re-exports, declaring nothing."""
+    import ast
+    from pathlib import Path
+
+    from tinyllm.kernels import adamw, dispatch
+
+    folder = Path(K.__file__).resolve().parent
+
+    def declared_in(name):
+        ops = set()
+        for node in ast.walk(ast.parse((folder / name).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "declare":
+                ops |= {a.value for a in node.args if isinstance(a, ast.Constant)}
+        return ops
+
+    assert declared_in("rope.py") == {"rope_forward", "rope_backward"}
+    assert declared_in("attention.py") == {"attention_forward", "attention_backward"}
+    init = ast.parse((folder / "__init__.py").read_text())
+    assert not [n for n in init.body if isinstance(n, (ast.For, ast.While, ast.Expr))
+                and not isinstance(getattr(n, "value", None), ast.Constant)]  # fmt: skip
+    assert not declared_in("__init__.py")
+    for op in ("rope_forward", "rope_backward", "attention_forward", "attention_backward"):
+        assert dispatch.kernel_tiers(op) == ("reference", "numba", "cuda")
+    assert K.adamw_step_multi is adamw.adamw_step_multi and "adamw_step_multi" in K.__all__

@@ -427,3 +427,220 @@ def test_padding_positions_do_not_leak_into_real_ones():
     np.testing.assert_allclose(padded, alone, atol=1e-6)
     sim = cosine_similarity_matrix(np.array([[1.0, 0.0], [1.0, 1.0]]))
     np.testing.assert_allclose(sim[0, 1], 2**-0.5)
+
+
+# ---------------------------------------------------------------- the sentence-transformers API
+# 13 tokens = TINY vocab_size
+TINY_VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] a b c the cat sat on mat".split()
+
+
+def tiny_embedder(**options) -> MiniLMEmbedder:
+    from tinyllm.tokenizers.wordpiece import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer({t: i for i, t in enumerate(TINY_VOCAB)})
+    return MiniLMEmbedder(model=tiny_model(seed=5), tokenizer=tokenizer, **options)
+
+
+def test_encode_has_sentence_transformers_semantics():
+    embedder = tiny_embedder(batch_size=2)
+    sentences = ["the cat sat", "a", "the cat sat on the mat", "b c"]
+    one = embedder.encode("the cat sat")  # a single string: one vector, not an error
+    assert one.shape == (8,) and one.dtype == np.float32
+    raw = embedder.encode(sentences)  # [n, dim], not normalized unless asked
+    assert raw.shape == (4, 8) and raw.dtype == np.float32
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0)
+    np.testing.assert_allclose(raw[0], one, atol=1e-6)
+    unit = embedder.encode(sentences, normalize_embeddings=True)
+    np.testing.assert_allclose(unit, raw / norms[:, None], atol=1e-6)
+    np.testing.assert_allclose(embedder(sentences), unit, atol=1e-6)  # the tinyllm.rag interface
+    # order kept although batches are formed by length: each row equals the sentence alone
+    for i, sentence in enumerate(sentences):
+        np.testing.assert_allclose(raw[i], embedder.encode(sentence), atol=1e-6)
+    tensor = embedder.encode(sentences, convert_to_numpy=False)
+    assert isinstance(tensor, tinyllm.Tensor) and tensor.shape == (4, 8)
+    np.testing.assert_array_equal(tensor.numpy(), raw)
+    assert isinstance(embedder.encode("a", convert_to_tensor=True), tinyllm.Tensor)
+    assert embedder.encode([]).shape == (0, 8)
+    assert embedder.get_sentence_embedding_dimension() == 8
+    from tinyllm.rag import MiniLMEmbedder as exported
+
+    assert exported is MiniLMEmbedder
+    np.testing.assert_allclose(embedder.encode(sentences, batch_size=1), raw, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        embedder.encode(sentences, batch_size=0)
+    with pytest.raises(TypeError, match="not one str"):
+        embedder("the cat")  # the rag interface takes a list
+    with pytest.raises(TypeError, match="sentences must be a str or a list"):
+        embedder.encode(42)
+
+
+def test_encode_truncates_to_max_length():
+    embedder = tiny_embedder(max_length=5)  # [CLS] + 3 tokens + [SEP]
+    long = "the cat sat on the mat"  # 6 tokens + 2 specials > 8 positions of the tiny model
+    np.testing.assert_allclose(embedder.encode(long), embedder.encode("the cat sat"), atol=1e-6)
+    assert tiny_embedder().max_length == 8  # default 256, capped at the model's 8 positions
+    embedder.max_seq_length = 8  # sentence-transformers' name
+    assert embedder.max_length == 8 and embedder.encode(long).shape == (8,)
+
+
+def test_max_length_is_checked_when_the_embedder_is_made(tmp_path):
+    with pytest.raises(
+        ValueError, match="max_length=9 exceeds the model's max_position_embeddings=8"
+    ):
+        tiny_embedder(max_length=9)
+    with pytest.raises(ValueError, match="max_length=1 leaves no room"):
+        tiny_embedder(max_length=1)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        tiny_embedder(batch_size=0)
+    with pytest.raises(ValueError, match="max_position_embeddings=8"):
+        tiny_embedder().max_seq_length = 9
+    # a folder: its config.json is read, the weights are not loaded
+    folder = write_folder(tmp_path / "m", hf_state(tiny_model(seed=1)))
+    with pytest.raises(ValueError, match="max_length=600 exceeds"):
+        MiniLMEmbedder(folder, max_length=600)
+    assert MiniLMEmbedder(folder)._model is None
+
+
+@needs_minilm
+def test_minilm_max_length_and_sentence_transformers_defaults(minilm):
+    with pytest.raises(ValueError, match="max_length=600 exceeds the model's max_position"):
+        MiniLMEmbedder(max_length=600)
+    assert MiniLMEmbedder().max_length == 256  # sentence_bert_config.json
+    assert MiniLMEmbedder(max_length=512).max_length == 512
+    model, tokenizer = minilm
+    embed = MiniLMEmbedder(model=model, tokenizer=tokenizer)
+    vector = embed.encode(FOOD)
+    assert vector.shape == (384,)
+    assert np.linalg.norm(vector) == pytest.approx(5.6327, abs=1e-3)  # raw mean pooling
+    unit = embed.encode([FOOD, BREAD], normalize_embeddings=True)
+    assert float(unit[0] @ unit[1]) == pytest.approx(0.7553, abs=1e-3)
+    long = " ".join(["word"] * 1000)  # 1002 tokens: truncated to 256, not an error
+    assert embed.encode(long).shape == (384,)
+    # loaded by name, the folder's modules.json (Transformer, Pooling, Normalize) decides the
+    # default, as in sentence-transformers: unit rows unless normalize_embeddings=False
+    by_name = MiniLMEmbedder()
+    by_name._model, by_name._tokenizer = model, tokenizer  # the weights already loaded
+    assert np.linalg.norm(by_name.encode(FOOD)) == pytest.approx(1.0, abs=1e-6)
+    assert np.linalg.norm(by_name.encode(FOOD, normalize_embeddings=False)) == pytest.approx(
+        5.6327, abs=1e-3
+    )
+    assert tokenizer.model_max_length == 512  # tokenizer_config.json
+
+
+def test_embed_command_writes_the_vectors(tmp_path, capsys):
+    folder = write_folder(tmp_path / "m", hf_state(tiny_model(seed=1)))
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    sentences = ["the cat sat", "a b c"]
+    assert _cli([*sentences, "--model", str(folder), "--out", str(tmp_path / "v")]) == 0
+    assert "wrote 2 x 8 float32 embeddings" in capsys.readouterr().out
+    vectors = np.load(tmp_path / "v.npy", allow_pickle=False)  # ".npy" added, as np.save does
+    assert vectors.shape == (2, 8) and vectors.dtype == np.float32
+    embedder = MiniLMEmbedder(folder)
+    np.testing.assert_allclose(vectors, embedder(sentences), atol=1e-6)  # unit rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "v.npy"]  # no temporary left
+    raw = tmp_path / "raw.npy"
+    assert _cli([*sentences, "--model", str(folder), "--out", str(raw), "--no-normalize"]) == 0
+    np.testing.assert_allclose(np.load(raw), embedder.encode(sentences), atol=1e-6)
+    (tmp_path / "file").write_text("")
+    assert _cli(["a", "--model", str(folder), "--out", str(tmp_path / "file" / "v.npy")]) == 1
+    assert "cannot write --out" in capsys.readouterr().err
+
+
+def test_pretrained_tokenizer_gets_the_model_max_length(tmp_path):
+    from tinyllm.models.pretrained import read_model_max_length
+
+    folder = write_folder(tmp_path / "m", hf_state(tiny_model(seed=1)))
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    assert load_pretrained_tokenizer(folder).model_max_length == 8  # config.json's positions
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 6}')
+    tokenizer = load_pretrained_tokenizer(folder)
+    assert tokenizer.model_max_length == 6
+    assert len(tokenizer.encode("the cat sat on the mat", truncation=True)) == 6
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 1e30}')  # HF: no limit
+    assert read_model_max_length(folder) == 8
+    assert read_model_max_length(tmp_path) is None
+
+
+# ---------------------------------------------------------------- skipping padded tokens
+def _padded_batch():
+    rng = np.random.default_rng(7)
+    lengths = [5, 5, 3, 3, 1, 4]  # runs of equal lengths (length-sorted batches have them)
+    T = 5
+    mask = (np.arange(T)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    ids = np.where(mask, rng.integers(5, 13, (len(lengths), T)), 0)
+    types = np.where(mask, rng.integers(0, 2, (len(lengths), T)), 0)
+    return ids, mask, types
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_skip_padding_equals_the_padded_forward_at_real_positions(monkeypatch, grad):
+    """Inference (no_grad, eval) runs packed_attention; with grad the padded-layout path."""
+    import tinyllm.models.bert as bert_module
+    from tinyllm.functional.attention import packed_attention
+
+    model = tiny_model(seed=5)
+    ids, mask, types = _padded_batch()
+    real = mask.astype(bool)
+    with tinyllm.no_grad():
+        padded = model(ids, mask, types).numpy()
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return packed_attention(*args, **kwargs)
+
+    monkeypatch.setattr(bert_module, "packed_attention", spy)
+    if grad:
+        hidden = model(ids, mask, types, skip_padding=True)
+        assert hidden.requires_grad
+        out = hidden.detach().numpy()
+    else:
+        with tinyllm.no_grad():
+            out = model(ids, mask, types, skip_padding=True).numpy()
+    assert len(calls) == (0 if grad else model.config.num_hidden_layers)
+    np.testing.assert_allclose(out[real], padded[real], rtol=0, atol=1e-6)
+    assert (out[~real] == 0).all()
+
+
+def test_skip_padding_gradients_equal_the_padded_forward():
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    model = tiny_model(seed=6, **no_dropout).double().train()
+    ids, mask, types = _padded_batch()
+    keep = tinyllm.tensor(mask[:, :, None].astype(np.float64))
+    weight = np.random.default_rng(1).standard_normal((*ids.shape, model.config.hidden_size))
+
+    def grads(skip):
+        model.zero_grad()
+        hidden = model(ids, mask, types, skip_padding=skip)
+        (hidden * keep * tinyllm.tensor(weight)).sum().backward()
+        return {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+
+    packed, padded = grads(True), grads(False)
+    assert packed.keys() == padded.keys() and len(packed) > 10
+    for name in padded:
+        np.testing.assert_allclose(packed[name], padded[name], rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_skip_padding_gradcheck_float64():
+    model = tiny_model(seed=8).double()
+    ids, mask, types = _padded_batch()
+    keep = tinyllm.tensor(mask[:, :, None].astype(np.float64))
+
+    def outputs():
+        return (model(ids, mask, types, skip_padding=True) * keep,)
+
+    rows = gradcheck_parameters(model, outputs)
+    failed = [r for r in rows if not r["passed"]]
+    assert not failed, failed
+
+
+def test_encode_sentences_skips_padding_and_keeps_its_embeddings():
+    from tinyllm.embeddings import embed_batch
+
+    model = tiny_model(seed=9)
+    ids, mask, types = _padded_batch()
+    with tinyllm.no_grad():
+        fast = embed_batch(model, ids, mask, types)
+        slow = l2_normalize(mean_pool(model(ids, mask, types), mask)).numpy()
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)

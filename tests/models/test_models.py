@@ -111,3 +111,127 @@ def test_decoder_logits_equal_the_module_forward(arch, kv):
     with pytest.raises(ValueError, match="the cache holds 8 tokens"):
         decoder.step(idx[:, 0])
         decoder.step(idx[:, 0])
+
+
+# every configuration flag the models accept, for the cached (Decoder) vs uncached comparison
+CONFIG_FLAGS = [
+    ("gpt", {}),  # biases, tied embeddings
+    ("gpt", {"bias": False}),
+    ("gpt", {"tie_embeddings": False}),
+    ("gpt", {"dropout": 0.1}),  # off in generate (eval mode)
+    ("llama", {}),  # no biases, untied
+    ("llama", {"bias": True}),  # biases in q/k/v/o and in the SwiGLU MLP
+    ("llama", {"tie_embeddings": True}),
+    ("llama", {"n_head": 4, "d_model": 16, "n_kv_head": 2}),  # GQA, 2 queries per kv head
+    ("llama", {"n_kv_head": 1}),  # MQA
+    ("llama", {"dropout": 0.1}),
+    ("llama", {"bias": True, "tie_embeddings": True, "n_head": 4, "d_model": 16,
+               "n_kv_head": 2, "ffn_hidden": 24, "rope_base": 100.0, "norm_eps": 1e-3}),
+]  # fmt: skip
+
+
+def randomized(arch, **overrides):
+    """A float64 tiny model whose every parameter (biases and norm gains included) is drawn
+    from N(0, 0.5^2): zero-initialized biases would hide a path that drops them."""
+    model = tiny(arch, **overrides).double()
+    rng = np.random.default_rng(11)
+    for p in model.parameters():
+        p.data[...] = rng.normal(0.0, 0.5, p.shape)
+    return model
+
+
+@pytest.mark.parametrize("arch,flags", CONFIG_FLAGS)
+def test_cached_decoding_equals_uncached_for_every_config_flag(arch, flags):
+    """Logits of the lean cached path equal model(idx) at every position, and generate()
+    gives the same tokens with and without the cache (greedy and sampled, with the context
+    sliding twice). float64: the two paths differ only in summation order (fused q/k/v and
+    gate/up GEMMs), ~1e-15 relative; a dropped bias changes logits by O(0.1)."""
+    from tinyllm.models.decoder import Decoder
+
+    model = randomized(arch, **flags)
+    model.train()  # generate() must switch dropout off and restore the mode
+    idx = np.random.default_rng(3).integers(0, 11, (2, 8))
+    model.eval()
+    with tinyllm.no_grad():
+        full = model(tinyllm.tensor(idx)).numpy()
+    model.train()
+    decoder = Decoder(model, batch_size=2, max_len=8)
+    steps = np.stack([decoder.step(idx[:, t]) for t in range(8)], axis=1)
+    np.testing.assert_allclose(steps, full, rtol=1e-10, atol=1e-10)
+
+    prompt = tinyllm.tensor(idx[:, :3])
+    a = model.generate(prompt, 20, temperature=0, use_cache=True)
+    b = model.generate(prompt, 20, temperature=0, use_cache=False)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    c = model.generate(prompt, 20, temperature=1.0, generator=np.random.default_rng(5))
+    d = model.generate(
+        prompt, 20, temperature=1.0, generator=np.random.default_rng(5), use_cache=False
+    )
+    np.testing.assert_array_equal(c.numpy(), d.numpy())
+    assert model.training
+
+
+def test_llama_with_bias_has_mlp_biases():
+    """The flag the cached decoder used to ignore: Llama(bias=True) has SwiGLU biases."""
+    names = set(tiny("llama", bias=True).state_dict())
+    assert {"model.layers.0.mlp.gate_up_proj.bias", "model.layers.0.mlp.down_proj.bias"} <= names
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("arch,flags", CONFIG_FLAGS)
+def test_prefill_equals_token_by_token_steps(arch, flags, dtype, tol):
+    """Decoder.prefill (the whole prompt in one forward) returns the last step's logits and
+    leaves the same K/V cache as T calls of step; a second prefill continues at pos > 0."""
+    from tinyllm.models.decoder import Decoder
+
+    model = randomized(arch, **flags)
+    if dtype == np.float32:
+        model.float()
+    idx = np.random.default_rng(4).integers(0, 11, (2, 8))
+    stepper = Decoder(model, batch_size=2, max_len=8)
+    steps = [stepper.step(idx[:, t]) for t in range(8)]
+    scale = max(np.abs(s).max() for s in steps)  # logits of N(0, 0.5^2) weights are O(10)
+    for cut in (1, 5, 8):  # prefill of the first `cut` tokens, then the rest in one prefill
+        decoder = Decoder(model, batch_size=2, max_len=8)
+        got = decoder.prefill(idx[:, :cut])
+        assert got.shape == (2, 11) and got.dtype == dtype and decoder.pos == cut
+        np.testing.assert_allclose(got, steps[cut - 1], rtol=tol, atol=tol * scale)
+        if cut < 8:
+            rest = decoder.prefill(idx[:, cut:])
+            np.testing.assert_allclose(rest, steps[7], rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(decoder.K, stepper.K, rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(decoder.V, stepper.V, rtol=tol, atol=tol * scale)
+
+
+def test_prefill_validates_and_generate_prefills_a_prompt_longer_than_the_context():
+    from tinyllm.models.decoder import Decoder
+
+    model = randomized("llama", n_kv_head=1)
+    decoder = Decoder(model, batch_size=2, max_len=8)
+    with pytest.raises(ValueError, match=r"tokens must be \[2, T\]"):
+        decoder.prefill(np.zeros((1, 3), np.int64))
+    decoder.prefill(np.zeros((2, 6), np.int64))
+    with pytest.raises(ValueError, match="6 are used and 3 more do not fit"):
+        decoder.prefill(np.zeros((2, 3), np.int64))
+    # an 11-token prompt: the last 8 fill the cache in one prefill, the next token slides it
+    prompt = tinyllm.tensor(np.random.default_rng(6).integers(0, 11, (2, 11)))
+    a = model.generate(prompt, 6, temperature=0, use_cache=True)
+    b = model.generate(prompt, 6, temperature=0, use_cache=False)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(a.numpy()[:, :11], prompt.numpy())
+
+
+def test_generate_prefills_the_prompt_in_one_call(monkeypatch):
+    """One prefill for the prompt, one per context slide, one step per other token."""
+    from tinyllm.models.decoder import Decoder
+
+    calls = []
+    prefill, step = Decoder.prefill, Decoder.step
+    monkeypatch.setattr(
+        Decoder, "prefill", lambda s, t: calls.append(("p", t.shape[1])) or prefill(s, t)
+    )
+    monkeypatch.setattr(Decoder, "step", lambda s, t: calls.append(("s", 1)) or step(s, t))
+    model = tiny("gpt", block_size=8)
+    model.generate(tinyllm.tensor(np.array([[1, 2, 3]])), 10, temperature=0)
+    # tokens 4..8 by steps after the prompt; the 9th overflows: slide to the last 4 (prefill)
+    assert calls == [("p", 3)] + [("s", 1)] * 5 + [("p", 4)] + [("s", 1)] * 3

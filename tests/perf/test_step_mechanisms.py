@@ -101,9 +101,11 @@ def test_memory_is_stable_across_steps():
             current.append(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()
-    # what stays allocated after a step does not grow (a leaked graph would add its saved
-    # activations, tens of kB here, every step); 4 kB covers allocator bookkeeping
-    assert max(current) - base < 4096, (base, current)
+    # what stays allocated after a step does not grow: a leaked graph would keep at least
+    # the logits it saved, 2 x 16 x 256 float32 = 32 kB, every step (160 kB over the five).
+    # 16 kB covers Python's free lists (freed floats, tuples, 0-d arrays' headers that
+    # tracemalloc still counts until reused), measured at ~0.2 kB a step, up to their caps
+    assert max(current) - base < 16384, (base, current)
 
 
 def test_the_kernel_tier_of_each_op_in_a_llama_step():
@@ -117,7 +119,7 @@ def test_the_kernel_tier_of_each_op_in_a_llama_step():
     expected = {
         "rms_norm_forward", "rms_norm_backward", "rope_forward", "rope_backward",
         "glu_forward", "glu_backward", "cross_entropy_forward", "cross_entropy_backward",
-        "adamw_step", "softmax_forward", "softmax_backward",  # the softmax: attention's
+        "adamw_step_multi", "softmax_forward", "softmax_backward",  # the softmax: attention's
     }  # fmt: skip
     assert expected <= ran, f"not run on the numba tier: {sorted(expected - ran)}"
     assert not any(tier == "reference" for (_, tier) in kernels.tier_counts())

@@ -30,7 +30,7 @@ def test_hand_computed_robertson():
     # n(cat) = 1, n(sat) = 2 of N = 3
     idf_cat = math.log((3 - 1 + 0.5) / (1 + 0.5))  # ln(5/3) = 0.5108
     idf_sat = math.log((3 - 2 + 0.5) / (2 + 0.5))  # ln(3/5) = -0.5108 (negative: textbook)
-    scores = BM25().fit(DOCS).get_scores("cat sat")
+    scores = BM25(idf="robertson").fit(DOCS).get_scores("cat sat")
     np.testing.assert_allclose(scores, by_hand(idf_cat, idf_sat), rtol=1e-12)
     assert scores[0] == pytest.approx(0.0, abs=1e-15)  # the two terms cancel in d0
 
@@ -40,6 +40,26 @@ def test_hand_computed_lucene():
     idf_sat = math.log(1 + 1.5 / 2.5)
     scores = BM25(idf="lucene").fit(DOCS).get_scores(["cat", "sat"])
     np.testing.assert_allclose(scores, by_hand(idf_cat, idf_sat), rtol=1e-12)
+
+
+def test_default_idf_is_lucene_everywhere():
+    # one default: BM25(), bm25_idf() and PassageRetriever all use Lucene's non-negative IDF
+    from tinyllm.rag.passages import Passage
+    from tinyllm.rag.retriever import PassageRetriever
+
+    bm25 = BM25().fit(DOCS)
+    assert bm25.idf_variant == "lucene"
+    np.testing.assert_allclose(
+        bm25.get_scores("cat sat"), BM25(idf="lucene").fit(DOCS).get_scores("cat sat")
+    )
+    assert (bm25.idf > 0).all()  # "the" and "sat" are in 2 of 3 documents: still positive
+    assert (bm25.get_scores("the sat") >= 0).all()
+    n = np.array([1, 2, 3])
+    np.testing.assert_array_equal(bm25_idf(3, n), np.log1p((3 - n + 0.5) / (n + 0.5)))
+    passages = [Passage(id=i, topic="t", text=t) for i, t in enumerate(DOCS)]
+    assert PassageRetriever.build(passages).bm25.idf_variant == "lucene"
+    # the textbook IDF stays selectable, with its negative weights
+    assert (BM25(idf="robertson").fit(DOCS).get_scores("the sat") < 0).any()
 
 
 def test_hand_computed_rank_bm25_floor():

@@ -2,6 +2,7 @@
 vocabulary against Hugging Face ``tokenizers`` (skipped when either is not installed)."""
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -126,6 +127,52 @@ def test_truncation_single_and_pair(tiny):
     assert types == [0] * 5 + [1] * 3
     with pytest.raises(ValueError, match="max_length"):
         tiny.encode("a", "b", max_length=2)
+
+
+def test_truncation_argument_as_hugging_face(tiny_vocab_file):
+    tok = WordPieceTokenizer.from_vocab_file(tiny_vocab_file, model_max_length=5)
+    v = tok.vocab
+    text = "a b a b a b"  # 6 tokens + [CLS] [SEP]
+    with pytest.warns(UserWarning, match="8 tokens, more than model_max_length 5"):
+        assert len(tok.encode(text)) == 8  # default: no max_length, no truncation (HF)
+    assert tok.encode(text, truncation=True) == [v["[CLS]"], v["a"], v["b"], v["a"], v["[SEP]"]]
+    assert tok.encode(text, truncation="longest_first") == tok.encode(text, truncation=True)
+    assert len(tok.encode(text, max_length=4)) == 4  # max_length alone truncates (HF)
+    assert len(tok.encode(text, max_length=7, truncation=True)) == 7  # above model_max_length
+    with pytest.warns(UserWarning):
+        assert len(tok.encode(text, max_length=4, truncation=False)) == 8
+    with pytest.warns(UserWarning):
+        assert len(tok.encode(text, truncation="do_not_truncate")) == 8
+    # only_first / only_second cut one text of a pair
+    ids, types = tok.encode_with_types("a a a a", "b b", max_length=6, truncation="only_first")
+    assert ids == [v["[CLS]"], v["a"], v["[SEP]"], v["b"], v["b"], v["[SEP]"]]
+    assert types == [0, 0, 0, 1, 1, 1]
+    ids = tok.encode("a a", "b b b b", max_length=6, truncation="only_second")
+    assert ids == [v["[CLS]"], v["a"], v["a"], v["[SEP]"], v["b"], v["[SEP]"]]
+    with pytest.raises(ValueError, match="only_second' needs a text_pair"):
+        tok.encode("a a", max_length=3, truncation="only_second")
+    with pytest.raises(ValueError, match="the other text alone has 4 tokens"):
+        tok.encode("a", "b b b b", max_length=6, truncation="only_first")
+    with pytest.raises(ValueError, match="truncation must be None, a bool or one of"):
+        tok.encode("a", truncation="longest")
+    with pytest.raises(ValueError, match="max_length must be an int or None, got 4.0"):
+        tok.encode("a", max_length=4.0)
+    batch = tok.encode_batch([text, "a"], truncation=True)  # model_max_length
+    assert batch["input_ids"].shape == (2, 5)
+    with pytest.raises(ValueError, match="row 0 has 8 tokens, more than max_length=6"):
+        with pytest.warns(UserWarning):
+            tok.encode_batch([text], max_length=6, padding="max_length", truncation=False)
+
+
+def test_truncation_true_needs_a_length(tiny):
+    assert tiny.model_max_length is None
+    with pytest.raises(ValueError, match="truncation=True needs max_length"):
+        tiny.encode("a b", truncation=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no limit known: no warning either
+        assert len(tiny.encode("a b " * 400)) == 802
+    with pytest.raises(ValueError, match="model_max_length must be a positive int"):
+        WordPieceTokenizer({"[UNK]": 0}, model_max_length=0)
 
 
 def test_truncate_pair_lengths_rule():
@@ -312,3 +359,21 @@ def test_find_minilm_files_env_override(tmp_path, monkeypatch):
     files = find_minilm_files()
     assert files is not None and files.vocab == tmp_path / "vocab.txt"
     assert files.weights == tmp_path / "model.safetensors"
+
+
+def test_truncation_matches_transformers(minilm):
+    transformers = pytest.importorskip("transformers")
+    from tinyllm.models.pretrained import load_pretrained_tokenizer
+
+    hf = transformers.BertTokenizerFast.from_pretrained(str(minilm.directory))
+    ours = load_pretrained_tokenizer("all-MiniLM-L6-v2")
+    assert ours.model_max_length == hf.model_max_length == 512
+    long = "the quick brown fox jumps over the lazy dog " * 70  # 632 tokens
+    other = "a man is eating food " * 3
+    options = [{}, {"max_length": 10}, {"truncation": True}, {"truncation": False},
+               {"max_length": 40, "truncation": "only_first"}]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both warn about the untruncated 632 tokens
+        for kwargs in options:
+            assert ours.encode(long, **kwargs) == hf.encode(long, **kwargs), kwargs
+            assert ours.encode(long, other, **kwargs) == hf.encode(long, other, **kwargs), kwargs

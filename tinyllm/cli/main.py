@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES = [
     "graph_cmd",
     "rag_cmd",
     "embed_cmd",
+    "align_cmd",
+    "quantize_cmd",
     "bench_cmd",
 ]
 
@@ -44,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # the command line is a program of its own: it tunes its process (tinyllm.runtime);
+    # `import tinyllm` alone never does
+    from tinyllm import runtime
+
+    runtime.tune_process()
     return int(args.func(args) or 0)
 
 

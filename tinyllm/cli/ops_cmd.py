@@ -1,5 +1,9 @@
 """``tinyllm ops``: every registered op, its family, its kernel tiers, and its gradcheck here.
 
+The tiers come from the kernel layer: each op names the kernels it calls (``OpInfo.kernels``)
+and each kernel declares the bodies it has (``tinyllm.kernels.kernel_tiers``); "-" means the
+op calls no kernel (its array code runs on NumPy or CuPy directly).
+
 ::
 
     tinyllm ops                     # table; gradchecks every op's samples (a second or two)
@@ -58,7 +62,8 @@ def check_op(name: str) -> dict:
 
 
 def op_rows(family: str | None = None, check: bool = True):
-    """Yield one dict per registered op (sorted by name): op, family, kernels, gradcheck."""
+    """Yield one dict per registered op (sorted by name): op, family, kernels (the kernel ops
+    it calls), tiers (the tiers those kernels have), gradcheck."""
     from tinyllm.registry import all_ops
 
     ops = all_ops()
@@ -68,7 +73,12 @@ def op_rows(family: str | None = None, check: bool = True):
     for name, info in sorted(ops.items()):
         if family is not None and info.family != family:
             continue
-        row = {"op": name, "family": info.family, "kernels": list(info.kernels)}
+        row = {
+            "op": name,
+            "family": info.family,
+            "kernels": list(info.kernels),
+            "tiers": list(info.tiers),
+        }
         if not info.differentiable:
             row["gradcheck"] = "n/a"
         elif check:
@@ -92,7 +102,7 @@ def _verdict(row: dict) -> str:
 def run(args) -> int:
     bad = total = 0
     if not args.json:
-        print(f"{'op':<30} {'family':<12} {'kernels':<24} {'gradcheck':<11} {'max rel err':>11}")
+        print(f"{'op':<30} {'family':<12} {'tiers':<24} {'gradcheck':<11} {'max rel err':>11}")
         print("-" * 92)
     errors = []
     for row in op_rows(args.family, check=not args.no_check):
@@ -103,7 +113,7 @@ def run(args) -> int:
         else:
             rel = f"{row['max_rel_error']:.2e}" if "max_rel_error" in row else ""
             print(
-                f"{row['op']:<30} {row['family']:<12} {','.join(row['kernels']):<24} "
+                f"{row['op']:<30} {row['family']:<12} {','.join(row['tiers']) or '-':<24} "
                 f"{_verdict(row):<11} {rel:>11}"
             )
             if row["gradcheck"] == "error":

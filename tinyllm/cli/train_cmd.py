@@ -1,4 +1,4 @@
-"""``tinyllm train``: train a GPT or Llama on the embedded corpus (or a text file)."""
+"""``tinyllm train``: train a Llama, GPT or Mamba on the embedded corpus (or a text file)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 from tinyllm.train.config import TrainConfig, load_config_file
 
 FLAG_HELP = {
-    "arch": "model family: llama or gpt",
+    "arch": "model family: llama, gpt or mamba",
+    "d_state": "mamba only: SSM state size N per channel",
+    "d_conv": "mamba only: width of the causal depthwise convolution",
+    "expand": "mamba only: d_inner = expand * d_model",
     "steps": "optimizer steps",
     "batch_size": "sequences per micro-batch",
     "seq_len": "context length in tokens",
@@ -19,13 +22,14 @@ FLAG_HELP = {
     "tokenizer": "a BPE tokenizer JSON from `tinyllm tokenizer train` (default: bytes)",
     "log_grads": "log per-parameter gradient/update norms to the run's JSONL and plot them",
     "name": "run folder name under --out-dir",
+    "eval_batches": "evaluate on the first N validation batches only (None: the whole split)",
 }
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a small GPT/Llama on the embedded corpus (the main job)",
+        help="train a small Llama/GPT/Mamba on the embedded corpus (the main job)",
         description="Train a language model with AdamW, warmup + cosine decay and gradient "
         "clipping; writes runs/<name>/ (config, JSONL log, loss.png, checkpoint).",
     )
@@ -42,7 +46,7 @@ def register(subparsers) -> None:
                            help=FLAG_HELP.get(f.name, ""))  # fmt: skip
             continue
         kind = {int: int, float: float, str: str}.get(type(default), None)
-        if f.name in ("n_kv_head", "ffn_hidden"):
+        if f.name in ("n_kv_head", "ffn_hidden", "eval_batches"):
             kind = int
         elif f.name in ("data", "tokenizer", "name"):
             kind = str
@@ -80,6 +84,7 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
+    from tinyllm.io.checkpoint import CheckpointError
     from tinyllm.train.loop import train
 
     try:
@@ -87,7 +92,12 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"tinyllm train: {exc}", file=sys.stderr)
         return 2
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(config, resume=args.resume, progress=not args.no_progress)
+    except (FileNotFoundError, CheckpointError, UnicodeDecodeError) as exc:
+        # a missing --data/--tokenizer file, or a --resume checkpoint that is absent/corrupt
+        print(f"tinyllm train: {exc}", file=sys.stderr)
+        return 2
     if result.interrupted:
         again = f" --config {args.config}" if args.config else ""
         print(f"stopped at step {result.step}; continue with: tinyllm train --resume "

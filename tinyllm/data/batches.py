@@ -27,15 +27,38 @@ def random_windows(
 
 
 def sequential_windows(
-    data: np.ndarray, batch_size: int, seq_len: int, max_batches: int | None = None
+    data: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    max_batches: int | None = None,
+    drop_last: bool = True,
 ):
-    """Non-overlapping windows covering ``data`` in order (for evaluation); yields (x, y)."""
+    """Non-overlapping windows covering ``data`` in order (for evaluation); yields (x, y).
+
+    Window k is ``x = data[k T : (k + 1) T]``, ``y = data[k T + 1 : (k + 1) T + 1]``, with
+    ``n = (len(data) - 1) // T`` full windows, ``batch_size`` per batch. The ``r = (len(data)
+    - 1) - n T`` targets after the last full window are dropped (``drop_last=True``) or yielded
+    as a final [1, r] batch (``drop_last=False``), so that every token after the first is a
+    target exactly once. ``max_batches`` stops after that many batches.
+    """
+    if data.ndim != 1:
+        raise ValueError(f"sequential_windows: data must be 1-D tokens, got shape {data.shape}")
+    if batch_size <= 0 or seq_len <= 0:
+        raise ValueError(
+            f"sequential_windows: batch_size and seq_len must be positive, "
+            f"got {batch_size} and {seq_len}"
+        )
     n = (len(data) - 1) // seq_len
     starts = np.arange(n) * seq_len
     offsets = np.arange(seq_len + 1)
-    for k, i in enumerate(range(0, n, batch_size)):
+    k = 0
+    for i in range(0, n, batch_size):
         if max_batches is not None and k >= max_batches:
             return
         s = starts[i : i + batch_size]
         windows = data[s[:, None] + offsets[None, :]].astype(np.int64)
         yield windows[:, :-1], windows[:, 1:]
+        k += 1
+    tail = data[n * seq_len :].astype(np.int64)  # r + 1 tokens
+    if not drop_last and len(tail) > 1 and (max_batches is None or k < max_batches):
+        yield tail[None, :-1], tail[None, 1:]

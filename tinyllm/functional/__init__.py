@@ -24,11 +24,12 @@ from tinyllm.functional.positional import *  # noqa: F403
 from tinyllm.functional.reductions import *  # noqa: F403
 from tinyllm.functional.shape import *  # noqa: F403
 from tinyllm.functional.softmax import *  # noqa: F403
+from tinyllm.functional.ssm import *  # noqa: F403
 
 _FAMILIES = (
     "activations", "arithmetic", "attention", "comparison", "conversion", "dropout",
     "embedding", "indexing", "linalg", "linear", "losses", "norms", "pointwise", "positional",
-    "reductions", "shape", "softmax",
+    "reductions", "shape", "softmax", "ssm",
 )  # fmt: skip
 __all__ = sorted(
     {

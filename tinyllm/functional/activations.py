@@ -8,6 +8,8 @@ Elementwise, with Phi and phi the standard normal CDF and density, sigma the log
         gelu_tanh' = (1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2,  t = tanh u
     silu(x)        = x sigma(x)
         silu'(x)   = sigma(x) (1 + x (1 - sigma(x)))
+    logsigmoid(x)  = log sigma(x) = -softplus(-x) = min(x, 0) - log(1 + exp(-|x|))
+        logsigmoid'(x) = 1 - sigma(x) = sigma(-x)
 
 Gated units take one tensor, split it into two equal halves along ``dim`` and multiply one
 half by an activation of the other. Two conventions exist; both are kept, as their users
@@ -27,7 +29,10 @@ half is the gate. Backward of ``y = act(gate) * up``:
 and the two halves are concatenated back along ``dim``. Each gated unit is one Function that
 saves only its input. gelu and silu run ``tinyllm.kernels.activation_forward/backward``,
 swiglu and geglu ``tinyllm.kernels.glu_forward/backward`` (reference, Numba and CUDA tiers;
-``kernels/glu.py`` holds the readable reference); glu and reglu are written here.
+``kernels/glu.py`` holds the readable reference); glu, reglu and logsigmoid are written here.
+logsigmoid is one Function, not log(sigmoid(x)): that composite rounds sigma(x) to 1 for
+x > ~37 (float64) and underflows to log(0) for x < ~-745; the form above never exponentiates a
+positive number and has no kink at 0.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ import math
 from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
-from tinyllm.functional._util import from_last, normalize_dim, to_last
+from tinyllm.functional._util import apply_inplace, check_float, from_last, normalize_dim, to_last
 
-__all__ = ["geglu", "gelu", "glu", "reglu", "silu", "swiglu"]
+__all__ = ["geglu", "gelu", "glu", "logsigmoid", "reglu", "silu", "swiglu"]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -95,6 +100,22 @@ class GELU(_KernelActivation):
 
 class SiLU(_KernelActivation):
     """silu(x) = x sigma(x);  dx = dy sigma(x) (1 + x (1 - sigma(x)))."""
+
+
+class LogSigmoid(Function):
+    """y = log sigma(x) = min(x, 0) - log1p(exp(-|x|));  dx = dy sigma(-x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)  # x: input
+        xp = get_array_module(x)
+        return (xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        # y = log sigma(x)  =>  dx = dy (1 - sigma(x)) = dy sigma(-x)
+        return (dy * _sigmoid(-x)).astype(x.dtype, copy=False)
 
 
 class GLU(Function):
@@ -165,11 +186,6 @@ class SwiGLU(_KernelGLU):
 # ---------------------------------------------------------------- functional wrappers
 
 
-def _check_float(op: str, input) -> None:
-    if input.dtype.kind != "f" and input.dtype.name != "bfloat16":
-        raise TypeError(f"{op}: expected a floating-point input, got {input.dtype}")
-
-
 def _check_approximate(op: str, approximate) -> str:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -178,7 +194,7 @@ def _check_approximate(op: str, approximate) -> str:
 
 def _gated_dim(op: str, input, dim: int) -> int:
     """``dim`` normalized, after checking the input splits into two equal halves there."""
-    _check_float(op, input)
+    check_float(op, input)
     if input.ndim == 0:
         raise ValueError(f"{op}: expected an input with at least 1 dim, got a 0-d tensor")
     d = normalize_dim(dim, input.ndim, op)
@@ -197,20 +213,36 @@ def gelu(input, approximate: str = "none"):
     >>> F.gelu(tinyllm.tensor([0.0, 1.0]))
     tensor([0.    , 0.8413])
     """
-    _check_float("gelu", input)
+    check_float("gelu", input)
     approximate = _check_approximate("gelu", approximate)
     return GELU.apply(input, "gelu_tanh" if approximate == "tanh" else "gelu")
 
 
 def silu(input, inplace: bool = False):
-    """Sigmoid linear unit (swish) ``x * sigmoid(x)``. ``inplace`` is accepted and ignored.
+    """Sigmoid linear unit (swish) ``x * sigmoid(x)``.
+
+    ``inplace=True`` writes the result into ``input`` and returns it, as PyTorch; it is not
+    differentiable (under grad mode, an input that requires grad raises).
 
     >>> import tinyllm, tinyllm.functional as F
     >>> F.silu(tinyllm.tensor([0.0, 1.0]))
     tensor([0.    , 0.7311])
     """
-    _check_float("silu", input)
+    check_float("silu", input)
+    if inplace:
+        return apply_inplace("silu", lambda x: SiLU.apply(x, "silu"), input)
     return SiLU.apply(input, "silu")
+
+
+def logsigmoid(input):
+    """``log(sigmoid(x))`` elementwise, numerically stable for any ``x`` (``-softplus(-x)``).
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> F.logsigmoid(tinyllm.tensor([0.0, -50.0]))
+    tensor([ -0.6931, -50.    ])
+    """
+    check_float("logsigmoid", input)
+    return LogSigmoid.apply(input)
 
 
 def glu(input, dim: int = -1):

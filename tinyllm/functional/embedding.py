@@ -13,10 +13,18 @@ picked several times accumulate (a scatter-add, ``tinyllm.backend.scatter_add``)
 As PyTorch, the row at ``padding_idx`` is returned by the forward like any other but never
 receives a gradient, so it stays a fixed "pad" vector during training. The index tensor gets
 no gradient. Only the indices are saved (and the table's shape). Kernel tiers: reference only.
+
+An index outside [0, V) raises IndexError. That check reads the indices' values: on a NumPy
+index it is free and always done; on a device index it would be a host sync per call, so it
+runs only under ``tinyllm.detect_anomaly()`` (check the host batch before moving it, or turn
+anomaly detection on to debug).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from tinyllm.anomaly import is_anomaly_enabled
 from tinyllm.backend import get_array_module, scatter_add
 from tinyllm.function import Function
 from tinyllm.tensor import Tensor
@@ -81,7 +89,9 @@ def embedding(
             f"got shape {tuple(weight.shape)}"
         )
     V = weight.shape[0]
-    if idx.size:
+    # the range check reads values: free on a NumPy index, a host sync on a device one, where
+    # it runs only under detect_anomaly (unchecked, CuPy's indexing wraps an out-of-range index)
+    if idx.size and (get_array_module(idx) is np or is_anomaly_enabled()):
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= V:
             bad = low if low < 0 else high

@@ -61,7 +61,12 @@ class Gather(Function):
     def backward(ctx, dy):
         xp = get_array_module(dy)
         dx = xp.zeros(ctx.shape, dtype=dy.dtype)
-        grid = list(xp.indices(ctx.index.shape, sparse=True))
+        # open (broadcastable) grids of the other dims; CuPy's indices has no sparse=
+        shape = ctx.index.shape
+        grid = [
+            xp.arange(n).reshape((1,) * d + (n,) + (1,) * (len(shape) - d - 1))
+            for d, n in enumerate(shape)
+        ]
         grid[ctx.dim] = ctx.index
         backend.scatter_add(dx, tuple(grid), dy)
         return dx, None, None

@@ -36,13 +36,10 @@ import numpy as np
 from tinyllm import kernels
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
+from tinyllm.functional._util import check_float
+from tinyllm.kernels.arrays import compute_dtype
 
 __all__ = ["group_norm", "layer_norm", "rms_norm"]
-
-
-def _compute_dtype(dtype) -> np.dtype:
-    """float64 stays float64; every narrower float is computed in float32."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def _cast(array, dtype):
@@ -123,7 +120,7 @@ class GroupNorm(Function):
     def forward(ctx, x, weight, bias, num_groups, eps):
         # x: [N, C, *spatial]; rows are [N, G, M] with M = (C / G) * prod(spatial)
         # weight, bias: [C] or None, one value per channel
-        acc = _compute_dtype(x.dtype)
+        acc = compute_dtype(x.dtype)
         N, C = x.shape[0], x.shape[1]
         xg = _cast(x, acc).reshape(N, num_groups, -1)  # [N, G, M]
         mean = xg.mean(axis=2, keepdims=True)  # [N, G, 1]
@@ -198,11 +195,6 @@ def _check_param(op: str, name: str, param, shape: tuple, input) -> None:
         raise TypeError(f"{op}: {name} has dtype {param.dtype} but the input has {input.dtype}")
 
 
-def _check_float(op: str, input) -> None:
-    if input.dtype.kind != "f" and input.dtype.name != "bfloat16":
-        raise TypeError(f"{op}: expected a floating-point input, got {input.dtype}")
-
-
 # ---------------------------------------------------------------- functional wrappers
 
 
@@ -215,7 +207,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     >>> F.layer_norm(tinyllm.tensor([[1.0, 3.0]]), (2,))
     tensor([[-1.,  1.]])
     """
-    _check_float("layer_norm", input)
+    check_float("layer_norm", input)
     shape = _normalized_shape("layer_norm", input, normalized_shape)
     _check_param("layer_norm", "weight", weight, shape, input)
     _check_param("layer_norm", "bias", bias, shape, input)
@@ -232,7 +224,7 @@ def rms_norm(input, normalized_shape, weight=None, eps: float | None = None):
     >>> F.rms_norm(tinyllm.tensor([[3.0, -3.0]]), (2,))
     tensor([[ 1., -1.]])
     """
-    _check_float("rms_norm", input)
+    check_float("rms_norm", input)
     shape = _normalized_shape("rms_norm", input, normalized_shape)
     _check_param("rms_norm", "weight", weight, shape, input)
     if eps is None:
@@ -248,7 +240,7 @@ def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5
     >>> F.group_norm(tinyllm.tensor([[[1.0], [3.0]]]), 1).reshape(-1)
     tensor([-1.,  1.])
     """
-    _check_float("group_norm", input)
+    check_float("group_norm", input)
     if input.ndim < 2:
         raise ValueError(
             f"group_norm: expected an input of shape [N, C, *] (at least 2 dims), "

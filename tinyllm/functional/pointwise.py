@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from tinyllm.backend import get_array_module
 from tinyllm.function import Function
+from tinyllm.functional._util import apply_inplace
 from tinyllm.tensor import Tensor
 
 __all__ = [
@@ -258,7 +259,18 @@ def sigmoid(input):
 
 
 def relu(input, inplace: bool = False):
-    """max(x, 0) elementwise (``inplace`` is accepted for PyTorch compatibility, ignored)."""
+    """max(x, 0) elementwise.
+
+    ``inplace=True`` writes the result into ``input`` and returns it, as PyTorch; it is not
+    differentiable (under grad mode, an input that requires grad raises).
+
+    >>> import tinyllm, tinyllm.functional as F
+    >>> x = tinyllm.tensor([-1.0, 2.0])
+    >>> F.relu(x, inplace=True) is x, x
+    (True, tensor([0., 2.]))
+    """
+    if inplace:
+        return apply_inplace("relu", Relu.apply, input)
     return Relu.apply(input)
 
 

@@ -16,7 +16,11 @@ A rotation is orthogonal, so the backward is the rotation by the negative angle:
     da_i = da'_i cos(m theta_i) + db'_i sin(m theta_i)
     db_i = db'_i cos(m theta_i) - da'_i sin(m theta_i)
 
-The Function saves only the cos/sin tables ([T, D/2], no batch or head dims), not x.
+The arithmetic of both directions lives in one place, ``tinyllm.kernels.rope_forward`` and
+``rope_backward`` (``kernels/rope.py``): its reference tier is the readable array code, and
+the Numba and CUDA tiers are tested against it; the Function here keeps the math of the op
+(tables, what is saved) and calls them. It saves only the cos/sin tables, not x: [T, D/2]
+(no batch or head dims), or positions.shape + [D/2] for explicit per-sequence positions.
 Angles are computed in float64 and cast to x's dtype, so positions of 10^4 and more stay exact.
 Context extension (``scaling``): ``{"type": "linear", "factor": f}`` is position interpolation
 (positions m / f, Chen et al. 2023); ``{"type": "ntk", "factor": f}`` is NTK-aware scaling
@@ -33,7 +37,7 @@ Sinusoidal encoding (Vaswani et al. 2017): PE[t, 2i] = sin(t / base^(2i/D)),
 PE[t, 2i + 1] = cos(t / base^(2i/D)).
 
 Only ``rotary_embedding`` is differentiable; the others build constant tables.
-Kernel tiers: reference (NumPy/CuPy array ops) only.
+Kernel tiers (RoPE only): reference (NumPy/CuPy), Numba, CUDA, picked by ``tinyllm.kernels``.
 """
 
 from __future__ import annotations
@@ -170,55 +174,23 @@ def rope_cos_sin(
 
 
 # ---------------------------------------------------------------- rotary embedding
-def _split_pairs(x, interleaved: bool):
-    """The two members (a, b) of each rotated pair, each [..., D/2]."""
-    if interleaved:
-        return x[..., 0::2], x[..., 1::2]
-    half = x.shape[-1] // 2
-    return x[..., :half], x[..., half:]
-
-
-def _join_pairs(a, b, interleaved: bool):
-    """Inverse of ``_split_pairs``: [..., D/2] twice -> [..., D]."""
-    xp = get_array_module(a)
-    if interleaved:
-        return xp.stack([a, b], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))
-    return xp.concatenate([a, b], axis=-1)
-
-
 class RotaryEmbedding(Function):
-    """Rotate each pair (a_i, b_i) of the last dim by the angle m theta_i."""
+    """Rotate each pair (a_i, b_i) of the last dim by the angle m theta_i (tinyllm.kernels)."""
 
     @staticmethod
     def forward(ctx, x, cos, sin, interleaved):
-        # x: [..., T, D]; cos, sin: [T, D/2] (or broadcastable to x's [..., T, D/2])
+        # x: [..., T, D]; cos, sin: [T, D/2] or broadcastable to x's [..., T, D/2]
         ctx.save_for_backward(cos, sin)
         ctx.interleaved = interleaved
-        if _table_shaped(x, cos):  # the common case: tinyllm.kernels (reference/Numba/CUDA)
-            return kernels.rope_forward(x, cos, sin, interleaved=interleaved)
-        a, b = _split_pairs(x, interleaved)
-        return _join_pairs(a * cos - b * sin, b * cos + a * sin, interleaved)
+        # a' = a cos - b sin,  b' = b cos + a sin
+        return kernels.rope_forward(x, cos, sin, interleaved=interleaved)
 
     @staticmethod
     def backward(ctx, dout):
         cos, sin = ctx.saved_tensors
-        # a' = a cos - b sin, b' = b cos + a sin  =>  rotate (da', db') by the negative angle
-        if _table_shaped(dout, cos):
-            return (
-                kernels.rope_backward(dout, cos, sin, interleaved=ctx.interleaved),
-                None,
-                None,
-                None,
-            )
-        da_out, db_out = _split_pairs(dout, ctx.interleaved)
-        da = da_out * cos + db_out * sin
-        db = db_out * cos - da_out * sin
-        return _join_pairs(da, db, ctx.interleaved), None, None, None
-
-
-def _table_shaped(x, cos) -> bool:
-    """True when cos is one [T, D/2] table for every row (what the kernels take)."""
-    return cos.ndim == 2 and cos.shape == (x.shape[-2], x.shape[-1] // 2) and cos.dtype == x.dtype
+        # a' = a cos - b sin, b' = b cos + a sin  =>  rotate (da', db') by the negative angle:
+        # da = da' cos + db' sin,  db = db' cos - da' sin
+        return kernels.rope_backward(dout, cos, sin, interleaved=ctx.interleaved), None, None, None
 
 
 def rotary_embedding(

@@ -116,9 +116,9 @@ def attend(
     additive float tensor broadcastable to [B, H, Tq, Tk] (ALiBi, T5); ``attn_mask``: bool
     (True = attend) or float (added), broadcastable likewise. Returns [B, H, Tq, Dv].
 
-    Uses the fused ``F.scaled_dot_product_attention`` (GQA without repeating K/V), except
-    when ``bias`` requires a gradient: then a composite of engine ops (grouped layout, still
-    no repeated K/V) so that the bias is trained.
+    One call of ``F.scaled_dot_product_attention`` (GQA without repeating K/V); a ``bias``
+    that requires grad (learned ALiBi slopes, T5 buckets) gets its gradient through SDPA's
+    float mask.
     """
     xp = get_array_module(q.data)
     Tq, Tk = q.shape[-2], k.shape[-2]
@@ -140,66 +140,25 @@ def attend(
             q, k, v, attn_mask=visible, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
         )
 
-    # general case: one bool "allowed" and one float "additive" term
+    # general case: one bool "allowed" and one float "additive" term (which may be learned:
+    # SDPA gives a float mask its gradient, summed back to the bias's broadcast shape)
     allowed = _visibility(xp, Tq, Tk, causal, window)
     additive = bias
     if attn_mask is not None:
-        m = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        m = attn_mask if isinstance(attn_mask, Tensor) else Tensor(xp.asarray(attn_mask))
         if m.dtype.kind == "b":
-            allowed = m if allowed is None else allowed & m
+            allowed = m.data if allowed is None else allowed & m.data
         else:
-            m = Tensor(m.astype(q.dtype))
             additive = m if additive is None else additive + m
-    if additive is not None and additive.requires_grad:
-        return _composite_attention(q, k, v, additive, allowed, dropout_p, scale)
     if additive is None:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
         )
-    float_mask = additive.data.astype(q.dtype, copy=False)
     if allowed is not None:
-        float_mask = xp.where(allowed, float_mask, -xp.inf).astype(q.dtype)
+        additive = additive + Tensor(xp.where(allowed, 0.0, -xp.inf).astype(q.dtype))
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=float_mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+        q, k, v, attn_mask=additive, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
     )
-
-
-def _composite_attention(q, k, v, bias, allowed, dropout_p, scale):
-    """The same attention from engine ops, differentiable in ``bias`` (grouped layout)."""
-    B, H, Tq, D = q.shape
-    Hkv = k.shape[-3]
-    G = H // Hkv
-    scale = 1.0 / np.sqrt(D) if scale is None else scale
-    q5 = q.reshape(B, Hkv, G, Tq, D)  # [B, Hkv, G, Tq, D]
-    k5 = k.unsqueeze(2)  # [B, Hkv, 1, Tk, D]: broadcast over the group, never copied
-    v5 = v.unsqueeze(2)  # [B, Hkv, 1, Tk, Dv]
-    scores = (q5 @ k5.transpose(-1, -2)) * scale  # [B, Hkv, G, Tq, Tk]
-    b = bias
-    while b.ndim < 4:
-        b = b.unsqueeze(0)
-    heads = b.shape[-3]
-    b = b.reshape(b.shape[:-3] + ((Hkv, G) if heads == H else (1, 1)) + b.shape[-2:])
-    scores = scores + b
-    dead = None
-    if allowed is not None:
-        xp = get_array_module(q.data)
-        hidden = ~allowed  # True where masked
-        while hidden.ndim < 4:
-            hidden = hidden[None]
-        split = (Hkv, G) if hidden.shape[-3] == H else (1, 1)
-        hidden = xp.broadcast_to(
-            hidden.reshape(hidden.shape[:-3] + split + hidden.shape[-2:]), scores.shape
-        )
-        # a finite fill: exp(fill - max) is exactly 0 on partly masked rows, and fully masked
-        # rows (left padding) stay finite; they are zeroed below, as the fused op does
-        scores = F.masked_fill(scores, hidden, float(np.finfo(q.dtype).min))
-        dead = hidden.all(axis=-1, keepdims=True)
-    p = F.softmax(scores, dim=-1)
-    if dead is not None and bool(dead.any()):
-        p = F.masked_fill(p, xp.broadcast_to(dead, p.shape), 0.0)
-    if dropout_p > 0:
-        p = F.dropout(p, dropout_p, training=True)
-    return (p @ v5).reshape(B, H, Tq, v.shape[-1])
 
 
 class Attention(Module):

@@ -22,13 +22,17 @@ def _fans(t: Tensor) -> tuple[int, int]:
 
 
 def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    """U[a, b) in place, drawn on ``t``'s device (CuPy's generator has no ``uniform``)."""
+    values = backend.uniform(backend.generator(t.device), a, b, t.shape, t.dtype)
     with no_grad():
-        return t.uniform_(a, b)
+        return t.copy_(values)
 
 
 def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """N(mean, std^2) in place, drawn on ``t``'s device (CuPy's generator has no ``normal``)."""
+    values = backend.normal(backend.generator(t.device), mean, std, t.shape, t.dtype)
     with no_grad():
-        return t.normal_(mean, std)
+        return t.copy_(values)
 
 
 def zeros_(t: Tensor) -> Tensor:
@@ -65,12 +69,18 @@ def xavier_normal_(t: Tensor, gain: float = 1.0) -> Tensor:
 
 
 def trunc_normal_(t: Tensor, mean=0.0, std=1.0, a=-2.0, b=2.0) -> Tensor:
-    """Normal samples redrawn until inside [a, b] (absolute bounds, as PyTorch)."""
+    """Normal samples redrawn until inside [a, b] (absolute bounds, as PyTorch).
+
+    Device-side: out-of-range entries are replaced from a fresh draw with ``where`` (CuPy's
+    generator has no ``normal`` and boolean-mask assignment sizes are host syncs); one host
+    sync per round (``bad.any()``), a few rounds at initialization.
+    """
     gen = backend.generator(t.device)
-    out = gen.normal(mean, std, t.shape)
+    xp = backend.xp_for(t.device)
+    out = backend.normal(gen, mean, std, t.shape)
     bad = (out < a) | (out > b)
-    while bad.any():
-        out[bad] = gen.normal(mean, std, int(bad.sum()))
+    while bool(bad.any()):
+        out = xp.where(bad, backend.normal(gen, mean, std, t.shape), out)
         bad = (out < a) | (out > b)
     with no_grad():
         return t.copy_(out.astype(t.dtype))

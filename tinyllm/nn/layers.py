@@ -98,8 +98,17 @@ class Dropout(Module):
 
 
 class ReLU(Module):
+    """``F.relu``; ``inplace=True`` overwrites the input (not differentiable), as PyTorch."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x):
-        return F.relu(x)
+        return F.relu(x, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class Tanh(Module):
@@ -122,8 +131,17 @@ class GELU(Module):
 
 
 class SiLU(Module):
+    """``F.silu``; ``inplace=True`` overwrites the input (not differentiable), as PyTorch."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x):
-        return F.silu(x)
+        return F.silu(x, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class CrossEntropyLoss(Module):

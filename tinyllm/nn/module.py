@@ -154,31 +154,59 @@ class Module:
                 p.grad = Tensor(backend.get_array_module(p.data).zeros_like(p.grad.data))
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> OrderedDict:
-        """Parameters and persistent buffers by dotted name (detached Tensors, shared data)."""
-        state = OrderedDict()
+    def state_dict(
+        self, *, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> OrderedDict:
+        """Parameters and persistent buffers by ``prefix`` + dotted name, as PyTorch.
+
+        Values are detached Tensors sharing the data, or with ``keep_vars=True`` the
+        Parameters and buffers themselves. A parameter shared by two modules (tied weights)
+        appears under both names. ``destination``: a dict to fill and return instead of a
+        new OrderedDict.
+        """
+        state = OrderedDict() if destination is None else destination
+        for key, t in self._state_items():
+            state[prefix + key] = t if keep_vars else t.detach()
+        return state
+
+    def _state_items(self) -> Iterator:
+        """(dotted name, Parameter or persistent buffer) for every entry of the state dict."""
         for module_prefix, module in self.named_modules():
             for name, p in module._parameters.items():
                 if p is not None:
-                    state[f"{module_prefix}.{name}" if module_prefix else name] = p.detach()
+                    yield (f"{module_prefix}.{name}" if module_prefix else name), p
             for name, b in module._buffers.items():
                 if b is not None and name not in module._non_persistent:
-                    state[f"{module_prefix}.{name}" if module_prefix else name] = b.detach()
-        return state
+                    yield (f"{module_prefix}.{name}" if module_prefix else name), b
 
-    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy values (Tensors or NumPy arrays) into the parameters and buffers.
+    def _owners(self) -> dict:
+        """dotted name -> (owning module, attribute name, is a parameter)."""
+        owners = {}
+        for module_prefix, module in self.named_modules():
+            for is_param, table in ((True, module._parameters), (False, module._buffers)):
+                for name, t in table.items():
+                    if t is not None:
+                        key = f"{module_prefix}.{name}" if module_prefix else name
+                        owners[key] = (module, name, is_param)
+        return owners
+
+    def load_state_dict(
+        self, state_dict, strict: bool = True, assign: bool = False
+    ) -> IncompatibleKeys:
+        """Load parameters and buffers from ``state_dict`` (Tensors or NumPy arrays).
 
         Every key and shape is checked before anything is written: with ``strict``, missing
         or unexpected keys raise; a shape mismatch always raises. On error nothing changes.
+
+        ``assign=False`` (default) copies the values into the existing tensors, keeping
+        their dtype and device. ``assign=True`` makes the state dict's tensors the module's
+        (their dtype and device are kept; no copy), as PyTorch: a value for a parameter that
+        is not a ``Parameter`` is wrapped in one; either way ``requires_grad`` stays the
+        module parameter's; one value given under two keys (tied weights) becomes one
+        Parameter again.
         """
-        own = self.state_dict()
-        targets = {}
-        for module_prefix, module in self.named_modules():
-            for table in (module._parameters, module._buffers):
-                for name, t in table.items():
-                    if t is not None:
-                        targets[f"{module_prefix}.{name}" if module_prefix else name] = t
+        own = OrderedDict(self._state_items())
+        owners = self._owners()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
@@ -202,18 +230,43 @@ class Module:
                     f"the model has {tuple(own[key].shape)}"
                 )
                 continue
-            values[key] = array
+            values[key] = value if assign else array
         if problems:
             raise RuntimeError(
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
                 + "\n  ".join(problems)
             )
+        if assign:
+            self._assign(values, own, owners)
+            return IncompatibleKeys(missing, unexpected)
         for key, array in values.items():
-            target = targets[key]
+            target = own[key]
             converted = backend.to_device(array, target.device)
             target._data = converted.astype(target.dtype, copy=True)
             target._version.value += 1
         return IncompatibleKeys(missing, unexpected)
+
+    @staticmethod
+    def _assign(values: dict, own: dict, owners: dict) -> None:
+        """``load_state_dict(assign=True)``: put the given tensors in place of the module's."""
+        made: dict[int, Tensor] = {}  # id(value) -> what it became, so ties stay tied
+        for key, value in values.items():
+            module, name, is_param = owners[key]
+            new = made.get(id(value))
+            if new is None:
+                if is_param:
+                    if isinstance(value, Parameter):  # requires_grad is the module's (PyTorch)
+                        new = value.requires_grad_(own[key].requires_grad)
+                    else:
+                        new = Parameter(value, requires_grad=own[key].requires_grad)
+                else:
+                    new = value if isinstance(value, Tensor) else Tensor(value)
+                made[id(value)] = new
+            if is_param:
+                setattr(module, name, new)
+            else:
+                module._buffers[name] = new
+                object.__setattr__(module, name, new)
 
     def to(self, *args, dtype=None, device=None) -> Module:
         """Move/cast every parameter and buffer in place (parameters stay the same objects)."""

@@ -9,8 +9,10 @@ At step t, with gradient g and decay wd:
     v_max <- max(v_max, v)                with amsgrad (and v_max replaces v below)
     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-AdamW without amsgrad runs ``tinyllm.kernels.adamw_step`` (one fused pass per parameter;
-reference, Numba and CUDA tiers); Adam and amsgrad run the array code below.
+AdamW without amsgrad runs ``tinyllm.kernels.adamw_step_multi`` once per parameter group
+(per step count t and dtype within it): on the GPU one launch updates every parameter, on the
+CPU it makes the same fused pass per parameter as ``adamw_step`` (bit-identical results).
+Adam and amsgrad run the array code below.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Adam(Optimizer):
     def step(self) -> None:
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            fused = self.decoupled and not group["amsgrad"]
+            # (t, array module, dtypes of p, g, m, v) -> parallel lists for adamw_step_multi
+            batches: dict[tuple, tuple[list, list, list, list]] = {}
             for p, state in self._params_with_grad(group):
                 xp = get_array_module(p.data)
                 g = p.grad.data
@@ -68,12 +73,11 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
-                if self.decoupled and not group["amsgrad"]:
-                    # the same update in one fused pass (tinyllm.kernels: reference/Numba/CUDA)
-                    kernels.adamw_step(
-                        p.data, g, state["exp_avg"], state["exp_avg_sq"], step=t, lr=lr,
-                        betas=(b1, b2), eps=eps, weight_decay=wd,
-                    )  # fmt: skip
+                if fused:
+                    m, v = state["exp_avg"], state["exp_avg_sq"]
+                    key = (t, xp, p.data.dtype, g.dtype, m.dtype, v.dtype)
+                    for seq, a in zip(batches.setdefault(key, ([], [], [], [])), (p.data, g, m, v)):
+                        seq.append(a)
                     p._version.value += 1  # updated in place: graphs that saved p are stale
                     continue
                 if wd:
@@ -92,6 +96,12 @@ class Adam(Optimizer):
                 step_size = lr / (1 - b1**t)
                 denom = xp.sqrt(v) / p.dtype.type(math.sqrt(1 - b2**t)) + p.dtype.type(eps)
                 p.data -= p.dtype.type(step_size) * (m / denom)
+            for (t, *_), (params, grads, exp_avgs, exp_avg_sqs) in batches.items():
+                # one fused update of the batch (tinyllm.kernels: reference/Numba/CUDA)
+                kernels.adamw_step_multi(
+                    params, grads, exp_avgs, exp_avg_sqs, step=t, lr=lr, betas=(b1, b2),
+                    eps=eps, weight_decay=wd,
+                )  # fmt: skip
 
 
 class AdamW(Adam):

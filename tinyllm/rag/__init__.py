@@ -7,10 +7,12 @@ Numba kernels). Lexical: :mod:`~tinyllm.rag.bm25`. Hybrid: :mod:`~tinyllm.rag.fu
 min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE). Context side:
 :mod:`~tinyllm.rag.compress` (extractive, surprisal), :mod:`~tinyllm.rag.rerank` (MMR,
 cross-encoder). Passages and the store: :mod:`~tinyllm.rag.passages`,
-:mod:`~tinyllm.rag.retriever`. Nothing is compiled at import; Numba kernels compile on first
-use (and are cached beside the sources).
+:mod:`~tinyllm.rag.retriever`. Embedders: :class:`TfidfProjectionEmbedder` (no model) and
+:class:`MiniLMEmbedder` (all-MiniLM-L6-v2, from :mod:`tinyllm.embeddings`). Nothing is
+compiled at import; Numba kernels compile on first use (and are cached beside the sources).
 """
 
+from tinyllm.embeddings import MiniLMEmbedder
 from tinyllm.rag.bm25 import BM25, bm25_idf
 from tinyllm.rag.compress import extractive_compress, surprisal_compress
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
@@ -34,6 +36,7 @@ __all__ = [
     "HNSWIndex",
     "IVFIndex",
     "LSHIndex",
+    "MiniLMEmbedder",
     "Passage",
     "PassageRetriever",
     "TfidfProjectionEmbedder",

@@ -9,10 +9,13 @@ where f(t,d) is the count of t in d, n(t) the number of documents containing t, 
 query weight of t (its count, or the weight given in a ``{term: weight}`` query).
 Defaults k1 = 1.5, b = 0.75. The IDF is selected by ``idf``:
 
-- ``"robertson"`` (default, textbook Robertson–Spärck Jones): ln((N − n + 0.5)/(n + 0.5)).
-  Negative for terms in more than half the documents.
-- ``"lucene"``: ln(1 + (N − n + 0.5)/(n + 0.5)), always positive (Lucene/Elasticsearch; they
-  also drop the (k1 + 1) factor, which does not change rankings; it is kept here).
+- ``"lucene"`` (default): ln(1 + (N − n + 0.5)/(n + 0.5)), always positive
+  (Lucene/Elasticsearch; they also drop the (k1 + 1) factor, which does not change rankings;
+  it is kept here). The default everywhere in ``tinyllm.rag`` (``BM25``, ``bm25_idf``,
+  ``PassageRetriever``, ``tinyllm rag build``).
+- ``"robertson"`` (textbook Robertson–Spärck Jones): ln((N − n + 0.5)/(n + 0.5)).
+  Negative for terms in more than half the documents, so a common word in the query
+  *lowers* a document's score; selectable for study.
 - ``"rank_bm25"``: as ``rank_bm25.BM25Okapi``: Robertson IDF, then every negative IDF is
   replaced by ε · (mean IDF over the vocabulary, computed before the replacement), ε = 0.25.
 
@@ -37,8 +40,11 @@ IDF_VARIANTS = ("robertson", "lucene", "rank_bm25")
 Query = str | Sequence[str] | Mapping[str, float]
 
 
-def bm25_idf(n_docs: int, doc_freq: np.ndarray, variant: str = "robertson", epsilon: float = 0.25):
-    """IDF of terms with document frequencies ``doc_freq`` in N = ``n_docs`` documents."""
+def bm25_idf(
+    n_docs: int, doc_freq: np.ndarray, variant: str = "lucene", epsilon: float = 0.25
+) -> np.ndarray:
+    """IDF of terms with document frequencies ``doc_freq`` in N = ``n_docs`` documents
+    (``variant``: ``"lucene"`` by default, ``"robertson"`` or ``"rank_bm25"``)."""
     if variant not in IDF_VARIANTS:
         raise ValueError(f"bm25_idf: variant must be one of {IDF_VARIANTS}, got {variant!r}")
     n = np.asarray(doc_freq, dtype=np.float64)
@@ -61,15 +67,20 @@ class BM25:
     >>> ids.tolist()
     [0, 2]
 
-    With the textbook IDF a term in more than half the documents has a negative weight:
-    in the first three documents alone, "cat" (n = 2 of N = 3) scores below zero.
+    The IDF is Lucene's (never negative) unless ``idf`` says otherwise. With the textbook
+    ``idf="robertson"`` a term in more than half the documents has a negative weight:
+
+    >>> BM25(idf="robertson").fit(docs[:3]).get_scores("cat").round(3).tolist()
+    [-0.556, 0.0, -0.439]
+    >>> BM25().fit(docs[:3]).get_scores("cat").round(3).tolist()
+    [0.512, 0.0, 0.404]
     """
 
     def __init__(
         self,
         k1: float = 1.5,
         b: float = 0.75,
-        idf: str = "robertson",
+        idf: str = "lucene",
         epsilon: float = 0.25,
         tokenizer: Callable[[str], list[str]] = tokenize,
     ) -> None:

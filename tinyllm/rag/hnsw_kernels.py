@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyllm.rag.kernels import heap_pop, heap_push, row_distance, rows_distance
+from tinyllm.rag.search_kernels import heap_pop, heap_push, row_distance, rows_distance
 
 _TAG_LIMIT = 2**31 - 2
 

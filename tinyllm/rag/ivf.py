@@ -23,9 +23,9 @@ import numpy as np
 from numba import njit
 
 from tinyllm.rag.exact import top_k
-from tinyllm.rag.kernels import heap_pop, heap_push, row_distance
 from tinyllm.rag.kmeans import assign_to_centroids, kmeans
 from tinyllm.rag.persistence import load_typed, save_arrays
+from tinyllm.rag.search_kernels import heap_pop, heap_push, row_distance
 from tinyllm.rag.similarity import (
     check_metric,
     distances_to_scores,

@@ -4,9 +4,10 @@
 with a dense vector index (exact or HNSW, cosine). ``search(query, k, mode)`` answers with
 ``mode`` in:
 
-- ``"bm25"``: BM25 scores (Lucene IDF by default here: the textbook Robertson IDF is negative
-  for words in more than half of the passages, e.g. "the" gets −5.3 on the help topics, which
-  sinks long relevant passages for natural-language queries);
+- ``"bm25"``: BM25 scores (Lucene IDF, BM25's default: the textbook Robertson IDF, still
+  selectable with ``bm25_options={"idf": "robertson"}``, is negative for words in more than
+  half of the passages, e.g. "the" gets −5.3 on the help topics, which sinks long relevant
+  passages for natural-language queries);
 - ``"dense"``: cosine similarity of ``embed([query])`` to the passage embeddings;
 - ``"hybrid"``: reciprocal rank fusion (k = 60) of the top ``fetch_k`` of both lists;
 - ``"hybrid_score"``: min-max normalised score fusion of the same lists.
@@ -82,7 +83,7 @@ class PassageRetriever:
                 f"PassageRetriever.build: index must be 'exact' or 'hnsw', got {index!r}"
             )
         texts = [p.text for p in passages]
-        bm25 = BM25(**{"idf": "lucene", **(bm25_options or {})}).fit(texts)
+        bm25 = BM25(**(bm25_options or {})).fit(texts)
         dense = None
         if embedder is not None:
             vectors = np.asarray(embedder(texts), dtype=np.float32)

@@ -7,7 +7,10 @@ Each ``OpInfo`` names a public op and gives:
 - ``composite`` (fused ops): the same function built from primitive ops, so the engine's
   autograd of the composite checks the hand-written backward;
 - tolerances for the float64 gradcheck and for the float32 forward;
-- ``kernels``: which kernel tiers exist (reference, numba, cuda).
+- ``kernels``: the names of the ``tinyllm.kernels`` ops it calls (as ``dispatch.run`` and
+  ``last_tier`` know them: "layer_norm_forward", "glu_backward", ...); its ``tiers`` are
+  read from the kernel layer (``kernels.kernel_tiers``), never written by hand. An op that
+  calls no kernel (add, matmul, ...) has no tiers: it runs array code on NumPy or CuPy.
 
 The generic tests (tests/test_registry.py) and ``tinyllm gradcheck`` enumerate the registry, so
 an op cannot escape checking by being forgotten; a meta-test fails if a public op of
@@ -26,8 +29,15 @@ import numpy as np
 # Modules that register ops when imported (one per op family).
 FAMILY_MODULES = [
     "tinyllm.registry.core",
-    "tinyllm.registry.transformer_norms",
+    "tinyllm.registry.conversion",
+    "tinyllm.registry.norms",
+    "tinyllm.registry.activations",
+    "tinyllm.registry.embedding",
+    "tinyllm.registry.dropout",
+    "tinyllm.registry.linear",
     "tinyllm.registry.transformer_attention",
+    "tinyllm.registry.ssm",
+    "tinyllm.quant.registry",
 ]
 
 
@@ -48,6 +58,8 @@ class SampleInput:
 
 @dataclass
 class OpInfo:
+    """One public op and what tests it (see the module docstring)."""
+
     name: str
     op: Callable
     samples: Callable[[np.random.Generator, Any], list]
@@ -60,8 +72,28 @@ class OpInfo:
     forward_atol32: float = 1e-5
     forward_rtol32: float = 1e-4
     aliases: tuple = ()
-    kernels: tuple = ("reference",)
-    mutates_ok: bool = False  # True only for ops documented to write into an input
+    kernels: tuple = ()  # names of the tinyllm.kernels ops it calls
+
+    def __post_init__(self) -> None:
+        from tinyllm.kernels import declared_kernels
+
+        unknown = [k for k in self.kernels if k not in declared_kernels()]
+        if unknown:
+            raise ValueError(
+                f"OpInfo({self.name!r}): kernels must name declared kernel ops "
+                f"(tinyllm.kernels.declared_kernels()), not tiers; unknown: {unknown}"
+            )
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        """The kernel tiers this op can run on: the union over its kernels, in TIERS order.
+
+        Empty for an op that calls no kernel (it runs array code on NumPy or CuPy).
+        """
+        from tinyllm.kernels import TIERS, kernel_tiers
+
+        have = {t for k in self.kernels for t in kernel_tiers(k)}
+        return tuple(t for t in TIERS if t in have)
 
     def tensors(self, sample: SampleInput, requires_grad: bool = True, copy: bool = True):
         """The sample's args with arrays wrapped as Tensors (float ones requiring grad).

@@ -12,66 +12,31 @@ import scipy.special
 
 import tinyllm.functional as F
 from tinyllm.registry import OpInfo, SampleInput, register
-
-
-def _randn(rng, dtype, *shape):
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def _away_from(rng, dtype, shape, points=(0.0,), gap=0.1):
-    """Normal samples pushed at least ``gap`` away from each of ``points``."""
-    x = rng.standard_normal(shape)
-    for p in points:
-        near = np.abs(x - p) < gap
-        x = np.where(near, p + np.sign(x - p + 1e-12) * (gap + np.abs(x - p)), x)
-    return x.astype(dtype)
-
-
-def _distinct(rng, dtype, *shape):
-    """Values with no ties (a shuffled grid plus small noise)."""
-    n = int(np.prod(shape)) if shape else 1
-    grid = rng.permutation(n).astype(np.float64) * 0.37 - n * 0.15
-    return (grid + rng.uniform(-0.05, 0.05, n)).reshape(shape).astype(dtype)
-
-
-def _positive(rng, dtype, *shape):
-    return rng.uniform(0.5, 2.0, shape).astype(dtype)
+from tinyllm.registry.samples import away_from, distinct, positive, probabilities, randn
 
 
 def _binary_samples(rng, dtype, positive_b=False):
-    b = _positive if positive_b else _randn
+    b = positive if positive_b else randn
     return [
-        SampleInput((_randn(rng, dtype, 3, 4), b(rng, dtype, 3, 4)), name="same shape"),
-        SampleInput((_randn(rng, dtype, 2, 3, 4), b(rng, dtype, 4)), name="broadcast row"),
-        SampleInput((_randn(rng, dtype, 3, 1), b(rng, dtype, 1, 5)), name="outer broadcast"),
-        SampleInput((_randn(rng, dtype), b(rng, dtype, 2, 3)), name="0-d with matrix"),
-        SampleInput((_randn(rng, dtype, 1), b(rng, dtype, 1)), name="size 1"),
-        SampleInput((_randn(rng, dtype, 2, 3), 1.5), name="python scalar"),
+        SampleInput((randn(rng, dtype, 3, 4), b(rng, dtype, 3, 4)), name="same shape"),
+        SampleInput((randn(rng, dtype, 2, 3, 4), b(rng, dtype, 4)), name="broadcast row"),
+        SampleInput((randn(rng, dtype, 3, 1), b(rng, dtype, 1, 5)), name="outer broadcast"),
+        SampleInput((randn(rng, dtype), b(rng, dtype, 2, 3)), name="0-d with matrix"),
+        SampleInput((randn(rng, dtype, 1), b(rng, dtype, 1)), name="size 1"),
+        SampleInput((randn(rng, dtype, 2, 3), 1.5), name="python scalar"),
     ]
 
 
 def _unary_samples(make):
     def samples(rng, dtype):
         return [
-            SampleInput((make(rng, dtype, (3, 4)),), name="matrix"),
-            SampleInput((make(rng, dtype, ()),), name="0-d"),
-            SampleInput((make(rng, dtype, (1,)),), name="size 1"),
-            SampleInput((make(rng, dtype, (2, 3, 5)).transpose(2, 0, 1),), name="non-contiguous"),
+            SampleInput((make(rng, dtype, 3, 4),), name="matrix"),
+            SampleInput((make(rng, dtype),), name="0-d"),
+            SampleInput((make(rng, dtype, 1),), name="size 1"),
+            SampleInput((make(rng, dtype, 2, 3, 5).transpose(2, 0, 1),), name="non-contiguous"),
         ]
 
     return samples
-
-
-def _normal(rng, dtype, shape):
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def _pos(rng, dtype, shape):
-    return rng.uniform(0.5, 2.0, shape).astype(dtype)
-
-
-def _nonzero(rng, dtype, shape):
-    return _away_from(rng, dtype, shape)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -81,41 +46,43 @@ register(OpInfo("mul", F.mul, lambda r, d: _binary_samples(r, d), np.multiply, f
 register(
     OpInfo("div", F.div, lambda r, d: _binary_samples(r, d, True), np.divide, family="arithmetic")
 )
-register(OpInfo("neg", F.neg, _unary_samples(_normal), np.negative, family="arithmetic"))
+register(OpInfo("neg", F.neg, _unary_samples(randn), np.negative, family="arithmetic"))
 
 
 def _pow_samples(rng, dtype):
     return [
-        SampleInput((_positive(rng, dtype, 3, 4), 2.5), name="scalar exponent"),
-        SampleInput((_positive(rng, dtype, 3, 4), _randn(rng, dtype, 3, 4)), name="tensor exp"),
-        SampleInput((_positive(rng, dtype, 2, 3), _randn(rng, dtype, 3)), name="broadcast"),
-        SampleInput((_randn(rng, dtype, 3), 2), name="integer exponent, negative base"),
+        SampleInput((positive(rng, dtype, 3, 4), 2.5), name="scalar exponent"),
+        SampleInput((positive(rng, dtype, 3, 4), randn(rng, dtype, 3, 4)), name="tensor exp"),
+        SampleInput((positive(rng, dtype, 2, 3), randn(rng, dtype, 3)), name="broadcast"),
+        SampleInput((randn(rng, dtype, 3), 2), name="integer exponent, negative base"),
     ]
 
 
 register(OpInfo("pow", F.pow, _pow_samples, np.power, family="arithmetic"))
 
 # ---------------------------------------------------------------- pointwise
-register(OpInfo("exp", F.exp, _unary_samples(_normal), np.exp, family="pointwise"))
-register(OpInfo("log", F.log, _unary_samples(_pos), np.log, family="pointwise"))
-register(OpInfo("sqrt", F.sqrt, _unary_samples(_pos), np.sqrt, family="pointwise"))
+register(OpInfo("exp", F.exp, _unary_samples(randn), np.exp, family="pointwise"))
+register(OpInfo("log", F.log, _unary_samples(positive), np.log, family="pointwise"))
+register(OpInfo("sqrt", F.sqrt, _unary_samples(positive), np.sqrt, family="pointwise"))
 register(
-    OpInfo("rsqrt", F.rsqrt, _unary_samples(_pos), lambda x: 1 / np.sqrt(x), family="pointwise")
+    OpInfo("rsqrt", F.rsqrt, _unary_samples(positive), lambda x: 1 / np.sqrt(x), family="pointwise")
 )
-register(OpInfo("tanh", F.tanh, _unary_samples(_normal), np.tanh, family="pointwise"))
+register(OpInfo("tanh", F.tanh, _unary_samples(randn), np.tanh, family="pointwise"))
 register(
-    OpInfo("sigmoid", F.sigmoid, _unary_samples(_normal), scipy.special.expit, family="pointwise")
+    OpInfo("sigmoid", F.sigmoid, _unary_samples(randn), scipy.special.expit, family="pointwise")
 )
 register(
-    OpInfo("relu", F.relu, _unary_samples(_nonzero), lambda x: np.maximum(x, 0), family="pointwise")
+    OpInfo(
+        "relu", F.relu, _unary_samples(away_from), lambda x: np.maximum(x, 0), family="pointwise"
+    )
 )
-register(OpInfo("abs", F.abs, _unary_samples(_nonzero), np.abs, family="pointwise"))
-register(OpInfo("sin", F.sin, _unary_samples(_normal), np.sin, family="pointwise"))
-register(OpInfo("cos", F.cos, _unary_samples(_normal), np.cos, family="pointwise"))
+register(OpInfo("abs", F.abs, _unary_samples(away_from), np.abs, family="pointwise"))
+register(OpInfo("sin", F.sin, _unary_samples(randn), np.sin, family="pointwise"))
+register(OpInfo("cos", F.cos, _unary_samples(randn), np.cos, family="pointwise"))
 
 
 def _clamp_samples(rng, dtype):
-    x = _away_from(rng, dtype, (4, 5), points=(-0.5, 0.5))
+    x = away_from(rng, dtype, 4, 5, points=(-0.5, 0.5))
     return [
         SampleInput((x, -0.5, 0.5), name="both bounds"),
         SampleInput((x, None, 0.5), name="max only"),
@@ -127,8 +94,8 @@ register(OpInfo("clamp", F.clamp, _clamp_samples, np.clip, family="pointwise", a
 
 
 def _minmax_pair(rng, dtype):
-    a = _distinct(rng, dtype, 3, 4)
-    b = a + _away_from(rng, dtype, (3, 4))
+    a = distinct(rng, dtype, 3, 4)
+    b = a + away_from(rng, dtype, 3, 4)
     return [
         SampleInput((a, b), name="no ties"),
         SampleInput((a, 0.25), name="scalar"),
@@ -143,8 +110,8 @@ register(OpInfo("minimum", F.minimum, _minmax_pair, np.minimum, family="pointwis
 def _where_samples(rng, dtype):
     cond = rng.random((3, 4)) > 0.5
     return [
-        SampleInput((cond, _randn(rng, dtype, 3, 4), _randn(rng, dtype, 3, 4)), name="same"),
-        SampleInput((cond, _randn(rng, dtype, 4), 0.5), name="broadcast and scalar"),
+        SampleInput((cond, randn(rng, dtype, 3, 4), randn(rng, dtype, 3, 4)), name="same"),
+        SampleInput((cond, randn(rng, dtype, 4), 0.5), name="broadcast and scalar"),
     ]
 
 
@@ -152,7 +119,7 @@ register(OpInfo("where", F.where, _where_samples, np.where, family="pointwise"))
 
 
 # ---------------------------------------------------------------- reductions
-def _reduce_samples(make=_randn):
+def _reduce_samples(make=randn):
     def samples(rng, dtype):
         return [
             SampleInput((make(rng, dtype, 3, 4, 5),), name="all"),
@@ -179,9 +146,9 @@ register(OpInfo("mean", F.mean, _reduce_samples(), _np_reduce(np.mean), family="
 
 def _var_samples(rng, dtype):
     return [
-        SampleInput((_randn(rng, dtype, 3, 4, 5),), name="all"),
-        SampleInput((_randn(rng, dtype, 3, 4, 5), 1), name="dim 1"),
-        SampleInput((_randn(rng, dtype, 3, 4, 5), -1, True), {"correction": 0}, "biased"),
+        SampleInput((randn(rng, dtype, 3, 4, 5),), name="all"),
+        SampleInput((randn(rng, dtype, 3, 4, 5), 1), name="dim 1"),
+        SampleInput((randn(rng, dtype, 3, 4, 5), -1, True), {"correction": 0}, "biased"),
     ]
 
 
@@ -194,10 +161,10 @@ register(OpInfo("var", F.var, _var_samples, _var_ref, family="reduction"))
 
 def _maxmin_samples(rng, dtype):
     return [
-        SampleInput((_distinct(rng, dtype, 3, 4, 5),), name="all"),
-        SampleInput((_distinct(rng, dtype, 3, 4, 5), 1), name="dim 1"),
-        SampleInput((_distinct(rng, dtype, 3, 4, 5), -1, True), name="dim -1 keepdim"),
-        SampleInput((_distinct(rng, dtype, 1, 4), 0), name="size-1 dim"),
+        SampleInput((distinct(rng, dtype, 3, 4, 5),), name="all"),
+        SampleInput((distinct(rng, dtype, 3, 4, 5), 1), name="dim 1"),
+        SampleInput((distinct(rng, dtype, 3, 4, 5), -1, True), name="dim -1 keepdim"),
+        SampleInput((distinct(rng, dtype, 1, 4), 0), name="size-1 dim"),
     ]
 
 
@@ -211,15 +178,15 @@ def _values(fn):
 
 register(OpInfo("max", _values(F.max), _maxmin_samples, _np_reduce(np.max), family="reduction"))
 register(OpInfo("min", _values(F.min), _maxmin_samples, _np_reduce(np.min), family="reduction"))
-register(OpInfo("amax", F.amax, _reduce_samples(_distinct), _np_reduce(np.max), family="reduction"))
-register(OpInfo("amin", F.amin, _reduce_samples(_distinct), _np_reduce(np.min), family="reduction"))
+register(OpInfo("amax", F.amax, _reduce_samples(distinct), _np_reduce(np.max), family="reduction"))
+register(OpInfo("amin", F.amin, _reduce_samples(distinct), _np_reduce(np.min), family="reduction"))
 
 
 def _lse_samples(rng, dtype):
     return [
-        SampleInput((_randn(rng, dtype, 3, 4), -1), name="last dim"),
-        SampleInput((_randn(rng, dtype, 3, 4, 2), (0, 2), True), name="two dims keepdim"),
-        SampleInput((_randn(rng, dtype, 4) * 50, 0), name="large values"),
+        SampleInput((randn(rng, dtype, 3, 4), -1), name="last dim"),
+        SampleInput((randn(rng, dtype, 3, 4, 2), (0, 2), True), name="two dims keepdim"),
+        SampleInput((randn(rng, dtype, 4) * 50, 0), name="large values"),
     ]
 
 
@@ -231,19 +198,15 @@ register(OpInfo("logsumexp", F.logsumexp, _lse_samples, _lse_ref, family="reduct
 
 
 # ---------------------------------------------------------------- shape
-def _x(rng, dtype, *shape):
-    return _randn(rng, dtype, *shape)
-
-
 register(
     OpInfo(
         "reshape",
         F.reshape,
         lambda r, d: [
-            SampleInput((_x(r, d, 3, 4), (2, 6)), name="2x6"),
-            SampleInput((_x(r, d, 3, 4), (-1,)), name="flat"),
-            SampleInput((_x(r, d, 2, 3, 4).transpose(1, 0, 2), (6, 4)), name="non-contiguous"),
-            SampleInput((_x(r, d), (1, 1)), name="0-d"),
+            SampleInput((randn(r, d, 3, 4), (2, 6)), name="2x6"),
+            SampleInput((randn(r, d, 3, 4), (-1,)), name="flat"),
+            SampleInput((randn(r, d, 2, 3, 4).transpose(1, 0, 2), (6, 4)), name="non-contiguous"),
+            SampleInput((randn(r, d), (1, 1)), name="0-d"),
         ],
         lambda x, s: np.reshape(x, s),
         family="shape",
@@ -255,8 +218,8 @@ register(
         "flatten",
         F.flatten,
         lambda r, d: [
-            SampleInput((_x(r, d, 2, 3, 4),), name="all"),
-            SampleInput((_x(r, d, 2, 3, 4), 1), name="from 1"),
+            SampleInput((randn(r, d, 2, 3, 4),), name="all"),
+            SampleInput((randn(r, d, 2, 3, 4), 1), name="from 1"),
         ],
         lambda x, start=0: x.reshape(x.shape[:start] + (-1,)),
         family="shape",
@@ -267,8 +230,8 @@ register(
         "transpose",
         F.transpose,
         lambda r, d: [
-            SampleInput((_x(r, d, 2, 3, 4), 0, 2), name="0,2"),
-            SampleInput((_x(r, d, 3, 4), -1, -2), name="negative"),
+            SampleInput((randn(r, d, 2, 3, 4), 0, 2), name="0,2"),
+            SampleInput((randn(r, d, 3, 4), -1, -2), name="negative"),
         ],
         lambda x, a, b: np.swapaxes(x, a, b),
         family="shape",
@@ -278,7 +241,7 @@ register(
     OpInfo(
         "permute",
         F.permute,
-        lambda r, d: [SampleInput((_x(r, d, 2, 3, 4), (2, 0, 1)), name="rotate")],
+        lambda r, d: [SampleInput((randn(r, d, 2, 3, 4), (2, 0, 1)), name="rotate")],
         np.transpose,
         family="shape",
     )
@@ -288,9 +251,9 @@ register(
         "unsqueeze",
         F.unsqueeze,
         lambda r, d: [
-            SampleInput((_x(r, d, 3, 4), 1), name="middle"),
-            SampleInput((_x(r, d, 3, 4), -1), name="end"),
-            SampleInput((_x(r, d), 0), name="0-d"),
+            SampleInput((randn(r, d, 3, 4), 1), name="middle"),
+            SampleInput((randn(r, d, 3, 4), -1), name="end"),
+            SampleInput((randn(r, d), 0), name="0-d"),
         ],
         lambda x, dim: np.expand_dims(x, dim),
         family="shape",
@@ -301,8 +264,8 @@ register(
         "squeeze",
         F.squeeze,
         lambda r, d: [
-            SampleInput((_x(r, d, 3, 1, 4, 1),), name="all"),
-            SampleInput((_x(r, d, 3, 1, 4, 1), 1), name="dim 1"),
+            SampleInput((randn(r, d, 3, 1, 4, 1),), name="all"),
+            SampleInput((randn(r, d, 3, 1, 4, 1), 1), name="dim 1"),
         ],
         lambda x, dim=None: np.squeeze(x, axis=dim),
         family="shape",
@@ -313,8 +276,8 @@ register(
         "expand",
         F.expand,
         lambda r, d: [
-            SampleInput((_x(r, d, 3, 1), (2, 3, 4)), name="new and stretched dims"),
-            SampleInput((_x(r, d, 1, 4), (-1, 4)), name="-1 keeps"),
+            SampleInput((randn(r, d, 3, 1), (2, 3, 4)), name="new and stretched dims"),
+            SampleInput((randn(r, d, 1, 4), (-1, 4)), name="-1 keeps"),
         ],
         lambda x, s: np.broadcast_to(
             x, tuple(x.shape[i - len(s) + x.ndim] if v == -1 else v for i, v in enumerate(s))
@@ -326,7 +289,7 @@ register(
     OpInfo(
         "broadcast_to",
         F.broadcast_to,
-        lambda r, d: [SampleInput((_x(r, d, 3, 1), (2, 3, 4)), name="stretch")],
+        lambda r, d: [SampleInput((randn(r, d, 3, 1), (2, 3, 4)), name="stretch")],
         np.broadcast_to,
         family="shape",
     )
@@ -346,8 +309,10 @@ register(
         "cat",
         _cat_op,
         lambda r, d: [
-            SampleInput((_x(r, d, 2, 3), _x(r, d, 1, 3), _x(r, d, 4, 3)), name="dim 0"),
-            SampleInput((_x(r, d, 2, 1), _x(r, d, 2, 3), _x(r, d, 2, 2), -1), name="dim -1"),
+            SampleInput((randn(r, d, 2, 3), randn(r, d, 1, 3), randn(r, d, 4, 3)), name="dim 0"),
+            SampleInput(
+                (randn(r, d, 2, 1), randn(r, d, 2, 3), randn(r, d, 2, 2), -1), name="dim -1"
+            ),
         ],
         _cat_ref,
         family="shape",
@@ -365,8 +330,8 @@ register(
         "stack",
         _stack_op,
         lambda r, d: [
-            SampleInput((_x(r, d, 2, 3), _x(r, d, 2, 3)), name="dim 0"),
-            SampleInput((_x(r, d, 2, 3), _x(r, d, 2, 3), 2), name="dim 2"),
+            SampleInput((randn(r, d, 2, 3), randn(r, d, 2, 3)), name="dim 0"),
+            SampleInput((randn(r, d, 2, 3), randn(r, d, 2, 3), 2), name="dim 2"),
         ],
         lambda a, b, dim=0: np.stack([a, b], axis=dim),
         family="shape",
@@ -390,8 +355,8 @@ register(
         "split",
         _split_op,
         lambda r, d: [
-            SampleInput((_x(r, d, 5, 3), 2), name="size 2 (uneven)"),
-            SampleInput((_x(r, d, 3, 6), [1, 2, 3], 1), name="sections"),
+            SampleInput((randn(r, d, 5, 3), 2), name="size 2 (uneven)"),
+            SampleInput((randn(r, d, 3, 6), [1, 2, 3], 1), name="sections"),
         ],
         _split_ref,
         family="shape",
@@ -401,7 +366,7 @@ register(
     OpInfo(
         "chunk",
         F.chunk,
-        lambda r, d: [SampleInput((_x(r, d, 7, 2), 3), name="3 chunks of 7")],
+        lambda r, d: [SampleInput((randn(r, d, 7, 2), 3), name="3 chunks of 7")],
         lambda x, n, dim=0: _split_ref(x, -(-x.shape[dim] // n), dim),
         family="shape",
     )
@@ -410,7 +375,7 @@ register(
 
 # ---------------------------------------------------------------- indexing
 def _index_samples(rng, dtype):
-    x = _x(rng, dtype, 4, 5)
+    x = randn(rng, dtype, 4, 5)
     return [
         SampleInput((x, (slice(1, 3), slice(None, None, 2))), name="slices"),
         SampleInput((x, (1,)), name="int"),
@@ -433,7 +398,7 @@ register(
 
 
 def _gather_samples(rng, dtype):
-    x = _x(rng, dtype, 3, 4)
+    x = randn(rng, dtype, 3, 4)
     return [
         SampleInput((x, 1, rng.integers(0, 4, (3, 6))), name="dim 1, repeats"),
         SampleInput((x, 0, rng.integers(0, 3, (2, 4))), name="dim 0, smaller index"),
@@ -449,7 +414,7 @@ register(OpInfo("gather", F.gather, _gather_samples, _gather_ref, family="indexi
 
 
 def _masked_fill_samples(rng, dtype):
-    x = _x(rng, dtype, 3, 4)
+    x = randn(rng, dtype, 3, 4)
     return [
         SampleInput((x, rng.random((3, 4)) > 0.5, -1.5), name="same shape"),
         SampleInput((x, rng.random((1, 4)) > 0.5, 0.0), name="broadcast mask"),
@@ -470,8 +435,8 @@ register(
         "tril",
         F.tril,
         lambda r, d: [
-            SampleInput((_x(r, d, 4, 4),), name="square"),
-            SampleInput((_x(r, d, 2, 3, 5), 1), name="batched, k=1"),
+            SampleInput((randn(r, d, 4, 4),), name="square"),
+            SampleInput((randn(r, d, 2, 3, 5), 1), name="batched, k=1"),
         ],
         np.tril,
         family="indexing",
@@ -482,8 +447,8 @@ register(
         "triu",
         F.triu,
         lambda r, d: [
-            SampleInput((_x(r, d, 4, 4),), name="square"),
-            SampleInput((_x(r, d, 2, 3, 5), -1), name="batched, k=-1"),
+            SampleInput((randn(r, d, 4, 4),), name="square"),
+            SampleInput((randn(r, d, 2, 3, 5), -1), name="batched, k=-1"),
         ],
         np.triu,
         family="indexing",
@@ -494,13 +459,15 @@ register(
 # ---------------------------------------------------------------- linear algebra
 def _matmul_samples(rng, dtype):
     return [
-        SampleInput((_x(rng, dtype, 3, 4), _x(rng, dtype, 4, 5)), name="matrix"),
-        SampleInput((_x(rng, dtype, 2, 3, 4), _x(rng, dtype, 4, 5)), name="batched @ matrix"),
-        SampleInput((_x(rng, dtype, 2, 1, 3, 4), _x(rng, dtype, 3, 4, 2)), name="batch bcast"),
-        SampleInput((_x(rng, dtype, 4), _x(rng, dtype, 4, 3)), name="vector @ matrix"),
-        SampleInput((_x(rng, dtype, 2, 3, 4), _x(rng, dtype, 4)), name="batched @ vector"),
-        SampleInput((_x(rng, dtype, 4), _x(rng, dtype, 4)), name="dot"),
-        SampleInput((_x(rng, dtype, 5, 3).T, _x(rng, dtype, 5, 2)), name="non-contiguous"),
+        SampleInput((randn(rng, dtype, 3, 4), randn(rng, dtype, 4, 5)), name="matrix"),
+        SampleInput((randn(rng, dtype, 2, 3, 4), randn(rng, dtype, 4, 5)), name="batched @ matrix"),
+        SampleInput(
+            (randn(rng, dtype, 2, 1, 3, 4), randn(rng, dtype, 3, 4, 2)), name="batch bcast"
+        ),
+        SampleInput((randn(rng, dtype, 4), randn(rng, dtype, 4, 3)), name="vector @ matrix"),
+        SampleInput((randn(rng, dtype, 2, 3, 4), randn(rng, dtype, 4)), name="batched @ vector"),
+        SampleInput((randn(rng, dtype, 4), randn(rng, dtype, 4)), name="dot"),
+        SampleInput((randn(rng, dtype, 5, 3).T, randn(rng, dtype, 5, 2)), name="non-contiguous"),
     ]
 
 
@@ -512,7 +479,6 @@ register(
         np.matmul,
         family="linalg",
         forward_atol32=1e-4,
-        kernels=("reference", "blas"),
     )
 )
 
@@ -520,10 +486,10 @@ register(
 # ---------------------------------------------------------------- softmax and losses
 def _softmax_samples(rng, dtype):
     return [
-        SampleInput((_x(rng, dtype, 3, 5), -1), name="last dim"),
-        SampleInput((_x(rng, dtype, 3, 5, 2), 1), name="middle dim"),
-        SampleInput((_x(rng, dtype, 2, 4) * 1e4, -1), name="logits of magnitude 1e4"),
-        SampleInput((_x(rng, dtype, 1), 0), name="one class"),
+        SampleInput((randn(rng, dtype, 3, 5), -1), name="last dim"),
+        SampleInput((randn(rng, dtype, 3, 5, 2), 1), name="middle dim"),
+        SampleInput((randn(rng, dtype, 2, 4) * 1e4, -1), name="logits of magnitude 1e4"),
+        SampleInput((randn(rng, dtype, 1), 0), name="one class"),
     ]
 
 
@@ -544,7 +510,7 @@ register(
         lambda x, dim: scipy.special.softmax(x, axis=dim),
         composite=_softmax_composite,
         family="softmax",
-        kernels=("reference", "numba", "cuda"),
+        kernels=("softmax_forward", "softmax_backward"),
     )
 )
 register(
@@ -555,7 +521,7 @@ register(
         lambda x, dim: scipy.special.log_softmax(x, axis=dim),
         composite=_log_softmax_composite,
         family="softmax",
-        kernels=("reference", "numba", "cuda"),
+        kernels=("log_softmax_forward", "log_softmax_backward"),
         forward_atol32=1e-3,  # values of magnitude 1e4: float32 spacing there is ~1e-3
     )
 )
@@ -566,49 +532,90 @@ def _ce_samples(rng, dtype):
     target = rng.integers(0, C, N)
     ignored = target.copy()
     ignored[[1, 4]] = -100
+    probs = probabilities(rng, dtype, N, C)
     return [
-        SampleInput((_x(rng, dtype, N, C), target), name="mean"),
-        SampleInput((_x(rng, dtype, N, C), target), {"reduction": "sum"}, "sum"),
-        SampleInput((_x(rng, dtype, N, C), target), {"reduction": "none"}, "none"),
-        SampleInput((_x(rng, dtype, N, C), ignored), name="ignore_index"),
-        SampleInput((_x(rng, dtype, N, C), target), {"label_smoothing": 0.1}, "smoothing"),
-        SampleInput((_x(rng, dtype, N, C) * 1e4, target), name="logits of magnitude 1e4"),
-        SampleInput((_x(rng, dtype, 2, C, 3), rng.integers(0, C, (2, 3))), name="[N, C, d]"),
+        SampleInput((randn(rng, dtype, N, C), target), name="mean"),
+        SampleInput((randn(rng, dtype, N, C), target), {"reduction": "sum"}, "sum"),
+        SampleInput((randn(rng, dtype, N, C), target), {"reduction": "none"}, "none"),
+        SampleInput((randn(rng, dtype, N, C), ignored), name="ignore_index"),
+        SampleInput((randn(rng, dtype, N, C), target), {"label_smoothing": 0.1}, "smoothing"),
+        SampleInput((randn(rng, dtype, N, C) * 1e4, target), name="logits of magnitude 1e4"),
+        SampleInput((randn(rng, dtype, 2, C, 3), rng.integers(0, C, (2, 3))), name="[N, C, d]"),
+        SampleInput(
+            (randn(rng, dtype, C), np.array(2)), {"reduction": "none"}, "1-d input, 0-d target"
+        ),
+        # class probabilities: the target is differentiable too (gradchecked here)
+        SampleInput((randn(rng, dtype, N, C), probs), name="probabilities"),
+        SampleInput(
+            (randn(rng, dtype, N, C), probs),
+            {"label_smoothing": 0.2, "reduction": "sum"},
+            "probabilities, smoothing, sum",
+        ),  # fmt: skip
+        SampleInput(
+            (randn(rng, dtype, N, C), positive(rng, dtype, N, C)),
+            {"reduction": "none"},
+            "unnormalized soft target, none",
+        ),  # fmt: skip
+        SampleInput(
+            (randn(rng, dtype, 2, C, 3), probabilities(rng, dtype, 2, C, 3, axis=1)),
+            {"label_smoothing": 0.1},
+            "probabilities [N, C, d]",
+        ),  # fmt: skip
+        SampleInput(
+            (randn(rng, dtype, C), probabilities(rng, dtype, C)),
+            {"reduction": "none"},
+            "probabilities, 1-d input",
+        ),  # fmt: skip
+        SampleInput(
+            (randn(rng, dtype, N, C) * 1e4, probs), name="probabilities, logits of magnitude 1e4"
+        ),
     ]
 
 
 def _ce_ref(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    if logits.ndim > 2:
-        logits = np.moveaxis(logits, 1, -1).reshape(-1, logits.shape[1])
-        target = target.reshape(-1)
-    logp = scipy.special.log_softmax(logits.astype(np.float64), axis=1)
-    C = logits.shape[1]
-    valid = target != ignore_index
-    q = np.full(logp.shape, label_smoothing / C)
-    q[np.arange(len(target)), np.where(valid, target, 0)] += 1 - label_smoothing
-    loss = np.where(valid, -(q * logp).sum(axis=1), 0.0)
+    """-sum_c q_c log_softmax(x)_c per row, q the smoothed one-hot or probability target."""
+    C = logits.shape[0] if logits.ndim == 1 else logits.shape[1]
+    x = np.moveaxis(logits.astype(np.float64), 0 if logits.ndim == 1 else 1, -1)  # classes last
+    logp = scipy.special.log_softmax(x, axis=-1)
+    if target.dtype.kind == "f":  # probabilities [..., C]
+        t = np.moveaxis(target, 0 if target.ndim == 1 else 1, -1)
+        q = (1 - label_smoothing) * t + label_smoothing / C
+        loss = -(q * logp).sum(axis=-1)
+        valid_rows = loss.size
+    else:
+        valid = target != ignore_index
+        onehot = np.eye(C)[np.where(valid, target, 0)]
+        q = (1 - label_smoothing) * onehot + label_smoothing / C
+        loss = np.where(valid, -(q * logp).sum(axis=-1), 0.0)
+        valid_rows = max(int(valid.sum()), 1)
     if reduction == "none":
         return loss
-    return loss.sum() / (max(valid.sum(), 1) if reduction == "mean" else 1)
+    return loss.sum() / (valid_rows if reduction == "mean" else 1)
 
 
 def _ce_composite(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
+    """The same loss from permute, logsumexp, *, sum (and the target's autograd if soft)."""
     from tinyllm.tensor import Tensor
 
-    if logits.ndim > 2:
-        logits = logits.permute(0, 2, 1).reshape(-1, logits.shape[1])
-        target = target.reshape(-1)
-    logp = logits - logits.logsumexp(1, keepdim=True)
-    C = logits.shape[1]
-    t = target.data
-    valid = Tensor((t != ignore_index).astype(logp.dtype))
-    onehot = np.zeros(logp.shape, dtype=logp.dtype)
-    onehot[np.arange(len(t)), np.where(t != ignore_index, t, 0)] = 1
-    q = Tensor(onehot * (1 - label_smoothing) + label_smoothing / C)
-    loss = -(q * logp).sum(1) * valid
+    if logits.ndim > 1:
+        logits = logits.permute(0, *range(2, logits.ndim), 1)  # classes last
+    C = logits.shape[-1]
+    logp = logits - logits.logsumexp(-1, keepdim=True)
+    if target.is_floating_point():
+        if target.ndim > 1:
+            target = target.permute(0, *range(2, target.ndim), 1)
+        loss = -((target * (1 - label_smoothing) + label_smoothing / C) * logp).sum(-1)
+        count = float(loss.numel())
+    else:
+        t = target.data
+        valid = Tensor((t != ignore_index).astype(logp.dtype))
+        onehot = np.eye(C, dtype=logp.dtype)[np.where(t != ignore_index, t, 0)]
+        q = Tensor(onehot * (1 - label_smoothing) + label_smoothing / C)
+        loss = -(q * logp).sum(-1) * valid
+        count = max(float(valid.data.sum()), 1.0)
     if reduction == "none":
         return loss
-    return loss.sum() / (max(float(valid.data.sum()), 1.0) if reduction == "mean" else 1.0)
+    return loss.sum() / (count if reduction == "mean" else 1.0)
 
 
 register(
@@ -619,7 +626,12 @@ register(
         _ce_ref,
         composite=_ce_composite,
         family="losses",
-        kernels=("reference", "numba", "cuda"),
+        kernels=(
+            "cross_entropy_forward",
+            "cross_entropy_backward",
+            "cross_entropy_soft_forward",
+            "cross_entropy_soft_backward",
+        ),  # fmt: skip
         forward_atol32=1e-2,  # logits of 1e4 in float32: lse's spacing is ~1e-3
     )
 )
@@ -627,7 +639,7 @@ register(
     OpInfo(
         "mse_loss",
         F.mse_loss,
-        lambda r, d: [SampleInput((_x(r, d, 3, 4), _x(r, d, 3, 4)), name="pair")],
+        lambda r, d: [SampleInput((randn(r, d, 3, 4), randn(r, d, 3, 4)), name="pair")],
         lambda a, b: np.mean((a - b) ** 2),
         family="losses",
     )

@@ -7,8 +7,12 @@ autograd checks the hand-written backward. The table builders (frequencies, ALiB
 sinusoidal) are not differentiable; their references restate the published formulas.
 
 Samples stay small (B <= 2, H <= 4, T <= 5, D <= 8) so the elementwise float64 gradcheck is
-fast. Attention scores are O(1) (standard normal inputs, scale 1/sqrt(D)), so the default
-tolerances hold: float64 central differences agree to ~1e-9, and float32 forwards to ~1e-6.
+fast. Float attention masks are differentiable inputs (learned biases: T5 buckets, trainable
+ALiBi), so their samples leave them requiring grad, broadcast ([Tq, Tk], [1, H, Tq, Tk],
+[B, 1, Tq, Tk]) so that the engine's un-broadcasting of their gradient is checked too; one
+constant float mask (``no_grad``) covers the case without. Attention scores are O(1)
+(standard normal inputs, scale 1/sqrt(D)), so the default tolerances hold: float64 central
+differences agree to ~1e-9, and float32 forwards to ~1e-6.
 
 Dropout samples need the same keep mask in every call (gradcheck calls the op many times):
 the registered op runs the function with tinyllm's CPU generator set to a fixed stream
@@ -25,13 +29,10 @@ import numpy as np
 import tinyllm.functional as F
 from tinyllm import backend
 from tinyllm.registry import OpInfo, SampleInput, register
+from tinyllm.registry.samples import randn
 from tinyllm.tensor import Tensor
 
 _DROPOUT_SEED = 1234
-
-
-def _randn(rng, dtype, *shape):
-    return rng.standard_normal(shape).astype(dtype)
 
 
 def _data(x):
@@ -40,14 +41,24 @@ def _data(x):
 
 # ---------------------------------------------------------------- scaled dot-product attention
 def _sdpa_op(*args, **kwargs):
-    """F.scaled_dot_product_attention with the dropout stream fixed (and restored after)."""
-    gen = backend.generator("cpu")
-    saved = gen.bit_generator.state
-    gen.bit_generator.state = np.random.default_rng(_DROPOUT_SEED).bit_generator.state
+    """F.scaled_dot_product_attention with the dropout streams fixed (and restored after).
+
+    Both devices' streams: the CPU generator is set to ``default_rng(_DROPOUT_SEED)`` (the
+    stream the reference and composite draw from); the device generator to the seed
+    ``_DROPOUT_SEED``, epoch 0, so that repeated calls on the GPU (gradcheck) draw the same
+    keep mask, too (not the CPU's: CuPy's generator has its own stream).
+    """
+    saved = backend.get_rng_state()
+    backend.set_rng_state(
+        {
+            "cpu": np.random.default_rng(_DROPOUT_SEED).bit_generator.state,
+            "cuda": {"seed": _DROPOUT_SEED, "epoch": 0},
+        }
+    )
     try:
         return F.scaled_dot_product_attention(*args, **kwargs)
     finally:
-        gen.bit_generator.state = saved
+        backend.set_rng_state(saved)
 
 
 def _dropout_keep(shape, p):
@@ -69,7 +80,7 @@ def _visible(Tq, Tk, is_causal, window):
 
 def _sdpa_samples(rng, dtype):
     def r(*shape):
-        return _randn(rng, dtype, *shape)
+        return randn(rng, dtype, *shape)
 
     bool_mask = rng.random((3, 5)) > 0.4
     bool_mask[:, 0] = True
@@ -91,8 +102,26 @@ def _sdpa_samples(rng, dtype):
         ),
         SampleInput(
             (r(2, 2, 4, 4), r(2, 2, 4, 4), r(2, 2, 4, 4), bias),
-            name="additive mask [B, 1, Tq, Tk] with -inf",
+            name="learnable additive mask [B, 1, Tq, Tk] with -inf",
+        ),
+        SampleInput(
+            (r(2, 2, 3, 4), r(2, 2, 5, 4), r(2, 2, 5, 4), r(3, 5)),
+            name="learnable float mask [Tq, Tk], broadcast over B and H",
+        ),
+        SampleInput(
+            (r(1, 4, 3, 4), r(1, 2, 3, 4), r(1, 2, 3, 3), r(1, 4, 3, 3)),
+            {"enable_gqa": True, "window": 2},
+            "learnable float mask [1, H, Tq, Tk], GQA H=4 Hkv=2, window 2, Dv != D",
+        ),
+        SampleInput(
+            (r(1, 2, 3, 4), r(1, 2, 4, 4), r(1, 2, 4, 4), r(1, 2, 3, 4)),
+            {"dropout_p": 0.3},
+            "learnable float mask [1, H, Tq, Tk], dropout 0.3",
+        ),
+        SampleInput(
+            (r(1, 2, 4, 4), r(1, 2, 4, 4), r(1, 2, 4, 4), r(4, 4)),
             no_grad=(3,),
+            name="constant float mask [Tq, Tk]",
         ),
         SampleInput(
             (r(1, 4, 3, 4), r(1, 2, 3, 4), r(1, 2, 3, 4)),
@@ -109,6 +138,16 @@ def _sdpa_samples(rng, dtype):
         ),
         SampleInput(
             (r(1, 2, 3, 4), r(1, 2, 4, 4), r(1, 2, 4, 3)), {"scale": 0.7}, "scale, Dv != D"
+        ),
+        SampleInput(
+            (r(2, 4, 3, 4), r(2, 2, 5, 4), r(2, 2, 5, 2)),
+            {"enable_gqa": True, "dropout_p": 0.0},
+            "GQA H=4 Hkv=2, Dv != D, dropout 0 (off)",
+        ),
+        SampleInput(
+            (r(1, 2, 4, 4), r(1, 2, 4, 4), r(1, 2, 4, 4)),
+            {"is_causal": True, "dropout_p": 0.0},
+            "causal, dropout 0 (off)",
         ),
         SampleInput((r(3, 4), r(4, 4), r(4, 4)), {"is_causal": True}, "no batch or head dims"),
         SampleInput(
@@ -204,6 +243,7 @@ register(
         _sdpa_ref,
         composite=_sdpa_composite,
         family="attention",
+        kernels=("softmax_forward", "softmax_backward"),
     )
 )
 
@@ -211,7 +251,7 @@ register(
 # ---------------------------------------------------------------- rotary embedding
 def _rope_samples(rng, dtype):
     def r(*shape):
-        return _randn(rng, dtype, *shape)
+        return randn(rng, dtype, *shape)
 
     return [
         SampleInput((r(2, 3, 4),), name="half layout [B, T, D]"),
@@ -273,6 +313,7 @@ register(
         _rope_ref,
         composite=_rope_composite,
         family="positional",
+        kernels=("rope_forward", "rope_backward"),
     )
 )
 

@@ -14,12 +14,25 @@ this to):
 4. ``[CLS] A [SEP]`` (``token_type_ids`` 0) or ``[CLS] A [SEP] B [SEP]`` (B and its ``[SEP]``
    get type 1).
 
-Truncation (``max_length`` counts the special tokens): a single text keeps its first
-``max_length - 2`` tokens; a pair shares ``L = max_length - 3`` by Hugging Face's "longest
-first" rule: with ``n1 <= n2`` the lengths of the shorter and the longer text (the second
-counts as the longer when they are equal), if ``2 * n1 <= L`` the shorter stays whole and the
-longer keeps ``L - n1``; otherwise the shorter keeps ``L // 2`` and the longer
-``L // 2 + L % 2``. Each keeps its first tokens.
+Truncation follows ``transformers``' ``BertTokenizerFast`` (``encode(..., truncation=,
+max_length=)``), which ignores the truncation stored in ``tokenizer.json`` (all-MiniLM-L6-v2's
+says 128; the raw ``tokenizers.Tokenizer`` would apply it, ``transformers`` does not):
+
+- ``truncation=None`` (default): truncate when ``max_length`` is given, else not (a text
+  longer than ``model_max_length`` then gets a warning, as in Hugging Face: the model will
+  reject it);
+- ``truncation=True`` / ``"longest_first"``: truncate to ``max_length``, or to the
+  tokenizer's ``model_max_length`` (512 for all-MiniLM-L6-v2, from ``tokenizer_config.json``)
+  when ``max_length`` is None; neither known is an error;
+- ``"only_first"`` / ``"only_second"``: cut only that text of a pair;
+- ``False`` / ``"do_not_truncate"``: never (``max_length`` then only sets the padding width).
+
+``max_length`` counts the special tokens: a single text keeps its first ``max_length - 2``
+tokens; a pair shares ``L = max_length - 3`` by Hugging Face's "longest first" rule: with
+``n1 <= n2`` the lengths of the shorter and the longer text (the second counts as the longer
+when they are equal), if ``2 * n1 <= L`` the shorter stays whole and the longer keeps
+``L - n1``; otherwise the shorter keeps ``L // 2`` and the longer ``L // 2 + L % 2``. Each
+keeps its first tokens.
 
 Padding (batches): ``"longest"`` pads to the longest row, ``"max_length"`` to ``max_length``;
 pads are ``[PAD]`` with attention mask 0 and type id 0, on the right. Batches come back as
@@ -33,6 +46,7 @@ punctuation and in English contractions (``cleanup``).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +54,8 @@ import numpy as np
 
 from tinyllm.tokenizers.bert_basic import BertBasicTokenizer
 from tinyllm.tokenizers.pretokenize import compile_special_tokens, split_on_special_tokens
+
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 
 _CLEANUPS = (
     (" .", "."),
@@ -77,6 +93,8 @@ class WordPieceTokenizer:
     do_lower_case: lower-case (and, unless ``strip_accents`` says otherwise, strip accents).
     special_tokens: texts cut out of the raw text before normalization; default: those of
         unk/cls/sep/pad/mask that are in the vocabulary.
+    model_max_length: the most tokens the model accepts (Hugging Face's name), used by
+        ``truncation=True`` without ``max_length`` and for the too-long warning; None: unknown.
     """
 
     def __init__(
@@ -94,6 +112,7 @@ class WordPieceTokenizer:
         continuing_subword_prefix: str = "##",
         max_input_chars_per_word: int = 100,
         special_tokens: Iterable[str] | None = None,
+        model_max_length: int | None = None,
     ) -> None:
         if not isinstance(vocab, Mapping) or not vocab:
             raise ValueError("WordPieceTokenizer: vocab must be a non-empty mapping {token: id}")
@@ -112,6 +131,16 @@ class WordPieceTokenizer:
                 "WordPieceTokenizer: max_input_chars_per_word must be >= 1, got "
                 f"{max_input_chars_per_word}"
             )
+        if model_max_length is not None and (
+            isinstance(model_max_length, bool)
+            or not isinstance(model_max_length, int)
+            or model_max_length < 1
+        ):
+            raise ValueError(
+                "WordPieceTokenizer: model_max_length must be a positive int or None, got "
+                f"{model_max_length!r}"
+            )
+        self.model_max_length = model_max_length
         self.vocab: dict[str, int] = dict(vocab)
         self.id_to_token_map: dict[int, str] = {i: t for t, i in self.vocab.items()}
         self.unk_token, self.cls_token, self.sep_token = unk_token, cls_token, sep_token
@@ -142,9 +171,12 @@ class WordPieceTokenizer:
         return cls(read_vocab_file(path), **options)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | Path) -> WordPieceTokenizer:
+    def from_tokenizer_json(
+        cls, path: str | Path, model_max_length: int | None = None
+    ) -> WordPieceTokenizer:
         """From a Hugging Face ``tokenizer.json`` with a WordPiece model and BertNormalizer
-        (its truncation/padding settings are not used: pass them per call)."""
+        (its truncation/padding settings are not used, as in ``transformers``: pass them per
+        call; ``model_max_length`` lives in ``tokenizer_config.json``, so it is an argument)."""
         path = Path(path)
         where = f"WordPieceTokenizer.from_tokenizer_json: {path}"
         try:
@@ -172,6 +204,7 @@ class WordPieceTokenizer:
             continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
             max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
             special_tokens=added or None,
+            model_max_length=model_max_length,
         )
 
     @classmethod
@@ -257,29 +290,88 @@ class WordPieceTokenizer:
             raise ValueError(f"WordPieceTokenizer.{argument}: {token!r} is not in the vocabulary")
         return self.vocab[token]
 
+    def _truncation(self, truncation, max_length: int | None) -> tuple[str, int | None]:
+        """(strategy, length) of an ``encode`` call's ``truncation`` and ``max_length``."""
+        if truncation is None:
+            strategy = "do_not_truncate" if max_length is None else "longest_first"
+        elif truncation is True:
+            strategy = "longest_first"
+        elif truncation is False:
+            strategy = "do_not_truncate"
+        elif isinstance(truncation, str) and truncation in TRUNCATION_STRATEGIES:
+            strategy = truncation
+        else:
+            raise ValueError(
+                "WordPieceTokenizer.encode: truncation must be None, a bool or one of "
+                f"{TRUNCATION_STRATEGIES}, got {truncation!r}"
+            )
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer))
+        ):
+            raise ValueError(
+                f"WordPieceTokenizer.encode: max_length must be an int or None, got {max_length!r}"
+            )
+        if strategy == "do_not_truncate":
+            return strategy, None
+        if max_length is None:
+            if self.model_max_length is None:
+                raise ValueError(
+                    f"WordPieceTokenizer.encode: truncation={truncation!r} needs max_length "
+                    "(this tokenizer has no model_max_length)"
+                )
+            max_length = self.model_max_length
+        return strategy, int(max_length)
+
     def encode_with_types(
         self,
         text: str,
         text_pair: str | None = None,
         add_special_tokens: bool = True,
         max_length: int | None = None,
+        truncation: bool | str | None = None,
     ) -> tuple[list[int], list[int]]:
-        """``(input_ids, token_type_ids)`` of one text or pair, truncated to ``max_length``."""
+        """``(input_ids, token_type_ids)`` of one text or pair, truncated as ``truncation`` and
+        ``max_length`` say (module docstring: as Hugging Face's ``BertTokenizerFast``)."""
+        strategy, max_length = self._truncation(truncation, max_length)
         first = self.convert_tokens_to_ids(self.tokenize(text))
         second = None if text_pair is None else self.convert_tokens_to_ids(self.tokenize(text_pair))
         added = (2 if second is None else 3) if add_special_tokens else 0
         if max_length is not None:
-            if max_length < added or (max_length < 1):
+            if max_length < added or max_length < 1:
                 raise ValueError(
                     f"WordPieceTokenizer.encode: max_length={max_length} leaves no room for "
                     f"the {added} special tokens"
                 )
             budget = max_length - added
             if second is None:
+                if strategy == "only_second":
+                    raise ValueError(
+                        "WordPieceTokenizer.encode: truncation='only_second' needs a text_pair"
+                    )
                 first = first[:budget]
-            else:
+            elif strategy == "longest_first":
                 keep_first, keep_second = truncate_pair_lengths(len(first), len(second), budget)
                 first, second = first[:keep_first], second[:keep_second]
+            else:
+                cut, other = (first, second) if strategy == "only_first" else (second, first)
+                keep = budget - len(other)
+                if keep < 0:
+                    raise ValueError(
+                        f"WordPieceTokenizer.encode: truncation={strategy!r} with "
+                        f"max_length={max_length}: the other text alone has {len(other)} "
+                        f"tokens (+{added} special), more than max_length"
+                    )
+                cut = cut[:keep]
+                first, second = (cut, other) if strategy == "only_first" else (other, cut)
+        else:
+            total = len(first) + len(second or []) + added
+            if self.model_max_length is not None and total > self.model_max_length:
+                warnings.warn(
+                    f"WordPieceTokenizer.encode: {total} tokens, more than model_max_length "
+                    f"{self.model_max_length}; the model will reject them: pass truncation=True "
+                    "or max_length=",
+                    stacklevel=3,
+                )
         if not add_special_tokens:
             ids = first + (second or [])
             types = [0] * len(first) + [1] * len(second or [])
@@ -299,9 +391,13 @@ class WordPieceTokenizer:
         text_pair: str | None = None,
         add_special_tokens: bool = True,
         max_length: int | None = None,
+        truncation: bool | str | None = None,
     ) -> list[int]:
-        """Token ids: ``[CLS] text [SEP] (text_pair [SEP])``, truncated to ``max_length``."""
-        return self.encode_with_types(text, text_pair, add_special_tokens, max_length)[0]
+        """Token ids: ``[CLS] text [SEP] (text_pair [SEP])``; truncated to ``max_length`` when
+        given (or to ``model_max_length`` with ``truncation=True``), as Hugging Face does."""
+        return self.encode_with_types(text, text_pair, add_special_tokens, max_length, truncation)[
+            0
+        ]
 
     def encode_batch(
         self,
@@ -310,12 +406,13 @@ class WordPieceTokenizer:
         add_special_tokens: bool = True,
         max_length: int | None = None,
         padding: str = "longest",
+        truncation: bool | str | None = None,
     ) -> dict[str, np.ndarray]:
         """Encode a batch into int64 arrays ``input_ids``, ``attention_mask``,
         ``token_type_ids``, each (B, T).
 
         padding: ``"longest"`` (pad to the longest row) or ``"max_length"`` (pad to
-        ``max_length``, which must be given).
+        ``max_length``, which must be given). truncation: as in :meth:`encode`.
         """
         if isinstance(texts, str):
             raise TypeError("WordPieceTokenizer.encode_batch: texts must be a list of str")
@@ -339,11 +436,18 @@ class WordPieceTokenizer:
                 None if text_pairs is None else text_pairs[i],
                 add_special_tokens,
                 max_length,
+                truncation,
             )
             for i, text in enumerate(texts)
         ]
         B = len(rows)
         T = max_length if padding == "max_length" else max((len(ids) for ids, _ in rows), default=0)
+        for b, (ids, _) in enumerate(rows):
+            if len(ids) > T:
+                raise ValueError(
+                    f"WordPieceTokenizer.encode_batch: row {b} has {len(ids)} tokens, more than "
+                    f"max_length={T} with padding='max_length' and truncation={truncation!r}"
+                )
         pad_id = (
             self._special_id(self.pad_token, "encode_batch")
             if any(len(ids) < T for ids, _ in rows)

@@ -1,9 +1,13 @@
 """The reference band of the default run: "is my loss curve normal?"
 
-``tinyllm/data/reference_band.json`` holds, for the default ``tinyllm train`` configuration,
-the validation loss (bits per byte) at fixed steps as min and max over several seeds, measured
-on CPU with ``experiments/reference_band.py``. A run with the same configuration (any seed)
-is compared with it at each evaluation.
+``tinyllm/data/reference_band.json`` holds, per architecture, the validation loss (bits per
+byte) of the default ``tinyllm train --arch <arch>`` configuration at fixed steps, as min and
+max over several seeds, measured on CPU with ``experiments/reference_band.py --arch <arch>``.
+A run with the same configuration (any seed) is compared with it at each evaluation.
+
+The file is ``{"bands": {arch: band}}``; a file holding a single band (the first format, a
+Llama band only) is read as ``{band["config"]["arch"]: band}``. A key a band's configuration
+lacks (a field added to TrainConfig after the band was measured) means that field's default.
 """
 
 from __future__ import annotations
@@ -11,25 +15,53 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+from tinyllm.train.config import MAMBA_FIELDS, saved_value
+
 # The configuration keys that must match for the band to apply (seed and bookkeeping may differ).
 BAND_KEYS = (
     "arch", "d_model", "n_layer", "n_head", "n_kv_head", "seq_len", "ffn_hidden", "dropout",
     "tie_embeddings", "steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup",
     "weight_decay", "beta1", "beta2", "grad_clip", "data", "tokenizer", "eval_batches",
-)  # fmt: skip
+) + MAMBA_FIELDS  # fmt: skip
 
 
-def load_band() -> dict | None:
-    """The stored band, or None when the package has none."""
+def bands_of(data: dict) -> dict[str, dict]:
+    """{arch: band} from the contents of a band file, in either format."""
+    if "bands" in data:
+        return dict(data["bands"])
+    return {data["config"]["arch"]: data}
+
+
+def load_bands() -> dict[str, dict]:
+    """Every stored band by architecture ({} when the package has no band file)."""
     try:
         text = resources.files("tinyllm.data").joinpath("reference_band.json").read_text()
     except FileNotFoundError:
-        return None
-    return json.loads(text)
+        return {}
+    return bands_of(json.loads(text))
+
+
+def load_band(arch: str = "llama") -> dict | None:
+    """The stored band of ``arch``, or None when none was measured."""
+    return load_bands().get(arch)
+
+
+def band_mismatches(band: dict | None, config: dict) -> list[str]:
+    """The BAND_KEYS where ``config`` differs from the band's, as ``"key=value (band: value)"``
+    (a key missing on either side means the field's default)."""
+    if band is None:
+        return []
+    mismatches = []
+    for k in BAND_KEYS:
+        ours, theirs = saved_value(config, k), saved_value(band["config"], k)
+        if ours != theirs:
+            mismatches.append(f"{k}={ours!r} (band: {theirs!r})")
+    return mismatches
 
 
 def band_applies(band: dict | None, config: dict) -> bool:
-    return band is not None and all(band["config"].get(k) == config.get(k) for k in BAND_KEYS)
+    """True when ``band`` exists and ``config`` matches it on every key of BAND_KEYS."""
+    return band is not None and not band_mismatches(band, config)
 
 
 def check(band: dict, step: int, val_bpb: float) -> str:

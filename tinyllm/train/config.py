@@ -15,7 +15,7 @@ from pathlib import Path
 @dataclass
 class TrainConfig:
     # model
-    arch: str = "llama"  # "llama" or "gpt"
+    arch: str = "llama"  # "llama", "gpt" or "mamba"
     d_model: int = 256
     n_layer: int = 4
     n_head: int = 4
@@ -24,6 +24,10 @@ class TrainConfig:
     ffn_hidden: int | None = None  # None: the architecture's default
     dropout: float = 0.0
     tie_embeddings: bool | None = None  # None: the architecture's default
+    # mamba only (the transformer fields n_head, n_kv_head, ffn_hidden do not apply to it)
+    d_state: int = 16  # N, the SSM state per channel
+    d_conv: int = 4  # width of the causal depthwise convolution
+    expand: int = 2  # d_inner = expand * d_model
     # optimization
     steps: int = 1000
     batch_size: int = 16
@@ -42,7 +46,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_interval: int = 100
-    eval_batches: int = 8
+    eval_batches: int | None = None  # None: the whole validation split; n: its first n batches
     log_interval: int = 10
     checkpoint_interval: int = 500
     name: str | None = None  # run folder name under out_dir; None: derived from the config
@@ -53,16 +57,40 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        if self.arch not in ("llama", "gpt"):
-            raise ValueError(f"arch must be 'llama' or 'gpt', got {self.arch!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be 'llama', 'gpt' or 'mamba', got {self.arch!r}")
         positive = ["d_model", "n_layer", "n_head", "seq_len", "steps", "batch_size", "grad_accum"]
-        for name in positive + ["eval_interval", "eval_batches", "log_interval"]:
+        positive += ["d_state", "d_conv", "expand"]
+        for name in positive + ["eval_interval", "log_interval"]:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
-        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}")
+        if self.eval_batches is not None and self.eval_batches <= 0:
+            raise ValueError(
+                f"eval_batches must be positive or None (the whole split), got {self.eval_batches}"
+            )
+        if self.arch == "mamba":
+            # fields a Mamba has no use for: refused rather than silently ignored
+            for name in ("n_kv_head", "ffn_hidden"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} does not apply to arch 'mamba' (no attention, no MLP), "
+                        f"got {getattr(self, name)}"
+                    )
+            if self.dropout != 0.0:
+                raise ValueError(f"dropout does not apply to arch 'mamba', got {self.dropout}")
+        else:
+            for name in MAMBA_FIELDS:
+                if getattr(self, name) != MAMBA_DEFAULTS[name]:
+                    raise ValueError(
+                        f"{name} applies to arch 'mamba' only, got {name}={getattr(self, name)} "
+                        f"with arch {self.arch!r}"
+                    )
+            if self.d_model % self.n_head:
+                raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+            if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+                raise ValueError(
+                    f"n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}"
+                )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup < 0:
             raise ValueError("lr must be > 0, min_lr_ratio in [0, 1], warmup >= 0")
         if not 0 <= self.dropout < 1:
@@ -83,6 +111,23 @@ class TrainConfig:
 
     def run_name(self) -> str:
         return self.name or f"{self.arch}-d{self.d_model}-l{self.n_layer}-s{self.seed}"
+
+
+ARCHS = ("llama", "gpt", "mamba")
+MAMBA_FIELDS = ("d_state", "d_conv", "expand")
+# every field's default: what a configuration saved before a field existed meant by it
+DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(TrainConfig)
+    if f.default is not dataclasses.MISSING
+}
+MAMBA_DEFAULTS = {name: DEFAULTS[name] for name in MAMBA_FIELDS}
+
+
+def saved_value(saved: dict, key: str):
+    """``saved[key]``, or the field's default when ``saved`` (an older run's configuration,
+    written before ``key`` existed) lacks it."""
+    return saved[key] if key in saved else DEFAULTS.get(key)
 
 
 def load_config_file(path: str | Path) -> dict:

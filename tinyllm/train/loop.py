@@ -3,18 +3,32 @@
 One step: ``grad_accum`` micro-batches of random windows, cross-entropy on next-token
 prediction, backward, global-norm clipping, AdamW with linear warmup and cosine decay. Every
 ``log_interval`` steps a JSONL line (loss, lr, tokens/s, gradient norm); every
-``eval_interval`` steps the validation loss in nats and bits per byte, compared with the
-reference band; checkpoints at ``checkpoint_interval``, at the end, and on Ctrl-C.
+``eval_interval`` steps the validation loss in nats and bits per byte over the whole
+validation split (or its first ``eval_batches`` batches), compared with the reference band;
+checkpoints at ``checkpoint_interval``, at the end, and on Ctrl-C.
 
-A checkpoint holds the weights, the optimizer's moments, the step, and both random states
-(the batch sampler's and tinyllm's global generator), so ``--resume`` continues exactly as
-the uninterrupted run would have.
+``arch`` is "llama", "gpt" (``models.ModelConfig``) or "mamba" (``models.MambaConfig``).
+
+A checkpoint holds the weights, the optimizer's moments, the step, and the random states (the
+batch sampler's and tinyllm's global generators, ``backend.get_rng_state``: NumPy's state and
+the device stream's (seed, epoch)), so ``--resume`` continues exactly as the uninterrupted run
+would have, on the CPU and on a GPU. Every step starts a new device epoch, so a step's device
+random numbers depend only on the step's starting state, which a checkpoint can restore.
+Ctrl-C saves the number of completed optimizer steps: a step cut short is rolled back to its
+starting random states, and Ctrl-C during an update is held until the update and its log line
+are done.
+
+Host syncs: the micro-batch losses are summed on the device and read back once per step,
+together with the gradient norm (one transfer per step, whatever ``grad_accum``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +43,15 @@ from tinyllm.io.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from tinyllm.optim import AdamW
 from tinyllm.optim.lr_scheduler import warmup_cosine
 from tinyllm.train import band as reference_band
-from tinyllm.train.config import TrainConfig
+from tinyllm.train.config import TrainConfig, saved_value
 from tinyllm.train.tokens import TokenData, load_tokens
 
 LN2 = math.log(2.0)
 # configuration keys a checkpoint must share with the run that loads it (model shape and data)
+# (a key an older checkpoint lacks means the field's default: such runs predate the field)
 CHECKPOINT_KEYS = (
     "arch", "d_model", "n_layer", "n_head", "n_kv_head", "seq_len", "ffn_hidden", "dropout",
-    "tie_embeddings", "data", "tokenizer",
+    "tie_embeddings", "data", "tokenizer", "d_state", "d_conv", "expand",
 )  # fmt: skip
 
 
@@ -54,8 +69,16 @@ class RunResult:
 
 
 def model_config_for(config: TrainConfig, vocab_size: int):
-    from tinyllm.models import ModelConfig
+    """The model configuration of a run: a ``MambaConfig`` for arch "mamba" (tied embeddings
+    unless ``tie_embeddings`` is False; no context limit), else a ``ModelConfig``."""
+    from tinyllm.models import MambaConfig, ModelConfig
 
+    if config.arch == "mamba":
+        return MambaConfig(
+            vocab_size=vocab_size, d_model=config.d_model, n_layer=config.n_layer,
+            d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            tie_embeddings=config.tie_embeddings is not False,
+        )  # fmt: skip
     return ModelConfig(
         arch=config.arch, vocab_size=vocab_size, d_model=config.d_model, n_layer=config.n_layer,
         n_head=config.n_head, n_kv_head=config.n_kv_head, block_size=config.seq_len,
@@ -64,10 +87,12 @@ def model_config_for(config: TrainConfig, vocab_size: int):
 
 
 def make_optimizer(model, config: TrainConfig) -> AdamW:
-    """AdamW with weight decay on matrices only (not on biases, norms' gains)."""
+    """AdamW with weight decay on matrices only: not on biases and norms' gains (ndim < 2),
+    nor on the parameters a model names in ``no_weight_decay()`` (Mamba's A_log and D)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -81,14 +106,53 @@ def lm_loss(model, x: np.ndarray, y: np.ndarray, device: str):
     return F.cross_entropy(logits.reshape(B * T, V), tinyllm.tensor(y.reshape(-1), device=device))
 
 
+def _validation_batches(data: TokenData, config: TrainConfig):
+    """The evaluation batches: every non-overlapping window of the validation split and its
+    short tail (``eval_batches=None``), or the first ``eval_batches`` batches of full windows."""
+    whole = config.eval_batches is None
+    return sequential_windows(
+        data.val, config.batch_size, config.seq_len, config.eval_batches, drop_last=not whole
+    )
+
+
+def evaluation_plan(data: TokenData, config: TrainConfig) -> dict:
+    """What ``evaluate`` measures: batches, windows, target tokens and the bytes they cover."""
+    batches = windows = tokens = 0
+    for _, y in _validation_batches(data, config):
+        batches, windows, tokens = batches + 1, windows + y.shape[0], tokens + y.size
+    return {
+        "whole_split": config.eval_batches is None,
+        "batches": batches,
+        "windows": windows,
+        "tokens": tokens,
+        "bytes": round(tokens * data.val_bytes_per_token),
+        "split_tokens": len(data.val),
+        "split_bytes": round(len(data.val) * data.val_bytes_per_token),
+    }
+
+
+def describe_evaluation(plan: dict) -> str:
+    """One line for the log: what each evaluation covers."""
+    what = "the whole validation split" if plan["whole_split"] else (
+        f"the first {plan['batches']} batches of the validation split"
+    )  # fmt: skip
+    return (
+        f"evaluation: {what}, {plan['tokens']:,} of {plan['split_tokens']:,} tokens as targets "
+        f"(about {plan['bytes']:,} of {plan['split_bytes']:,} bytes) in {plan['windows']} "
+        f"windows, {plan['batches']} batches"
+    )
+
+
 def evaluate(model, data: TokenData, config: TrainConfig) -> tuple[float, float]:
-    """(nats per byte, bits per byte) on a fixed slice of the validation split."""
+    """(nats per byte, bits per byte) on the validation split (all of it by default).
+
+    nats/byte = (sum of -log p(target) over the evaluated targets) / (number of targets)
+                / (bytes per validation token);  bits/byte = nats/byte / ln 2
+    """
     model.eval()
     total, count = 0.0, 0
     with tinyllm.no_grad():
-        for x, y in sequential_windows(
-            data.val, config.batch_size, config.seq_len, config.eval_batches
-        ):
+        for x, y in _validation_batches(data, config):
             total += lm_loss(model, x, y, config.device).item() * y.size
             count += y.size
     model.train()
@@ -100,7 +164,11 @@ def evaluate(model, data: TokenData, config: TrainConfig) -> tuple[float, float]
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_state(path: Path, model, opt: AdamW, step: int, batch_rng, config: TrainConfig) -> None:
+def save_state(
+    path: Path, model, opt: AdamW, step: int, batch_rng, config: TrainConfig, rng_state: dict
+) -> None:
+    """Write a training checkpoint; ``rng_state`` is ``backend.get_rng_state()`` of the point
+    the next step starts from (``global_rng``, NumPy's part alone, is kept for older readers)."""
     arrays = {f"model.{k}": backend.to_numpy(v.data) for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     scalars = {}
@@ -117,23 +185,50 @@ def save_state(path: Path, model, opt: AdamW, step: int, batch_rng, config: Trai
         "optimizer_groups": opt_state["param_groups"],
         "optimizer_scalars": scalars,
         "batch_rng": batch_rng.bit_generator.state,
-        "global_rng": backend.generator("cpu").bit_generator.state,
+        "global_rng": rng_state["cpu"],
+        "rng_state": rng_state,
     }
     save_checkpoint(path, arrays, metadata)
 
 
-def load_state(path: Path, model, opt: AdamW, config: TrainConfig):
-    """Restore model, optimizer and random states; returns (step, batch_rng). Checks first."""
+def load_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None):
+    """Restore model, optimizer and random states; returns (step, batch_rng). Checks first.
+
+    See ``restore_state``, which also returns the restored global random state."""
+    step, batch_rng, _ = restore_state(path, model, opt, config, echo)
+    return step, batch_rng
+
+
+def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None):
+    """Restore model, optimizer and random states; returns (step, batch_rng, rng_state), where
+    ``rng_state`` is the ``backend.get_rng_state()`` the checkpoint's next step starts from
+    (None for an older checkpoint). Checks first.
+
+    The global random state: ``backend.set_rng_state`` of the saved ``rng_state``; a
+    checkpoint from before it was saved has NumPy's state only (``global_rng``), which is
+    restored as it was then (the device stream is left as it is).
+
+    The evaluation setting may differ from the checkpoint's (``eval_batches``: an older run
+    evaluated a slice of the validation split); ``echo`` is then told that validation losses
+    before and after the resumed step measure different text."""
     arrays, meta = load_checkpoint(path)
     if meta.get("format") != "tinyllm-train-checkpoint-1":
         raise CheckpointError(f"{path}: not a tinyllm training checkpoint")
-    saved = meta["config"]
+    saved, ours = meta["config"], config.to_dict()
     for key in CHECKPOINT_KEYS:
-        if saved.get(key) != config.to_dict().get(key):
+        if saved_value(saved, key) != ours.get(key):
             raise CheckpointError(
-                f"{path}: checkpoint was made with {key}={saved.get(key)!r}, "
-                f"this run has {key}={config.to_dict().get(key)!r}"
+                f"{path}: checkpoint was made with {key}={saved_value(saved, key)!r}, "
+                f"this run has {key}={ours.get(key)!r}"
             )
+    if echo is not None and saved.get("eval_batches") != config.eval_batches:
+        echo(
+            "note: the checkpoint's run evaluated with "
+            f"eval_batches={saved.get('eval_batches')!r}, "
+            f"this run with eval_batches={config.eval_batches!r} (None: the whole validation "
+            f"split): validation losses before and after step {meta.get('step')} are not "
+            "comparable"
+        )
     model_state = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
     state: dict = {}
     for key, value in arrays.items():
@@ -150,8 +245,12 @@ def load_state(path: Path, model, opt: AdamW, config: TrainConfig):
         raise CheckpointError(f"{path}: does not fit this model: {exc}") from exc
     batch_rng = np.random.default_rng()
     batch_rng.bit_generator.state = meta["batch_rng"]
-    backend.generator("cpu").bit_generator.state = meta["global_rng"]
-    return int(meta["step"]), batch_rng
+    rng_state = meta.get("rng_state")
+    if rng_state is not None:
+        backend.set_rng_state(rng_state)
+    else:  # a checkpoint written before the device state was saved
+        backend.generator("cpu").bit_generator.state = meta["global_rng"]
+    return int(meta["step"]), batch_rng, rng_state
 
 
 # ---------------------------------------------------------------- the loop
@@ -172,10 +271,59 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, so that an optimizer step and the log line
+    of that step happen together or not at all (a parameter update cut in half could not be
+    resumed). Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
+def _set_random_states(batch_rng: np.random.Generator, states: tuple[dict, dict]) -> None:
+    """Back to a step's starting point: the batch sampler's state and ``get_rng_state()``'s."""
+    batch_rng.bit_generator.state = states[0]
+    backend.set_rng_state(states[1])
+
+
+def _step_values(loss_sum, grad_norm) -> tuple[float, float]:
+    """(train loss, gradient norm) as Python floats, read from the device in one transfer.
+
+    ``loss_sum`` is the float64 sum of the micro-batch losses / grad_accum (added in the
+    order they were computed, as Python floats were before), ``grad_norm`` the norm from
+    ``clip_grad_norm_``; float32 -> float64 is exact, so the values equal ``.item()``'s."""
+    xp = backend.get_array_module(loss_sum)
+    both = backend.to_numpy(xp.stack([loss_sum, grad_norm.data.astype(xp.float64)]))
+    return float(both[0]), float(both[1])
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 def train(
     config: TrainConfig, resume: bool = False, progress: bool = True, echo=print
 ) -> RunResult:
-    """Run (or resume) training as configured; returns the final numbers."""
+    """Run (or resume) training as configured; returns the final numbers.
+
+    Ctrl-C saves a checkpoint at the number of optimizer steps completed: an interrupted step
+    is rolled back (its batches are drawn again on resume), a completed one is kept, so a
+    resumed run reproduces the uninterrupted run's losses bit for bit.
+    """
     from tqdm import tqdm
 
     from tinyllm.models import build_model
@@ -194,8 +342,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path, ckpt_path = run_dir / "log.jsonl", run_dir / "checkpoint.safetensors"
     start = 0
+    next_rng = None  # get_rng_state() the next step starts from, when already taken
     if resume:
-        start, batch_rng = load_state(ckpt_path, model, opt, config)
+        start, batch_rng, next_rng = restore_state(ckpt_path, model, opt, config, echo=echo)
         _truncate_log(log_path, start)
         echo(f"resumed {run_dir} at step {start}")
     else:
@@ -203,8 +352,9 @@ def train(
             log_path.unlink()
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    band = reference_band.load_band()
-    use_band = reference_band.band_applies(band, config.to_dict())
+    band = reference_band.load_band(config.arch)
+    mismatched = reference_band.band_mismatches(band, config.to_dict())
+    use_band = band is not None and not mismatched
     recorder = None
     if config.log_grads:
         from tinyllm.gradflow import GradFlowRecorder
@@ -215,79 +365,118 @@ def train(
         f"{config.arch}: {model.num_parameters():,} parameters, vocab {data.vocab_size}, "
         f"{len(data.train):,} training tokens; run folder {run_dir}"
     )
-    if not use_band:
-        echo("no reference band for this configuration (the band covers the default run)")
+    echo(describe_evaluation(evaluation_plan(data, config)))
+    if band is None:
+        echo(
+            f"no reference band for arch {config.arch!r} (measure one with: python "
+            f"experiments/reference_band.py --arch {config.arch})"
+        )
+    elif not use_band:
+        why = ", ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+        echo(
+            "no reference band for this configuration (the band covers the default run"
+            + (f"; this run differs in {why})" if why else ")")
+        )
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
     history: list[dict] = []
     val_nats = val_bits = None
     loss_value = float("nan")
     t_start = time.perf_counter()
-    step = start
+
+    def run_evaluation(done: int, loss_value: float, write) -> tuple[float, float]:
+        val_nats, val_bits = evaluate(model, data, config)
+        record = {"step": done, "val_nats_per_byte": val_nats, "val_bits_per_byte": val_bits}
+        message = f"step {done}: train loss {loss_value:.4f}, val {val_bits:.4f} bits/byte"
+        if use_band:
+            verdict = reference_band.check(band, done, val_bits)
+            record["band"] = verdict
+            message += f" — {verdict}"
+        _write_jsonl(log_path, record)
+        history.append(record)
+        write(message)
+        return val_nats, val_bits
+
+    if resume and start > 0:
+        # a run interrupted during an evaluation resumes at that step without its record
+        old = _read_log(log_path)
+        losses = [r["loss"] for r in old if "loss" in r]
+        loss_value = losses[-1] if losses else loss_value
+        vals = [r for r in old if r.get("step") == start and "val_bits_per_byte" in r]
+        if vals:
+            val_nats, val_bits = vals[-1]["val_nats_per_byte"], vals[-1]["val_bits_per_byte"]
+        elif start % config.eval_interval == 0 or start == config.steps:
+            val_nats, val_bits = run_evaluation(start, loss_value, echo)
+
+    done = start  # optimizer steps completed
+    in_step = False  # inside a step whose update has not happened yet
+    snapshot = None  # (batch sampler's state, get_rng_state()) the current step started from
     interrupted = False
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
                desc="training", unit="step", dynamic_ncols=True)  # fmt: skip
     try:
         for step in bar:
+            # the random states this step starts from (a new device epoch, unless a checkpoint
+            # just took it): an interrupted step restarts from them
+            if next_rng is None:
+                next_rng = backend.get_rng_state()
+            snapshot, in_step = (batch_rng.bit_generator.state, next_rng), True
+            next_rng = None
             t0 = time.perf_counter()
             lr = config.lr * schedule(step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss_value = 0.0
+            loss_sum = None  # sum of loss / grad_accum in float64, on the loss's device
             for _ in range(config.grad_accum):
                 x, y = random_windows(data.train, config.batch_size, config.seq_len, batch_rng)
                 loss = lm_loss(model, x, y, config.device)
                 (loss / config.grad_accum if config.grad_accum > 1 else loss).backward()
-                loss_value += loss.item() / config.grad_accum
-            grad_norm = tinyllm.nn.utils.clip_grad_norm_(
-                model.parameters(), config.grad_clip
-            ).item()
+                part = loss.data.astype(np.float64) / config.grad_accum
+                loss_sum = part if loss_sum is None else loss_sum + part
+            norm = tinyllm.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            loss_value, grad_norm = _step_values(loss_sum, norm)  # the step's one host sync
             if recorder is not None:
                 recorder.before_step()
-            opt.step()
-            opt.zero_grad()
-            done = step + 1
-            if recorder is not None:
-                for record in recorder.after_step(done):
-                    _write_jsonl(log_path, {"kind": "grad", **record})
-            seconds = time.perf_counter() - t0
+            with _sigint_deferred():  # the update and its log line: all or nothing
+                opt.step()
+                opt.zero_grad()
+                done, in_step = step + 1, False
+                if recorder is not None:
+                    for record in recorder.after_step(done):
+                        _write_jsonl(log_path, {"kind": "grad", **record})
+                seconds = time.perf_counter() - t0
+                if done % config.log_interval == 0 or done == config.steps:
+                    record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                              "tokens_per_s": tokens_per_step / seconds,
+                              "elapsed_s": time.perf_counter() - t_start}  # fmt: skip
+                    _write_jsonl(log_path, record)
+                    history.append(record)
             bar.set_postfix(
                 loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / seconds:,.0f}"
             )
-            if done % config.log_interval == 0 or done == config.steps:
-                record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                          "tokens_per_s": tokens_per_step / seconds,
-                          "elapsed_s": time.perf_counter() - t_start}  # fmt: skip
-                _write_jsonl(log_path, record)
-                history.append(record)
             if done % config.eval_interval == 0 or done == config.steps:
-                val_nats, val_bits = evaluate(model, data, config)
-                record = {
-                    "step": done,
-                    "val_nats_per_byte": val_nats,
-                    "val_bits_per_byte": val_bits,
-                }
-                message = f"step {done}: train loss {loss_value:.4f}, val {val_bits:.4f} bits/byte"
-                if use_band:
-                    verdict = reference_band.check(band, done, val_bits)
-                    record["band"] = verdict
-                    message += f" — {verdict}"
-                _write_jsonl(log_path, record)
-                history.append(record)
-                bar.write(message) if progress else echo(message)
+                val_nats, val_bits = run_evaluation(
+                    done, loss_value, bar.write if progress else echo
+                )
             if done % config.checkpoint_interval == 0 and done != config.steps:
-                save_state(ckpt_path, model, opt, done, batch_rng, config)
-        step = config.steps
+                next_rng = backend.get_rng_state()  # the next step starts from it
+                save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
     except KeyboardInterrupt:
         interrupted = True
-        echo(f"\ninterrupted: saving a checkpoint at step {step} to {ckpt_path}")
-        save_state(ckpt_path, model, opt, step, batch_rng, config)
+        if in_step:  # roll back the unfinished step: its batches are drawn again on resume
+            _set_random_states(batch_rng, snapshot)
+            opt.zero_grad()
+            next_rng = snapshot[1]
+        elif next_rng is None:
+            next_rng = backend.get_rng_state()
+        echo(f"\ninterrupted: saving a checkpoint at step {done} to {ckpt_path}")
+        save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
-    result = RunResult(run_dir, step, loss_value, val_nats, val_bits, seconds, interrupted, history)
+    result = RunResult(run_dir, done, loss_value, val_nats, val_bits, seconds, interrupted, history)
     if interrupted:
         return result
-    save_state(ckpt_path, model, opt, step, batch_rng, config)
+    save_state(ckpt_path, model, opt, done, batch_rng, config, backend.get_rng_state())
     from tinyllm.train.plots import plot_run
 
     plot_run(log_path, run_dir / "loss.png", band if use_band else None)

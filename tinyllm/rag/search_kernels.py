@@ -1,5 +1,8 @@
 """Numba building blocks shared by the graph (HNSW) and inverted-list (IVF) search kernels.
 
+(Named ``search_kernels`` so that it is not mistaken for ``tinyllm.kernels``, the engine's
+kernel layer: these are retrieval helpers, with no tiers and no dispatch.)
+
 Nothing here is compiled at import: ``@njit`` compiles on the first call, and these helpers are
 compiled into the entry-point kernels that call them (``hnsw_kernels``, ``ivf``), so they add no
 separate signatures. Every function works on float32 vectors and int32 ids.

@@ -1,0 +1,30 @@
+"""tests/gpu: tinyllm on ``device="cuda"`` with the CuPy stand-in (tests/cupy_standin).
+
+Every test module here runs with the stand-in installed as ``cupy``; nothing needs a GPU.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_standin
+
+import cupy_standin  # noqa: E402
+
+pytestmark = pytest.mark.skipif(cupy_standin.emulator.CXX is None, reason="no C++ compiler")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def standin():
+    """The stand-in as ``cupy`` for the whole module (removed after it)."""
+    cp = cupy_standin.install()
+    yield cp
+    cupy_standin.uninstall()
+
+
+@pytest.fixture
+def counters():
+    """The stand-in's counters, reset."""
+    cupy_standin.COUNTERS.reset()
+    return cupy_standin.COUNTERS
