@@ -34,6 +34,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     init_std: float = 0.02
+    moe: dict | None = None  # llama: ``tinyllm.nn.moe.MoE`` arguments replacing the FFN
 
     def __post_init__(self) -> None:
         if self.arch not in ("gpt", "llama"):
@@ -55,6 +56,8 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}"
             )
+        if gpt and self.moe is not None:
+            raise ValueError("ModelConfig: moe (a mixture of experts) applies to llama only")
         if gpt and self.n_kv_head != self.n_head:
             raise ValueError("ModelConfig: the gpt family uses MHA (n_kv_head == n_head)")
 

@@ -45,6 +45,7 @@ class Llama(LanguageModel):
                         attn_dropout=config.dropout,
                         positional="rope",
                         rope_base=config.rope_base,
+                        moe=config.moe,
                     )  # fmt: skip
                     for _ in range(config.n_layer)
                 ),
@@ -52,7 +53,8 @@ class Llama(LanguageModel):
             }
         )
         self.lm_head = Linear(C, config.vocab_size, bias=False)
-        self.init_weights(residual_projections=("o_proj", "down_proj"))
+        # "w2": an MoE expert's down projection (no module of a dense model has that name)
+        self.init_weights(residual_projections=("o_proj", "down_proj", "w2"))
         if config.tie_embeddings:
             self.lm_head.weight = self.model["embed_tokens"].weight
 

@@ -23,6 +23,14 @@ FLAG_HELP = {
     "log_grads": "log per-parameter gradient/update norms to the run's JSONL and plot them",
     "name": "run folder name under --out-dir",
     "eval_batches": "evaluate on the first N validation batches only (None: the whole split)",
+    "moe_experts": "llama only: a mixture of E experts in every layer's FFN (0: dense)",
+    "moe_top_k": "experts per token",
+    "moe_router": "softmax_topk (Mixtral), topk_softmax, noisy_topk or aux_free (DeepSeek-V3)",
+    "moe_aux_coef": "coefficient of the Switch load-balancing loss",
+    "moe_z_coef": "coefficient of the router z-loss",
+    "moe_capacity_factor": "expert capacity factor; overflowing tokens are dropped (None: none)",
+    "moe_shared_experts": "DeepSeekMoE shared experts, always active",
+    "moe_expert_hidden": "hidden width of each expert (default: ffn_hidden)",
 }
 
 
@@ -46,8 +54,10 @@ def register(subparsers) -> None:
                            help=FLAG_HELP.get(f.name, ""))  # fmt: skip
             continue
         kind = {int: int, float: float, str: str}.get(type(default), None)
-        if f.name in ("n_kv_head", "ffn_hidden", "eval_batches"):
+        if f.name in ("n_kv_head", "ffn_hidden", "eval_batches", "moe_expert_hidden"):
             kind = int
+        elif f.name == "moe_capacity_factor":
+            kind = float
         elif f.name in ("data", "tokenizer", "name"):
             kind = str
         elif f.name == "tie_embeddings":

@@ -21,7 +21,7 @@ Children: ``ln_1``, ``attn``, ``ln_2``, ``mlp`` (nanoGPT / GPT-2 names; Llama's
 from __future__ import annotations
 
 from tinyllm.nn.attention import Attention, check_heads
-from tinyllm.nn.feedforward import MLP, GatedMLP
+from tinyllm.nn.feedforward import MLP, GatedMLP, gated_hidden_size
 from tinyllm.nn.kv_cache import KVCache, LatentKVCache
 from tinyllm.nn.layers import Dropout
 from tinyllm.nn.mla import MultiHeadLatentAttention
@@ -59,6 +59,8 @@ class TransformerBlock(Module):
         positional, rope_base, causal, window: passed to ``Attention``.
         attention: "standard" (``Attention``) or "mla" (``MultiHeadLatentAttention``).
         attn_kwargs: extra keyword arguments for the attention module (e.g. MLA's ranks).
+        moe: ``tinyllm.nn.moe.MoE`` keyword arguments: ``mlp`` is then a sparse mixture of
+            SwiGLU experts (expert_hidden defaults to d_ff); ``ffn`` and ``activation`` unused.
 
     forward(x [B, T, C], cache=None, position_offset=None, attn_mask=None) -> [B, T, C];
     ``cache`` is this layer's ``KVCache`` / ``LatentKVCache`` (``new_cache()`` makes one).
@@ -85,6 +87,7 @@ class TransformerBlock(Module):
         window: int | None = None,
         attention: str = "standard",
         attn_kwargs: dict | None = None,
+        moe: dict | None = None,
         dtype=None,
         device=None,
     ) -> None:
@@ -143,7 +146,13 @@ class TransformerBlock(Module):
                 f"TransformerBlock: attention must be 'standard' or 'mla', got {attention!r}"
             )
         self.ln_2 = make_norm(norm, d_model, norm_eps, **kw)
-        if ffn == "mlp":
+        if moe is not None:  # a sparse mixture of experts in place of the FFN (``mlp``)
+            from tinyllm.nn.moe import MoE
+
+            moe = {"expert_hidden": d_ff, **moe}
+            moe["expert_hidden"] = moe["expert_hidden"] or d_ff or gated_hidden_size(d_model)
+            self.mlp = MoE(d_model, dtype=dtype, **moe)
+        elif ffn == "mlp":
             self.mlp = MLP(d_model, d_ff, activation=activation, bias=bias, **kw)
         else:
             self.mlp = GatedMLP(d_model, d_ff, variant=ffn, bias=bias, **kw)

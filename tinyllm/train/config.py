@@ -28,6 +28,15 @@ class TrainConfig:
     d_state: int = 16  # N, the SSM state per channel
     d_conv: int = 4  # width of the causal depthwise convolution
     expand: int = 2  # d_inner = expand * d_model
+    # mixture of experts (llama only; moe_experts = 0: the dense model)
+    moe_experts: int = 0  # E experts per layer replace the SwiGLU FFN
+    moe_top_k: int = 2  # experts per token
+    moe_router: str = "softmax_topk"  # softmax_topk | topk_softmax | noisy_topk | aux_free
+    moe_aux_coef: float = 0.01  # Switch load-balancing loss coefficient
+    moe_z_coef: float = 0.001  # router z-loss coefficient
+    moe_capacity_factor: float | None = None  # None: no token dropping
+    moe_shared_experts: int = 0  # DeepSeekMoE shared experts (always active)
+    moe_expert_hidden: int | None = None  # None: ffn_hidden (each expert a full FFN)
     # optimization
     steps: int = 1000
     batch_size: int = 16
@@ -91,12 +100,54 @@ class TrainConfig:
                 raise ValueError(
                     f"n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}"
                 )
+        self._validate_moe()
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup < 0:
             raise ValueError("lr must be > 0, min_lr_ratio in [0, 1], warmup >= 0")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def _validate_moe(self) -> None:
+        if self.moe_experts == 0:
+            for name in MOE_FIELDS[1:]:
+                if getattr(self, name) != DEFAULTS[name]:
+                    raise ValueError(
+                        f"{name} applies to a mixture of experts only (set moe_experts), got "
+                        f"{name}={getattr(self, name)}"
+                    )
+            return
+        if self.arch != "llama":
+            raise ValueError(f"moe_experts applies to arch 'llama' only, got arch {self.arch!r}")
+        if self.moe_experts < 0 or not 1 <= self.moe_top_k <= self.moe_experts:
+            raise ValueError(
+                f"moe_experts must be >= 0 and moe_top_k in [1, moe_experts], got "
+                f"moe_experts={self.moe_experts}, moe_top_k={self.moe_top_k}"
+            )
+        if self.moe_router not in MOE_TRAIN_ROUTERS:
+            raise ValueError(
+                f"moe_router must be one of {MOE_TRAIN_ROUTERS} for a causal LM, got "
+                f"{self.moe_router!r} (expert_choice and soft MoE see other positions of the "
+                "batch; hash routing needs token ids in every layer)"
+            )
+        if self.moe_capacity_factor is not None and self.moe_capacity_factor <= 0:
+            raise ValueError(f"moe_capacity_factor must be > 0, got {self.moe_capacity_factor}")
+        if self.moe_shared_experts < 0 or self.moe_aux_coef < 0 or self.moe_z_coef < 0:
+            raise ValueError("moe_shared_experts, moe_aux_coef and moe_z_coef must be >= 0")
+        if self.moe_expert_hidden is not None and self.moe_expert_hidden <= 0:
+            raise ValueError(f"moe_expert_hidden must be positive, got {self.moe_expert_hidden}")
+
+    def moe_kwargs(self) -> dict | None:
+        """The ``MoE`` layer's arguments for this run, or None for a dense model."""
+        if not self.moe_experts:
+            return None
+        return {
+            "num_experts": self.moe_experts, "top_k": self.moe_top_k, "router": self.moe_router,
+            "aux_loss_coef": self.moe_aux_coef, "z_loss_coef": self.moe_z_coef,
+            "capacity_factor": self.moe_capacity_factor,
+            "num_shared_experts": self.moe_shared_experts,
+            "expert_hidden": self.moe_expert_hidden,
+        }  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,6 +166,9 @@ class TrainConfig:
 
 ARCHS = ("llama", "gpt", "mamba")
 MAMBA_FIELDS = ("d_state", "d_conv", "expand")
+MOE_FIELDS = ("moe_experts", "moe_top_k", "moe_router", "moe_aux_coef", "moe_z_coef",
+              "moe_capacity_factor", "moe_shared_experts", "moe_expert_hidden")  # fmt: skip
+MOE_TRAIN_ROUTERS = ("softmax_topk", "topk_softmax", "noisy_topk", "aux_free")
 # every field's default: what a configuration saved before a field existed meant by it
 DEFAULTS = {
     f.name: f.default

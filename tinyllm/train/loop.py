@@ -40,10 +40,11 @@ import tinyllm.functional as F
 from tinyllm import backend
 from tinyllm.data.batches import random_windows, sequential_windows
 from tinyllm.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinyllm.nn.moe.layer import moe_aux_loss, moe_modules
 from tinyllm.optim import AdamW
 from tinyllm.optim.lr_scheduler import warmup_cosine
 from tinyllm.train import band as reference_band
-from tinyllm.train.config import TrainConfig, saved_value
+from tinyllm.train.config import MOE_FIELDS, TrainConfig, saved_value
 from tinyllm.train.tokens import TokenData, load_tokens
 
 LN2 = math.log(2.0)
@@ -83,6 +84,7 @@ def model_config_for(config: TrainConfig, vocab_size: int):
         arch=config.arch, vocab_size=vocab_size, d_model=config.d_model, n_layer=config.n_layer,
         n_head=config.n_head, n_kv_head=config.n_kv_head, block_size=config.seq_len,
         ffn_hidden=config.ffn_hidden, dropout=config.dropout, tie_embeddings=config.tie_embeddings,
+        **({"moe": config.moe_kwargs()} if config.moe_experts else {}),
     )  # fmt: skip
 
 
@@ -352,8 +354,15 @@ def train(
             log_path.unlink()
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    band = reference_band.load_band(config.arch)
+    band_key = config.arch + ("-moe" if config.moe_experts else "")  # never the dense band
+    band = reference_band.load_band(band_key)
     mismatched = reference_band.band_mismatches(band, config.to_dict())
+    if band is not None and config.moe_experts:  # BAND_KEYS has no MoE fields: compare them here
+        mismatched += [
+            f"{k}={getattr(config, k)!r} (band: {band['config'].get(k)!r})"
+            for k in MOE_FIELDS
+            if band["config"].get(k) != getattr(config, k)
+        ]
     use_band = band is not None and not mismatched
     recorder = None
     if config.log_grads:
@@ -368,7 +377,7 @@ def train(
     echo(describe_evaluation(evaluation_plan(data, config)))
     if band is None:
         echo(
-            f"no reference band for arch {config.arch!r} (measure one with: python "
+            f"no reference band for arch {band_key!r} (measure one with: python "
             f"experiments/reference_band.py --arch {config.arch})"
         )
     elif not use_band:
@@ -382,11 +391,16 @@ def train(
     val_nats = val_bits = None
     loss_value = float("nan")
     t_start = time.perf_counter()
+    moe_layers = moe_modules(model)
+    moe_load = np.zeros((len(moe_layers), config.moe_experts), np.int64) if moe_layers else None
 
     def run_evaluation(done: int, loss_value: float, write) -> tuple[float, float]:
         val_nats, val_bits = evaluate(model, data, config)
         record = {"step": done, "val_nats_per_byte": val_nats, "val_bits_per_byte": val_bits}
         message = f"step {done}: train loss {loss_value:.4f}, val {val_bits:.4f} bits/byte"
+        if moe_load is not None:  # rows per expert, per layer, since the last evaluation
+            record["expert_load"] = moe_load.tolist()
+            moe_load[...] = 0
         if use_band:
             verdict = reference_band.check(band, done, val_bits)
             record["band"] = verdict
@@ -429,7 +443,12 @@ def train(
             for _ in range(config.grad_accum):
                 x, y = random_windows(data.train, config.batch_size, config.seq_len, batch_rng)
                 loss = lm_loss(model, x, y, config.device)
-                (loss / config.grad_accum if config.grad_accum > 1 else loss).backward()
+                total = loss
+                if moe_layers:  # the routers' balancing losses join the objective, not the log
+                    moe_load += np.stack([m.last_load for m in moe_layers])
+                    aux = moe_aux_loss(moe_layers)
+                    total = loss if aux is None else loss + aux
+                (total / config.grad_accum if config.grad_accum > 1 else total).backward()
                 part = loss.data.astype(np.float64) / config.grad_accum
                 loss_sum = part if loss_sum is None else loss_sum + part
             norm = tinyllm.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
