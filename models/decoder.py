@@ -187,9 +187,10 @@ class Decoder:
         return self._apply_norm(x, self.final) @ self.head_wT
 
     # ---------------------------------------------------------------- a whole prompt
-    def prefill(self, tokens):
+    def prefill(self, tokens, all_logits: bool = False):
         """Feed T tokens per sequence (int [B, T]) in one forward; returns the logits [B, V]
-        after the last one (what T calls of ``step`` return last, up to summation order).
+        after the last one (what T calls of ``step`` return last, up to summation order), or
+        with ``all_logits`` the logits after each of them [B, T, V] (speculative verification).
 
         Every layer runs on [B, T, C]; K and V of all T positions go into the cache at
         pos .. pos + T - 1, and query j attends to keys 0 .. pos + j. The last layer keeps
@@ -228,7 +229,7 @@ class Decoder:
             v = qkv[..., (H + Hkv) * D :].reshape(B, T, Hkv, D).transpose(0, 2, 1, 3)
             self.K[i, :, :, pos:end] = k
             self.V[i, :, :, pos:end] = v
-            if i == last:  # only the last position's output is read
+            if i == last and not all_logits:  # only the last position's output is read
                 q, x, q_pos = q[:, :, -1:], x[:, -1:], q_pos[-1:]
             Tq = q.shape[2]
             keys = self.K[i, :, :, None, :end]  # [B, Hkv, 1, t, D]
@@ -247,4 +248,19 @@ class Decoder:
             x = x + o
             x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer)
         self.pos = end
+        if all_logits:
+            return self._apply_norm(x, self.final) @ self.head_wT
         return self._apply_norm(x[:, -1], self.final) @ self.head_wT
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` cached positions (roll back rejected speculative tokens:
+        later positions are overwritten by the next writes)."""
+        if not 0 <= length <= self.pos:
+            raise ValueError(f"Decoder.truncate: length must be in [0, {self.pos}], got {length}")
+        self.pos = length
+
+    def reorder(self, index) -> None:
+        """Cache rows gathered by ``index`` [B] (beam search keeps the surviving beams)."""
+        index = self.xp.asarray(index)
+        self.K = self.K[:, index]
+        self.V = self.V[:, index]

@@ -45,6 +45,12 @@ class LanguageModel(Module):
             elif isinstance(module, Embedding):
                 init.normal_(module.weight, 0.0, std)
 
+    def uses_moe(self) -> bool:
+        """True when some layer is a mixture of experts."""
+        from tinyllm.nn.moe import MoE
+
+        return any(isinstance(m, MoE) for _, m in self.named_modules())
+
     def new_caches(self) -> list:
         return [block.new_cache() for block in self.blocks]
 
@@ -59,17 +65,27 @@ class LanguageModel(Module):
         generator: np.random.Generator | None = None,
         callback: Callable[[int], None] | None = None,
         use_cache: bool = True,
+        logits_processor: Callable | None = None,
     ):
         """Continue ``idx`` [B, T] (int64) by ``max_new_tokens`` sampled tokens; returns [B, T+N].
 
         ``temperature=0`` is greedy. ``callback(token)`` is called with each new token of the
         first sequence (for streaming). ``generator`` seeds the sampling.
+        ``logits_processor(input_ids [B, T'], logits [B, V]) -> logits`` (e.g. a
+        ``tinyllm.generation.LogitsProcessorList``: penalties, bans, min-p, typical, ...) runs
+        on each step's logits before temperature / top-k / top-p.
+
+        A model with mixture-of-experts layers (``tinyllm.nn.moe.MoE``) always decodes by the
+        uncached forward (``use_cache`` is ignored): the array-code ``Decoder`` has no MoE
+        feed-forward path.
         """
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
         rng = generator if generator is not None else np.random.default_rng()
+        if use_cache and self.uses_moe():
+            use_cache = False  # the Decoder's array path has no MoE FFN
         was_training = self.training
         self.eval()
         block = self.config.block_size
@@ -89,6 +105,8 @@ class LanguageModel(Module):
             else:
                 logits = self(tinyllm.Tensor(tokens[:, start:]))
                 last = backend.to_numpy(logits.data[:, -1, :])
+            if logits_processor is not None:
+                last = logits_processor(backend.to_numpy(tokens), last)
             nxt = sample_next(last, rng, temperature, top_k, top_p)
             if callback is not None:
                 callback(int(nxt[0]))

@@ -1,0 +1,62 @@
+"""Numba paged decode attention: the reference's math (``paged_attention.py``) without the
+gather. One parallel work item per (sequence n, query head h): walk the sequence's block
+table, read each key in place, and keep an online softmax (running max m, running sum l,
+unnormalized accumulator acc):
+
+    s_t = scale q . k_t;  m' = max(m, s_t);  acc = acc e^{m - m'} + e^{s_t - m'} v_t
+    l = l e^{m - m'} + e^{s_t - m'};  o = acc / l
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, out):
+    N, H, D = q.shape
+    Hkv, S = k_cache.shape[1], k_cache.shape[2]
+    G = H // Hkv
+    for work in prange(N * H):
+        n, h = work // H, work % H
+        kv = h // G
+        L = context_lens[n]
+        acc = np.zeros(D, dtype=np.float64)
+        m, l = -np.inf, 0.0
+        for t in range(L):
+            blk, off = block_tables[n, t // S], t % S
+            s = 0.0
+            for d in range(D):
+                s += q[n, h, d] * k_cache[blk, kv, off, d]
+            s *= scale
+            m_new = max(m, s)
+            c = math.exp(m - m_new) if m > -np.inf else 0.0
+            e = math.exp(s - m_new)
+            l = l * c + e
+            for d in range(D):
+                acc[d] = acc[d] * c + e * v_cache[blk, kv, off, d]
+            m = m_new
+        for d in range(D):
+            out[n, h, d] = acc[d] / l
+
+
+def paged_attention_forward_numba(q, k_cache, v_cache, block_tables, context_lens, scale=None):
+    """Same contract as ``paged_attention.paged_attention_forward`` (NumPy arrays)."""
+    from tinyllm.kernels.paged_attention import _check
+
+    _check(q, k_cache, v_cache, "paged_attention_forward_numba")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    out = np.empty_like(q)
+    _decode(
+        np.ascontiguousarray(q),
+        np.ascontiguousarray(k_cache),
+        np.ascontiguousarray(v_cache),
+        np.ascontiguousarray(block_tables, dtype=np.int64),
+        np.ascontiguousarray(context_lens, dtype=np.int64),
+        scale,
+        out,
+    )
+    return out

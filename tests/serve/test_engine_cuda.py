@@ -1,0 +1,55 @@
+"""The engine on device="cuda" (the CuPy stand-in, tests/cupy_standin): the same greedy and
+the same seeded sampled tokens as on the CPU (the uniforms are drawn on the host)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinyllm
+from tinyllm import backend
+from tinyllm.models import ModelConfig, build_model
+from tinyllm.serve.engine import LLMEngine, SamplingParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_standin
+
+import cupy_standin  # noqa: E402
+
+pytestmark = pytest.mark.skipif(cupy_standin.emulator.CXX is None, reason="no C++ compiler")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def standin():
+    cp = cupy_standin.install()
+    yield cp
+    cupy_standin.uninstall()
+
+
+def run(device, params):
+    tinyllm.manual_seed(0)
+    m = (
+        build_model(
+            ModelConfig(
+                arch="llama",
+                vocab_size=30,
+                d_model=16,
+                n_layer=2,
+                n_head=4,
+                n_kv_head=2,
+                block_size=40,
+            )
+        )
+        .double()
+        .eval()
+        .to(device)
+    )
+    engine = LLMEngine(m, num_blocks=10, block_size=4)
+    assert backend.device_of(engine.cache.K) == device  # the cache lives on the device
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8], [1, 2, 3, 4, 9]]
+    return [r.output for r in engine.generate(prompts, params)]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cuda_engine_draws_the_cpu_tokens(temperature):
+    params = SamplingParams(max_tokens=9, temperature=temperature, top_p=0.9, seed=11)
+    assert run("cuda", params) == run("cpu", params)
