@@ -57,6 +57,12 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _state_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of per-parameter state ``name`` for a parameter of ``shape`` (checked by
+        ``load_state_dict``); optimizers with factored state (Adafactor) override it."""
+        return shape
+
     def _params_with_grad(self, group):
         for p in group["params"]:
             if p.grad is not None:
@@ -107,10 +113,12 @@ class Optimizer:
             entry = {}
             for name, v in s.items():
                 if hasattr(v, "shape") and np.ndim(v) > 0:
-                    if tuple(v.shape) != p.shape:
+                    want = self._state_shape(name, tuple(p.shape))
+                    if tuple(v.shape) != want:
                         raise ValueError(
                             f"{type(self).__name__}.load_state_dict: state {name!r} of parameter "
-                            f"{i} has shape {tuple(v.shape)}, parameter has {p.shape}"
+                            f"{i} has shape {tuple(v.shape)}, expected {want} (parameter has "
+                            f"{p.shape})"
                         )
                     v = backend.to_device(np.asarray(v), p.device).astype(p.dtype, copy=True)
                 elif hasattr(v, "shape"):
