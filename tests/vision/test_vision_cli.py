@@ -1,0 +1,21 @@
+"""``tinyllm vision train``: a tiny run writes its folder (metrics.json, model.npz, PNG)."""
+
+import json
+
+import pytest
+
+from tinyllm.cli.main import main
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+
+@pytest.mark.slow  # ~5-20 s: trains, imports matplotlib, writes a PNG
+def test_vision_train_vit_writes_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["vision", "train", "vit", "--steps", "3", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "vit" and metrics["steps"] == 3
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert (out / "model.npz").stat().st_size > 0
+    assert (out / "attention_rollout.png").read_bytes()[:4] == b"\x89PNG"

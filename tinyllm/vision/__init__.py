@@ -1,0 +1,1 @@
+"""Vision data and training helpers (scikit-learn's ``load_digits``; the ``vision`` extra)."""
