@@ -1,10 +1,24 @@
-"""Passage retrieval on the default corpus: recall@5 and MRR for BM25, dense and hybrid.
+"""Passage retrieval on the default corpus: keyword queries and natural-language questions.
 
     python experiments/rag_retrieval.py                    # MiniLM when installed, else TF-IDF
+    python experiments/rag_retrieval.py --parts questions  # only the question set
     python experiments/rag_retrieval.py --embedder tfidf
     python experiments/rag_retrieval.py --embedder mypackage.module:make_embedder
 
-Corpus: the standard library's help topics split into ~100-200-word passages (exact
+Part "questions": the hand-written questions of ``tinyllm/data/rag_questions.json`` (dev and
+held-out halves), hit@1, hit@5 and MRR (:mod:`tinyllm.rag.evaluation`) for BM25, BM25 + RM3,
+dense, dense pseudo-relevance feedback in HyDE form (the query vector averaged with the top-3
+dense passages' vectors: retrieved text stands in for LM-written text, as no LM is used),
+hybrid RRF (k in RRF_KS) and min-max score fusion (weights in WEIGHTS), for each passage size
+in SIZES. The configuration with the best dev MRR is reported as the chosen default. Part
+"rerank": the cross-encoder head of :mod:`tinyllm.rag.cross_encoder` fitted on the corpus
+headings (``--refit-head``; else the saved head is used) reranks the top 20 of the best dev
+fused configuration, then MMR (λ = ``--mmr-lambda``) diversifies the top 10. Outputs:
+``experiments/results/rag_questions.{md,json,png}``; passage embeddings are cached in
+``runs/rag_cache``. Latencies are per query on this (shared) CPU.
+
+Part "keyword":
+the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
 else a 14-word window), rewritten by rule at three levels:
 
@@ -29,19 +43,24 @@ is installed, else the TF-IDF (words + character 3-grams) random-projection base
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from tinyllm.data.corpus import default_corpus_topics
 from tinyllm.rag.bm25 import BM25
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
+from tinyllm.rag.evaluation import load_questions, passage_homes, ranking_metrics
 from tinyllm.rag.exact import ExactIndex
 from tinyllm.rag.fusion import reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.passages import corpus_passages
 from tinyllm.rag.query import rm3_expand
+from tinyllm.rag.similarity import normalize
 from tinyllm.rag.text import STOPWORDS, split_sentences
 
 DEPTH = 100
@@ -158,18 +177,90 @@ def load_embedder(spec: str, texts: list[str]):
     return factory(), spec
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--embedder",
-        default="auto",
-        help="'auto' (MiniLM when installed, else tfidf), 'tfidf', or module:factory "
-        "returning embed(texts) -> (n, D)",
-    )
-    parser.add_argument("--levels", nargs="+", default=["copy", "paraphrase", "short"])
-    args = parser.parse_args(argv)
+# ---------------------------------------------------------------------------------------------
+# Natural-language questions (tinyllm/data/rag_questions.json): hit@1, hit@5, MRR per config.
 
+SIZES = ((50, 100), (100, 200), (150, 300))
+RRF_KS = (10, 30, 60, 100)
+WEIGHTS = ((1.0, 1.0), (0.5, 1.0), (0.25, 1.0), (1.0, 0.5))  # (BM25, dense)
+
+
+def cached_vectors(embed, texts: list[str], cache: Path | None, name: str) -> np.ndarray:
+    """Embeddings of ``texts``, read from / written to ``cache/name.npy`` (keyed by a hash
+    of the texts) so that repeated runs skip the ~1 min MiniLM pass."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = None if cache is None else cache / f"{name}-{digest}.npy"
+    if path is not None and path.is_file():
+        return np.load(path)
+    vectors = np.asarray(embed(texts), dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    return vectors
+
+
+def question_runs(passages, vectors, embed, questions, embed_name, q_vectors=None):
+    """Rankings (passage ids, best first, depth DEPTH) of every method for every question,
+    and the mean per-query latency in ms of each method (query embedding included)."""
+    texts = [p.text for p in passages]
+    bm25 = BM25().fit(texts)
+    dense = ExactIndex(vectors.shape[1], metric="cosine")
+    dense.add(vectors)
+    queries = [q["question"] for q in questions]
+    runs: dict[str, list[list[int]]] = {}
+    latency: dict[str, float] = {}
+
+    start = time.perf_counter()
+    lexical = [bm25.search(q, DEPTH) for q in queries]
+    latency["bm25"] = (time.perf_counter() - start) / len(queries) * 1e3
+    runs["bm25"] = [ids.tolist() for _, ids in lexical]
+
+    start = time.perf_counter()
+    rm3 = [bm25.search(rm3_expand(q, bm25), DEPTH)[1].tolist() for q in queries]
+    latency["bm25+rm3"] = (time.perf_counter() - start) / len(queries) * 1e3
+    runs["bm25+rm3"] = rm3
+
+    start = time.perf_counter()
+    qv = np.asarray(embed(queries), dtype=np.float32) if q_vectors is None else q_vectors
+    d_scores, d_ids = dense.search(qv, DEPTH)
+    latency["dense"] = (time.perf_counter() - start) / len(queries) * 1e3
+    runs["dense"] = d_ids.tolist()
+
+    # HyDE form without an LM: the search vector averages the query encoding with the
+    # encodings of the top-3 dense passages (retrieved text standing in for generated text).
+    prf = normalize(qv + vectors[d_ids[:, :3]].sum(1)) if len(qv) else qv
+    runs["dense+prf(hyde-form)"] = dense.search(prf, DEPTH)[1].tolist()
+    latency["dense+prf(hyde-form)"] = latency["dense"]
+
+    for k in RRF_KS:
+        for w in WEIGHTS:
+            runs[f"hybrid rrf k={k} w={w[0]:g}/{w[1]:g}"] = [
+                [doc for doc, _ in reciprocal_rank_fusion([lex[1].tolist(), d.tolist()], k, w)]
+                for lex, d in zip(lexical, d_ids)
+            ]
+    for w in WEIGHTS:
+        runs[f"hybrid score w={w[0]:g}/{w[1]:g}"] = [
+            [
+                doc
+                for doc, _ in score_fusion(
+                    [
+                        dict(zip(lex[1].tolist(), lex[0].tolist())),
+                        dict(zip(d.tolist(), s.tolist())),
+                    ],
+                    w,
+                )
+            ]
+            for lex, d, s in zip(lexical, d_ids, d_scores)
+        ]
+    runs["hybrid rrf k=60 (bm25+rm3, dense)"] = [
+        [doc for doc, _ in reciprocal_rank_fusion([a, b.tolist()])] for a, b in zip(rm3, d_ids)
+    ]
+    latency["hybrid"] = latency["bm25"] + latency["dense"]
+    return runs, latency
+
+
+def keyword_levels(args, embed, embed_name) -> list[dict]:
+    """The synthetic keyword queries (copy / paraphrase / short) of the first part."""
     passages = corpus_passages()
     texts = [p.text for p in passages]
     normalized = [" ".join(t.split()) for t in texts]
@@ -180,8 +271,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     bm25 = {"lucene": BM25().fit(texts), "robertson": BM25(idf="robertson").fit(texts)}
-    embed, embed_name = load_embedder(args.embedder, texts)
-    vectors = np.asarray(embed(texts), dtype=np.float32)
+    vectors = cached_vectors(embed, texts, args.cache, "passages-100-200")
     dense = ExactIndex(vectors.shape[1], metric="cosine")
     dense.add(vectors)
     print(f"indexes built in {time.perf_counter() - start:.1f}s (dense: {embed_name})")
@@ -220,9 +310,289 @@ def main(argv=None) -> int:
             rows.append({"level": level, "method": method, **metrics, "queries": len(queries)})
             print(f"{level:11s} {method:28s} {metrics['recall@5']:9.3f} {metrics['mrr']:7.3f}")
         print(f"  e.g. {sources[7][:70]!r} -> {queries[7]!r}")
-    print()
-    for row in rows:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    return rows
+
+
+def question_experiment(args, embed, embed_name) -> dict:
+    """Every method x passage size on the dev and held-out questions; the configuration
+    with the best dev MRR (ties: dev hit@5) is the chosen default."""
+    topics = default_corpus_topics()
+    splits = {s: load_questions(s) for s in ("dev", "heldout")}
+    print(f"\nquestions: {len(splits['dev'])} dev, {len(splits['heldout'])} held-out")
+    rows = []
+    for low, high in SIZES:
+        passages = corpus_passages(low, high)
+        homes = passage_homes(passages, topics)
+        vectors = cached_vectors(
+            embed, [p.text for p in passages], args.cache, f"passages-{low}-{high}"
+        )
+        for split, questions in splits.items():
+            runs, latency = question_runs(passages, vectors, embed, questions, embed_name)
+            gold = [q["topics"] for q in questions]
+            for method, rankings in runs.items():
+                family = "hybrid" if method.startswith("hybrid") else method
+                row = {
+                    "split": split,
+                    "passages": f"{low}-{high}",
+                    "n_passages": len(passages),
+                    "method": method,
+                    **ranking_metrics(rankings, gold, homes),
+                    "ms_per_query": round(latency[family], 2),
+                    "questions": len(questions),
+                }
+                rows.append(row)
+    dev_rows = [r for r in rows if r["split"] == "dev"]
+    best = max(dev_rows, key=lambda r: (r["mrr"], r["hit@5"]))
+    print(f"\nchosen on dev: {best['method']} with passages {best['passages']}")
+    print(
+        f"\n{'split':8s} {'size':8s} {'method':36s} {'hit@1':>6s} {'hit@5':>6s} "
+        f"{'MRR':>6s} {'ms':>7s}"
+    )
+    for r in rows:
+        print(
+            f"{r['split']:8s} {r['passages']:8s} {r['method']:36s} {r['hit@1']:6.3f} "
+            f"{r['hit@5']:6.3f} {r['mrr']:6.3f} {r['ms_per_query']:7.2f}"
+        )
+    return {"rows": rows, "chosen": {"method": best["method"], "passages": best["passages"]}}
+
+
+def first_stage(bm25, dense, queries, qv, method: str, depth: int = DEPTH):
+    """Fused rankings (passage ids) of BM25 and dense for every query, by ``method``:
+    "hybrid rrf k=K w=a/b" or "hybrid score w=a/b" (a: BM25 weight, b: dense weight)."""
+    weights = tuple(float(x) for x in method.split("w=")[1].split()[0].split("/"))
+    d_scores, d_ids = dense.search(qv, depth)
+    out = []
+    for q, d, s in zip(queries, d_ids, d_scores):
+        l_scores, l_ids = bm25.search(q, depth)
+        if method.startswith("hybrid rrf"):
+            k = float(method.split("k=")[1].split()[0])
+            fused = reciprocal_rank_fusion([l_ids.tolist(), d.tolist()], k, weights)
+        else:
+            lexical = dict(zip(l_ids.tolist(), l_scores.tolist()))
+            fused = score_fusion([lexical, dict(zip(d.tolist(), s.tolist()))], weights)
+        out.append([doc for doc, _ in fused])
+    return out
+
+
+def rerank_experiment(args, embed, results: dict) -> list[dict]:
+    """Fit the cross-encoder head on heading pairs, then rerank the fused top 20 of the
+    dev-chosen RRF configuration on the dev and held-out questions (plus MMR)."""
+    from tinyllm.rag.cross_encoder import (
+        LinearHead,
+        MiniLMCrossEncoder,
+        corpus_headings,
+        default_head_path,
+        fit_head,
+    )
+    from tinyllm.rag.rerank import mmr
+
+    rows = results["questions"]["rows"]
+    size = results["questions"]["chosen"]["passages"]
+    # the first stage: the best fused configuration on dev at the chosen passage size
+    rrf = max(
+        (
+            r
+            for r in rows
+            if r["split"] == "dev"
+            and r["method"].startswith("hybrid")
+            and "w=" in r["method"]
+            and r["passages"] == size
+        ),
+        key=lambda r: (r["mrr"], r["hit@5"]),
+    )["method"]
+    low, high = (int(x) for x in size.split("-"))
+    topics = default_corpus_topics()
+    passages = corpus_passages(low, high)
+    texts = [p.text for p in passages]
+    homes = passage_homes(passages, topics)
+    vectors = cached_vectors(embed, texts, args.cache, f"passages-{low}-{high}")
+    bm25 = BM25().fit(texts)
+    dense = ExactIndex(vectors.shape[1], metric="cosine")
+    dense.add(vectors)
+    encoder = MiniLMCrossEncoder(embed)
+    top = 20
+
+    head_path = default_head_path()
+    if args.refit_head or not head_path.is_file():
+        start = time.perf_counter()
+        headings = corpus_headings(topics)
+        queries = [h for h, _ in headings]
+        qv = np.asarray(embed(queries), dtype=np.float32)
+        stage = first_stage(bm25, dense, queries, qv, rrf)
+        groups = []
+        for (heading, topic), ranking in zip(headings, stage):
+            cands = ranking[:top]
+            positive = [topic in homes[i] for i in cands]
+            if not any(positive):  # add the topic's passage closest to the heading
+                own = [i for i, h in enumerate(homes) if topic in h]
+                cands = cands[:-1] + [max(own, key=lambda i: float(vectors[i] @ qv[len(groups)]))]
+                positive = [topic in homes[i] for i in cands]
+            # all positives and the 8 best-ranked negatives
+            keep = [i for i, p in zip(cands, positive) if p][:4] + [
+                i for i, p in zip(cands, positive) if not p
+            ][:8]
+            feats = encoder.features([(heading, texts[i]) for i in keep], vectors[keep])
+            groups.append((feats, np.array([topic in homes[i] for i in keep])))
+        head = fit_head(groups)
+        head.save(head_path)
+        print(
+            f"head fitted on {len(groups)} heading groups "
+            f"({sum(len(g[1]) for g in groups)} pairs) in {time.perf_counter() - start:.0f}s"
+        )
+    encoder.head = LinearHead.load(head_path)
+
+    out = []
+    for split in ("dev", "heldout"):
+        questions = load_questions(split)
+        queries = [q["question"] for q in questions]
+        gold = [q["topics"] for q in questions]
+        start = time.perf_counter()
+        qv = np.asarray(embed(queries), dtype=np.float32)
+        stage = first_stage(bm25, dense, queries, qv, rrf)
+        t_stage = time.perf_counter() - start
+        reranked, diverse = [], []
+        start = time.perf_counter()
+        for q, v, ranking in zip(queries, qv, stage):
+            cands = ranking[:top]
+            scores = encoder([(q, texts[i]) for i in cands], vectors[cands])
+            order = [cands[i] for i in np.argsort(-scores, kind="stable")]
+            reranked.append(order + ranking[top:])
+            picks = mmr(v, vectors[order[:10]], 10, lambda_=args.mmr_lambda)
+            diverse.append([order[i] for i in picks] + order[10:] + ranking[top:])
+        t_rerank = time.perf_counter() - start
+        n = len(queries)
+        for method, rankings, ms in (
+            (f"{rrf} (first stage)", stage, t_stage / n * 1e3),
+            (f"{rrf} + cross-encoder top{top}", reranked, (t_stage + t_rerank) / n * 1e3),
+            (
+                f"{rrf} + cross-encoder + MMR(l={args.mmr_lambda:g})",
+                diverse,
+                (t_stage + t_rerank) / n * 1e3,
+            ),
+        ):
+            row = {"split": split, "passages": size, "method": method}
+            row.update(ranking_metrics(rankings, gold, homes))
+            row.update({"ms_per_query": round(ms, 1), "questions": n})
+            out.append(row)
+            print(
+                f"{split:8s} {size:8s} {method:56s} {row['hit@1']:6.3f} {row['hit@5']:6.3f} "
+                f"{row['mrr']:6.3f} {ms:8.1f} ms"
+            )
+    return out
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    """Markdown table, JSON and PNG of the question results (and the keyword levels)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rag_questions.json").write_text(json.dumps(results, indent=1) + "\n")
+    chosen = results["questions"]["chosen"]
+    rows = results["questions"]["rows"]
+    lines = [
+        "# Retrieval on natural-language questions (tinyllm/data/rag_questions.json)",
+        "",
+        f"Dense encoder: {results['embedder']}. Machine: {results['machine']}.",
+        f"Chosen on the dev half (best MRR): **{chosen['method']}**, passages "
+        f"{chosen['passages']} words.",
+        "",
+        "| split | passages | method | hit@1 | hit@5 | MRR | ms/query |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['split']} | {r['passages']} | {r['method']} | {r['hit@1']:.3f} | "
+            f"{r['hit@5']:.3f} | {r['mrr']:.3f} | {r['ms_per_query']:.2f} |"
+        )
+    for r in results.get("rerank", []):
+        lines.append(
+            f"| {r['split']} | {r['passages']} | {r['method']} | {r['hit@1']:.3f} | "
+            f"{r['hit@5']:.3f} | {r['mrr']:.3f} | {r['ms_per_query']:.2f} |"
+        )
+    if results.get("keyword_levels"):
+        lines += ["", "Keyword queries built from passage sentences (recall@5 = hit@5 here):", ""]
+        lines += ["| level | method | recall@5 | MRR |", "|---|---|---|---|"]
+        for r in results["keyword_levels"]:
+            lines.append(f"| {r['level']} | {r['method']} | {r['recall@5']:.3f} | {r['mrr']:.3f} |")
+    (out / "rag_questions.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no PNG")
+        return
+    heads = ["bm25", "bm25+rm3", "dense", "dense+prf(hyde-form)", "hybrid rrf k=60 w=1/1"]
+    if chosen["method"] not in heads:
+        heads.append(chosen["method"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, split in zip(axes, ("dev", "heldout")):
+        picked = [
+            next(
+                r
+                for r in rows
+                if r["split"] == split and r["passages"] == chosen["passages"] and r["method"] == m
+            )
+            for m in heads
+        ]
+        picked += [r for r in results.get("rerank", []) if r["split"] == split]
+        x = np.arange(len(picked))
+        for j, metric in enumerate(("hit@1", "hit@5", "mrr")):
+            ax.bar(x + (j - 1) * 0.27, [r[metric] for r in picked], 0.27, label=metric)
+        ax.set_xticks(x, [r["method"] for r in picked], rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"{split} questions, passages {chosen['passages']} words")
+        ax.axhline(0.95, color="gray", lw=0.5, ls="--")
+        ax.axhline(0.80, color="gray", lw=0.5, ls=":")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "rag_questions.png", dpi=110)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--embedder",
+        default="auto",
+        help="'auto' (MiniLM when installed, else tfidf), 'tfidf', or module:factory "
+        "returning embed(texts) -> (n, D)",
+    )
+    parser.add_argument("--levels", nargs="+", default=["copy", "paraphrase", "short"])
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["keyword", "questions", "rerank"],
+        choices=["keyword", "questions", "rerank"],
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/rag_cache"),
+        help="where passage embeddings are cached (keyed by text hash)",
+    )
+    parser.add_argument(
+        "--refit-head", action="store_true", help="refit the cross-encoder head even if saved"
+    )
+    parser.add_argument("--mmr-lambda", type=float, default=0.7)
+    parser.add_argument("--out", type=Path, default=Path("experiments/results"))
+    args = parser.parse_args(argv)
+
+    embed, embed_name = load_embedder(args.embedder, [p.text for p in corpus_passages()])
+    import os
+
+    results = {
+        "embedder": embed_name,
+        "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
+        "(shared machine)",
+    }
+    if "keyword" in args.parts:
+        results["keyword_levels"] = keyword_levels(args, embed, embed_name)
+    if "questions" in args.parts:
+        results["questions"] = question_experiment(args, embed, embed_name)
+        if "rerank" in args.parts:
+            results["rerank"] = rerank_experiment(args, embed, results)
+
+    if "questions" in args.parts:
+        write_outputs(results, args.out)
     return 0
 
 

@@ -6,7 +6,9 @@ Vector search: :mod:`~tinyllm.rag.similarity` (cosine, dot, L2), :mod:`~tinyllm.
 Numba kernels). Lexical: :mod:`~tinyllm.rag.bm25`. Hybrid: :mod:`~tinyllm.rag.fusion` (RRF,
 min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE). Context side:
 :mod:`~tinyllm.rag.compress` (extractive, surprisal), :mod:`~tinyllm.rag.rerank` (MMR,
-cross-encoder). Passages and the store: :mod:`~tinyllm.rag.passages`,
+cross-encoder; :mod:`~tinyllm.rag.cross_encoder`, a MiniLM cross-encoder with a fitted head).
+Judging: :mod:`~tinyllm.rag.evaluation` (the natural-language question set, hit@k, MRR).
+Passages and the store: :mod:`~tinyllm.rag.passages`,
 :mod:`~tinyllm.rag.retriever`. Embedders: :class:`TfidfProjectionEmbedder` (no model) and
 :class:`MiniLMEmbedder` (all-MiniLM-L6-v2, from :mod:`tinyllm.embeddings`). Nothing is
 compiled at import; Numba kernels compile on first use (and are cached beside the sources).
@@ -15,7 +17,9 @@ compiled at import; Numba kernels compile on first use (and are cached beside th
 from tinyllm.embeddings import MiniLMEmbedder
 from tinyllm.rag.bm25 import BM25, bm25_idf
 from tinyllm.rag.compress import extractive_compress, surprisal_compress
+from tinyllm.rag.cross_encoder import LinearHead, MiniLMCrossEncoder, rerank_results
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
+from tinyllm.rag.evaluation import load_questions, passage_homes, ranking_metrics
 from tinyllm.rag.exact import ExactIndex, exact_search, top_k
 from tinyllm.rag.fusion import min_max_normalize, reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.hnsw import HNSWIndex
@@ -36,6 +40,8 @@ __all__ = [
     "HNSWIndex",
     "IVFIndex",
     "LSHIndex",
+    "LinearHead",
+    "MiniLMCrossEncoder",
     "MiniLMEmbedder",
     "Passage",
     "PassageRetriever",
@@ -52,11 +58,15 @@ __all__ = [
     "kmeans",
     "l2_distance",
     "load_index",
+    "load_questions",
     "min_max_normalize",
     "mmr",
     "multi_query_fusion",
     "normalize",
+    "passage_homes",
+    "ranking_metrics",
     "reciprocal_rank_fusion",
+    "rerank_results",
     "rm3_expand",
     "rm3_search",
     "score_fusion",

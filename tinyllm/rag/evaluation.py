@@ -1,0 +1,80 @@
+"""Judging retrieval on natural-language questions: the question set and hit@k / MRR.
+
+The question set (``tinyllm/data/rag_questions.json``) holds questions about the default
+corpus written as a user would ask them, each labelled with the help topics
+(``pydoc_data.topics`` keys) whose text answers it, and a fixed ``dev`` / ``heldout`` split.
+
+A passage is relevant to a question when one of its *homes* is a labelled topic; the homes
+of a passage are its own topic plus every topic whose text contains the passage's text
+(whitespace-normalised): the help topics repeat sections word for word, and the passage
+store keeps only the first copy, so a passage of "exceptions" also answers for "execmodel".
+
+For a ranking r_1, r_2, ... of passages and a question q,
+
+    hit@k(q) = 1 if some r_i with i <= k is relevant, else 0,
+    RR(q)    = 1 / (rank of the first relevant passage), 0 if none in the ranking,
+
+and hit@k, MRR are their means over the questions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+from tinyllm.rag.passages import Passage
+
+SPLITS = ("dev", "heldout")
+
+
+def load_questions(split: str | None = None) -> list[dict]:
+    """The questions of ``split`` ("dev", "heldout" or None for all), each a dict with
+    ``id``, ``question``, ``topics`` (list of topic keys), ``keyword`` and ``split``."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"load_questions: split must be one of {SPLITS} or None, got {split!r}")
+    text = resources.files("tinyllm.data").joinpath("rag_questions.json").read_text("utf-8")
+    questions = json.loads(text)["questions"]
+    return [q for q in questions if split is None or q["split"] == split]
+
+
+def passage_homes(passages: Sequence[Passage], topics: Mapping[str, str]) -> list[frozenset]:
+    """For every passage, the set of topics whose (whitespace-normalised) text contains it,
+    always including its own topic."""
+    normalized = {key: " ".join(text.split()) for key, text in topics.items()}
+    homes = []
+    for passage in passages:
+        body = " ".join(passage.text.split())
+        homes.append(
+            frozenset({passage.topic} | {key for key, text in normalized.items() if body in text})
+        )
+    return homes
+
+
+def ranking_metrics(
+    rankings: Sequence[Sequence[int]],
+    gold_topics: Sequence[Sequence[str]],
+    homes: Sequence[frozenset],
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, float]:
+    """Mean hit@k for each k in ``ks`` and MRR of passage-id ``rankings`` (best first), one
+    per question, against each question's labelled topics."""
+    if len(rankings) != len(gold_topics):
+        raise ValueError(
+            f"ranking_metrics: {len(rankings)} rankings for {len(gold_topics)} questions"
+        )
+    if not rankings:
+        raise ValueError("ranking_metrics: no questions")
+    hits = {k: 0.0 for k in ks}
+    reciprocal = 0.0
+    for ranking, gold in zip(rankings, gold_topics):
+        gold = set(gold)
+        first = next((rank for rank, pid in enumerate(ranking, start=1) if homes[pid] & gold), None)
+        if first is not None:
+            reciprocal += 1.0 / first
+            for k in ks:
+                hits[k] += first <= k
+    n = len(rankings)
+    out = {f"hit@{k}": hits[k] / n for k in ks}
+    out["mrr"] = reciprocal / n
+    return out
