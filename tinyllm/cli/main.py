@@ -25,6 +25,8 @@ SUBCOMMAND_MODULES = [
     "align_cmd",
     "quantize_cmd",
     "bench_cmd",
+    "serve_cmd",
+    "vision_cmd",
 ]
 
 

@@ -11,25 +11,29 @@ from tinyllm.functional.activations import *  # noqa: F403
 from tinyllm.functional.arithmetic import *  # noqa: F403
 from tinyllm.functional.attention import *  # noqa: F403
 from tinyllm.functional.comparison import *  # noqa: F403
+from tinyllm.functional.conv import *  # noqa: F403
 from tinyllm.functional.conversion import *  # noqa: F403
 from tinyllm.functional.dropout import *  # noqa: F403
 from tinyllm.functional.embedding import *  # noqa: F403
 from tinyllm.functional.indexing import *  # noqa: F403
 from tinyllm.functional.linalg import *  # noqa: F403
 from tinyllm.functional.linear import *  # noqa: F403
+from tinyllm.functional.linear_attention import *  # noqa: F403
 from tinyllm.functional.losses import *  # noqa: F403
+from tinyllm.functional.moe import *  # noqa: F403
 from tinyllm.functional.norms import *  # noqa: F403
 from tinyllm.functional.pointwise import *  # noqa: F403
 from tinyllm.functional.positional import *  # noqa: F403
 from tinyllm.functional.reductions import *  # noqa: F403
+from tinyllm.functional.rwkv import *  # noqa: F403
 from tinyllm.functional.shape import *  # noqa: F403
 from tinyllm.functional.softmax import *  # noqa: F403
 from tinyllm.functional.ssm import *  # noqa: F403
 
 _FAMILIES = (
-    "activations", "arithmetic", "attention", "comparison", "conversion", "dropout",
-    "embedding", "indexing", "linalg", "linear", "losses", "norms", "pointwise", "positional",
-    "reductions", "shape", "softmax", "ssm",
+    "activations", "arithmetic", "attention", "comparison", "conv", "conversion", "dropout",
+    "embedding", "indexing", "linalg", "linear", "losses", "moe", "norms", "pointwise",
+    "positional", "reductions", "shape", "softmax", "ssm", "linear_attention", "rwkv",
 )  # fmt: skip
 __all__ = sorted(
     {

@@ -3,6 +3,7 @@
 from tinyllm.nn import init, utils
 from tinyllm.nn.attention import Attention
 from tinyllm.nn.containers import ModuleDict, ModuleList, Sequential
+from tinyllm.nn.conv import AvgPool2d, Conv2d, MaxPool2d, PatchEmbed
 from tinyllm.nn.feedforward import MLP, GatedMLP
 from tinyllm.nn.kv_cache import KVCache, LatentKVCache
 from tinyllm.nn.layers import (
@@ -32,7 +33,8 @@ from tinyllm.nn.positional import (
 from tinyllm.nn.transformer import TransformerBlock
 
 __all__ = [
-    "GELU", "MLP", "ALiBi", "Attention", "CrossEntropyLoss", "Dropout", "Embedding", "GatedMLP",
+    "GELU", "MLP", "ALiBi", "Attention", "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout",
+    "Embedding", "GatedMLP", "MaxPool2d", "PatchEmbed",
     "GroupNorm", "Identity", "KVCache", "LatentKVCache", "LayerNorm", "LearnedPositionalEmbedding",
     "Linear", "MSELoss", "Module", "ModuleDict", "ModuleList", "MultiHeadLatentAttention",
     "Parameter", "RMSNorm", "ReLU", "RotaryEmbedding", "Sequential", "SiLU", "Sigmoid",

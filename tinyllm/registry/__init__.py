@@ -37,6 +37,9 @@ FAMILY_MODULES = [
     "tinyllm.registry.linear",
     "tinyllm.registry.transformer_attention",
     "tinyllm.registry.ssm",
+    "tinyllm.registry.conv",
+    "tinyllm.registry.moe",
+    "tinyllm.registry.long_context",
     "tinyllm.quant.registry",
 ]
 
