@@ -116,3 +116,17 @@ def test_errors_name_op_argument_and_shapes():
         F.avg_pool2d(x, 2, ceil_mode=True)
     with pytest.raises(TypeError, match="conv2d: weight has dtype"):
         F.conv2d(x.double(), tinyllm.randn(2, 4, 3, 3))
+
+
+def test_conv2d_and_max_pool_free_what_they_saved_after_backward():
+    """The im2col columns and the argmax indices are saved arrays: backward releases them."""
+    rng = np.random.default_rng(0)
+    x = tinyllm.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
+    w = tinyllm.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    y = F.conv2d(x, w)
+    z = F.max_pool2d(x, 2)
+    conv_ctx, pool_ctx = y.grad_fn, z.grad_fn
+    assert any(a is not None and a.size == 2 * 27 * 16 for a in conv_ctx.saved_arrays)
+    assert len(pool_ctx.saved_arrays) == 1
+    (y.sum() + z.sum()).backward()
+    assert conv_ctx.saved_arrays == () and pool_ctx.saved_arrays == ()

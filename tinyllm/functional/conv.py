@@ -65,14 +65,14 @@ class Conv2d(Function):
         out = xp.matmul(Wm[None], X).reshape(N, Cout, Ho, Wo)  # out[n, g] = Wm[g] @ X[n, g]
         if bias is not None:
             out = out + bias.reshape(1, Cout, 1, 1)
-        ctx.save_for_backward(weight, bias)
-        ctx.X, ctx.geom = X, (H, W, stride, dilation, pads, groups)
+        # the columns X are saved with the weights, so release() frees them after backward
+        ctx.save_for_backward(weight, bias, X)
+        ctx.geom = (H, W, stride, dilation, pads, groups)
         return out.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, dout):
-        weight, bias = ctx.saved_tensors
-        X = ctx.X
+        weight, bias, X = ctx.saved_tensors
         H, W, stride, dilation, pads, groups = ctx.geom
         xp = get_array_module(dout)
         Cout, Cg, kh, kw = weight.shape
@@ -195,7 +195,8 @@ class MaxPool2d(Function):
         flat = cols.reshape(N, C, kh * kw, Ho, Wo)
         a = flat.argmax(axis=2)  # [N, C, Ho, Wo], first maximum on ties
         out = xp.take_along_axis(flat, a[:, :, None], axis=2)[:, :, 0]
-        ctx.a, ctx.geom = a, (N, C, H, W, kh, kw, stride, pads, dilation)
+        ctx.save_for_backward(a)  # argmax per window [N, C, Ho, Wo]
+        ctx.geom = (N, C, H, W, kh, kw, stride, pads, dilation)
         if not return_indices:
             return out
         # torch's indices: the flat position h W + w in the input plane
@@ -212,7 +213,7 @@ class MaxPool2d(Function):
     def backward(ctx, dout, didx=None):
         N, C, H, W, kh, kw, stride, pads, dilation = ctx.geom
         xp = get_array_module(dout)
-        a = ctx.a
+        (a,) = ctx.saved_tensors
         Ho, Wo = a.shape[2:]
         dflat = xp.zeros((N, C, kh * kw, Ho, Wo), dtype=dout.dtype)
         xp.put_along_axis(dflat, a[:, :, None], dout[:, :, None], axis=2)  # to the argmax
