@@ -24,8 +24,8 @@ from . import core, cuda, cupyx, module, random
 from .core import IMPLICIT, ndarray
 from .counters import COUNTERS, FAIL, Counters
 
-__all__ = ["COUNTERS", "FAIL", "IMPLICIT", "Counters", "build", "install", "installed",
-           "ndarray", "uninstall"]  # fmt: skip
+__all__ = ["COUNTERS", "FAIL", "IMPLICIT", "Counters", "build", "fixture", "install",
+           "installed", "ndarray", "needs_compiler", "uninstall"]  # fmt: skip
 
 # NumPy names CuPy re-exports as they are (dtypes, scalar types, constants, dtype helpers)
 _NUMPY_NAMES = (
@@ -133,3 +133,26 @@ def uninstall() -> None:
             sys.modules[name] = previous
     FAIL.clear()
     _reset_tinyllm()
+
+
+def needs_compiler():
+    """The pytest mark that skips where the raw kernels cannot run (no C++ compiler)."""
+    import pytest
+
+    from .emulator import CXX
+
+    return pytest.mark.skipif(CXX is None, reason="no C++ compiler")
+
+
+def fixture(scope: str = "module", autouse: bool = True):
+    """A pytest fixture named ``standin``: the stand-in as ``cupy`` for its scope, removed
+    after it. In a test module: ``standin = cupy_standin.fixture()``."""
+    import pytest
+
+    @pytest.fixture(scope=scope, autouse=autouse, name="standin")
+    def standin():
+        cp = install()
+        yield cp
+        uninstall()
+
+    return standin

@@ -12,15 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_sta
 
 import cupy_standin  # noqa: E402
 
-pytestmark = pytest.mark.skipif(cupy_standin.emulator.CXX is None, reason="no C++ compiler")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def standin():
-    """The stand-in as ``cupy`` for the whole module (removed after it)."""
-    cp = cupy_standin.install()
-    yield cp
-    cupy_standin.uninstall()
+pytestmark = cupy_standin.needs_compiler()
+standin = cupy_standin.fixture()  # the stand-in as ``cupy`` for each whole module
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_sta
 import cupy_standin  # noqa: E402
 
 QUIET = dict(progress=False, echo=lambda *a: None)
-needs_cxx = pytest.mark.skipif(cupy_standin.emulator.CXX is None, reason="no C++ compiler")
+needs_cxx = cupy_standin.needs_compiler()
 
 
 def tiny(tmp_path, **overrides):
@@ -53,12 +53,7 @@ def _interrupt_at_draw(monkeypatch, n: int) -> None:
     monkeypatch.setattr(loop, "random_windows", interrupting)
 
 
-@pytest.fixture
-def standin():
-    """The stand-in as ``cupy`` for one test."""
-    cp = cupy_standin.install()
-    yield cp
-    cupy_standin.uninstall()
+standin = cupy_standin.fixture(scope="function", autouse=False)  # per test
 
 
 def test_logged_loss_and_grad_norm_equal_the_per_micro_batch_item_values(tmp_path, monkeypatch):
