@@ -24,6 +24,21 @@ times one training step (forward, backward, AdamW update; batch 8 x 64) of the d
 the "switch" MoE model, alternating the two so that the shared machine's load hits both
 alike; prints the medians and writes experiments/results/moe_timing.json. The per-run
 tokens/s in moe.jsonl come from separate runs and are only indicative.
+
+    nice -n 10 python experiments/moe.py --decode-timing [--reps 3]
+
+times ``generate`` (greedy, batch 1, a 16-byte prompt, 112 new tokens: the context fills
+the default seq_len 128) of the MoE default model of ``tinyllm train --moe-experts 8
+--moe-top-k 2`` (d 256, 4 layers, untrained weights: the routing work is the same) with the
+KV cache (``Decoder``, MoE FFN in array code) and without it (the full forward over the
+context for every token), alternating; checks both give the same tokens; writes
+experiments/results/moe_decode_timing.json.
+
+    python experiments/moe.py --routing-profile [--reps 5]
+
+profiles (cProfile) training steps of the MoE default model (batch 16 x 128) and prints the
+share of the step spent in routing's integer work (top-k selection, the sort of slots by
+expert): whether the permutation is hot enough to deserve a Numba kernel.
 """
 
 from __future__ import annotations
@@ -164,6 +179,81 @@ def timing(reps: int, seed: int) -> dict:
     return out
 
 
+def decode_timing(reps: int, seed: int) -> dict:
+    """Median new tokens/s of cached and uncached greedy generation of the MoE default model."""
+    import time
+
+    import tinyllm
+    from tinyllm.models import build_model
+    from tinyllm.train.loop import model_config_for
+
+    config = TrainConfig(moe_experts=8, moe_top_k=2, seed=seed)
+    tinyllm.manual_seed(seed)
+    model = build_model(model_config_for(config, 256))
+    prompt = tinyllm.tensor(np.random.default_rng(seed).integers(0, 256, (1, 16)))
+    new = config.seq_len - 16
+    times, outs = {"cached": [], "uncached": []}, {}
+    for rep in range(reps + 1):  # the first round warms up
+        for name in times:
+            t0 = time.perf_counter()
+            out = model.generate(prompt, new, temperature=0, use_cache=name == "cached")
+            if rep:
+                times[name].append(time.perf_counter() - t0)
+            outs[name] = out.numpy()
+    if not np.array_equal(outs["cached"], outs["uncached"]):
+        raise SystemExit("cached and uncached decoding gave different tokens")
+    result = {name: {"median_s": float(np.median(t)), "new_tokens_per_s": new / float(np.median(t)),
+                     "reps": len(t)} for name, t in times.items()}  # fmt: skip
+    result["speedup"] = result["uncached"]["median_s"] / result["cached"]["median_s"]
+    result["new_tokens"], result["prompt_tokens"] = new, 16
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def routing_profile(reps: int, seed: int) -> dict:
+    """Share of a training step of the MoE default model spent in routing's integer work."""
+    import cProfile
+    import pstats
+    import time
+
+    import tinyllm
+    import tinyllm.functional as F
+    from tinyllm.models import build_model
+    from tinyllm.train.loop import make_optimizer, model_config_for
+
+    config = TrainConfig(moe_experts=8, moe_top_k=2, seed=seed)
+    tinyllm.manual_seed(seed)
+    model = build_model(model_config_for(config, 256))
+    opt = make_optimizer(model, config)
+    rng = np.random.default_rng(seed)
+
+    def step():
+        x = rng.integers(0, 256, (config.batch_size, config.seq_len))
+        y = rng.integers(0, 256, (config.batch_size * config.seq_len,))
+        loss = F.cross_entropy(model(tinyllm.tensor(x)).reshape(-1, 256), tinyllm.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    profile = cProfile.Profile()
+    t0 = time.perf_counter()
+    profile.enable()
+    for _ in range(reps):
+        step()
+    profile.disable()
+    total = time.perf_counter() - t0
+    names = ("expert_permutation", "topk_indices")
+    spent = {name: 0.0 for name in names}
+    for (_, _, name), stat in pstats.Stats(profile).stats.items():
+        if name in spent:
+            spent[name] += stat[3]  # cumulative seconds
+    result = {"steps": reps, "step_s": total / reps,
+              **{f"{n}_share": spent[n] / total for n in names}}  # fmt: skip
+    print(json.dumps(result, indent=1))
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=200)
@@ -171,9 +261,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--timing", action="store_true", help="time dense vs MoE steps only")
+    ap.add_argument("--decode-timing", action="store_true",
+                    help="time cached vs uncached decoding of the MoE default model")  # fmt: skip
+    ap.add_argument("--routing-profile", action="store_true",
+                    help="step share of top-k and the expert permutation")  # fmt: skip
     ap.add_argument("--reps", type=int, default=15)
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    if args.routing_profile:
+        routing_profile(min(args.reps, 5), args.seed)
+        return
+    if args.decode_timing:
+        result = decode_timing(args.reps, args.seed)
+        (RESULTS / "moe_decode_timing.json").write_text(json.dumps(result, indent=1) + "\n")
+        return
     if args.timing:
         result = timing(args.reps, args.seed)
         (RESULTS / "moe_timing.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -16,6 +16,16 @@ processes and be merged afterwards:
 
 ``--steps N`` measures a shorter run (its band applies to ``tinyllm train --steps N`` only,
 since the learning-rate schedule depends on the number of steps).
+
+The MoE default run (``tinyllm train --moe-experts 8 --moe-top-k 2``) has a band of its own,
+key ``llama-moe`` (``tinyllm.train.band.band_key``), never compared with the dense one:
+
+    python experiments/reference_band.py --moe-experts 8 --moe-top-k 2 --seeds 0 1 2
+
+``--from-runs DIR...`` makes the band from the log.jsonl of run folders that this script
+(or ``tinyllm train`` with the band's configuration) wrote, without training: a run that
+has not finished gives the steps it has evaluated, and the band then covers the steps that
+every seed reached (``tinyllm train`` says "no reference point" at the others).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import numpy as np
 
 from tinyllm import runtime
 from tinyllm.train import TrainConfig, train
-from tinyllm.train.band import bands_of
+from tinyllm.train.band import band_key, bands_of
 from tinyllm.train.config import ARCHS
 from tinyllm.train.loop import describe_evaluation, evaluation_plan
 from tinyllm.train.tokens import load_tokens
@@ -43,12 +53,25 @@ OUT = Path(__file__).resolve().parents[1] / "tinyllm" / "data" / "reference_band
 def _flags(config: TrainConfig) -> str:
     """The flags that select ``config`` among band configurations ("" for the default run)."""
     flags = "" if config.arch == "llama" else f" --arch {config.arch}"
+    if config.moe_experts:
+        flags += f" --moe-experts {config.moe_experts} --moe-top-k {config.moe_top_k}"
     return flags + ("" if config.steps == TrainConfig().steps else f" --steps {config.steps}")
 
 
-def band_config(arch: str, steps: int | None = None) -> TrainConfig:
-    """The configuration a band is measured with: the defaults, for ``arch`` (and ``steps``)."""
-    return TrainConfig(arch=arch, **({} if steps is None else {"steps": steps}))
+def _key(config: TrainConfig) -> str:
+    """The band's key in the package's band file: the architecture, ``-moe`` for MoE runs."""
+    return band_key(config.to_dict())
+
+
+def band_config(arch: str, steps: int | None = None, moe_experts: int = 0,
+                moe_top_k: int | None = None) -> TrainConfig:  # fmt: skip
+    """The configuration a band is measured with: the defaults, for ``arch`` (and ``steps``;
+    ``moe_experts`` > 0: the MoE run ``tinyllm train --moe-experts E --moe-top-k k``, every
+    other MoE field at its default)."""
+    moe = {"moe_experts": moe_experts} if moe_experts else {}
+    if moe_experts and moe_top_k is not None:
+        moe["moe_top_k"] = moe_top_k
+    return TrainConfig(arch=arch, **moe, **({} if steps is None else {"steps": steps}))
 
 
 def run_seeds(seeds: list[int], runs_dir: str, base: TrainConfig) -> tuple[dict, dict]:
@@ -56,7 +79,7 @@ def run_seeds(seeds: list[int], runs_dir: str, base: TrainConfig) -> tuple[dict,
     curves, seconds = {}, {}
     for seed in seeds:
         config = dataclasses.replace(base, seed=seed, out_dir=runs_dir,
-                                     name=f"{base.arch}-seed{seed}", sample_tokens=0)  # fmt: skip
+                                     name=f"{_key(base)}-seed{seed}", sample_tokens=0)  # fmt: skip
         t0 = time.perf_counter()
         result = train(config, progress=True)
         seconds[seed] = time.perf_counter() - t0
@@ -97,11 +120,35 @@ def write_band(band: dict, out: Path) -> None:
     the first, single-band format is read as such); any other path: the band alone."""
     if out.resolve() == OUT.resolve():
         bands = bands_of(json.loads(out.read_text())) if out.is_file() else {}
-        bands[band["config"]["arch"]] = band
+        bands[band_key(band["config"])] = band
         order = sorted(bands, key=lambda a: (a != "llama", a))  # the default run's band first
         out.write_text(json.dumps({"bands": {a: bands[a] for a in order}}, indent=1) + "\n")
     else:
         out.write_text(json.dumps(band, indent=1) + "\n")
+
+
+def curves_from_runs(run_dirs: list[str]) -> tuple[dict, dict, TrainConfig]:
+    """({seed: {step: val bits/byte}}, {seed: seconds so far}, config) from run folders
+    (their config.json and log.jsonl); the configurations must agree but for the seed."""
+    curves, seconds, config = {}, {}, None
+    for run_dir in map(Path, run_dirs):
+        saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+        default = TrainConfig()  # the bookkeeping fields as a band stores them
+        mine = dataclasses.replace(saved, seed=0, name=None, out_dir=default.out_dir,
+                                   sample_tokens=default.sample_tokens)  # fmt: skip
+        if config is None:
+            config = mine
+        elif mine.to_dict() != config.to_dict():
+            raise SystemExit(f"--from-runs: {run_dir} was run with another configuration")
+        if saved.seed in curves:
+            raise SystemExit(f"--from-runs: seed {saved.seed} given twice ({run_dir})")
+        curves[saved.seed] = {r["step"]: r["val_bits_per_byte"] for r in lines
+                              if "val_bits_per_byte" in r}  # fmt: skip
+        if not curves[saved.seed]:
+            raise SystemExit(f"--from-runs: {run_dir} has no evaluation yet")
+        seconds[saved.seed] = max((r.get("elapsed_s", 0.0) for r in lines), default=0.0)
+    return curves, seconds, config
 
 
 def main() -> None:
@@ -109,15 +156,37 @@ def main() -> None:
     parser.add_argument("--arch", default="llama", choices=ARCHS)
     parser.add_argument("--steps", type=int, default=None,
                         help="a shorter run (default: the TrainConfig default)")  # fmt: skip
+    parser.add_argument("--moe-experts", type=int, default=0,
+                        help="the MoE run with E experts per layer (0: dense)")  # fmt: skip
+    parser.add_argument(
+        "--moe-top-k",
+        type=int,
+        default=None,
+        help="experts per token of the MoE run (default: TrainConfig's)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--runs-dir", default="runs/reference-band")
+    parser.add_argument(
+        "--from-runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="the band from run folders, finished or not (no training)",
+    )
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="merge band files of single seeds (no training)")  # fmt: skip
     args = parser.parse_args()
     runtime.tune_process()  # a training program of its own, like `tinyllm train`
 
-    if args.merge:
+    if args.from_runs:
+        curves, seconds, config = curves_from_runs(args.from_runs)
+        seeds = " ".join(map(str, sorted(curves)))
+        last = min(max(c) for c in curves.values())
+        command = f"python experiments/reference_band.py{_flags(config)} --seeds {seeds} " + (
+            "(seeds run in parallel" + ("" if last == config.steps else
+                                        f", stopped after step {last}") + ")"
+        )  # fmt: skip
+    elif args.merge:
         curves, seconds, configs = {}, {}, []
         for path in args.merge:
             part = json.loads(Path(path).read_text())
@@ -133,7 +202,7 @@ def main() -> None:
             "(seeds run in parallel)"
         )
     else:
-        config = band_config(args.arch, args.steps)
+        config = band_config(args.arch, args.steps, args.moe_experts, args.moe_top_k)
         curves, seconds = run_seeds(args.seeds, args.runs_dir, config)
         command = f"python experiments/reference_band.py{_flags(config)} --seeds " + " ".join(
             map(str, args.seeds)

@@ -24,6 +24,24 @@ It computes exactly what the module path computes (the tests compare the tokens 
 logits with ``model(idx)`` for every configuration flag: biases, GQA, tied embeddings, both
 families), in the model's dtype. ``LanguageModel.generate`` uses it.
 
+A Llama whose FFNs are mixtures of experts (``tinyllm.nn.moe.MoE``) decodes here too: the
+router's inference-time choice (no noise: noisy top-k routes by top-k of its clean logits),
+the experts on the rows routed to them, and the shared experts, as the layer computes them:
+
+    top-k routers:  idx = top-k(x W_g^T);  g = softmax over the chosen logits
+                    (softmax_topk without renormalization: g = softmax(x W_g^T)[idx])
+    aux_free:       s = sigmoid(x W_g^T);  idx = top-k(s + b);  g = s[idx] / sum s[idx]
+    hash:           idx = table[token];    g = 1
+    y = sum_j g_j expert_{idx_j}(x) + shared(x),   expert(x) = w2(silu(w1 x) * w3 x)
+
+Each token's experts depend on that token alone, so the cache gives what the full forward
+gives. Expert-choice routing, Soft MoE and a capacity factor (token dropping) make a token's
+output depend on the other tokens of the batch and sequence (an expert's top-c tokens, slots
+mixed over the sequence, the queue of earlier tokens): they cannot decode one token at a
+time. ``Decoder`` refuses such a model with a ValueError naming the layer and the reason
+(``Decoder.unsupported(model)`` tells without building one), and ``generate`` then decodes
+by the uncached forward.
+
 RoPE is not re-implemented here: the tables come from the attention module's own
 ``RotaryEmbedding`` (same base, layout and scaling) and the rotation is
 ``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. This is the one
@@ -34,18 +52,54 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from tinyllm import backend
+from tinyllm.functional.moe import _scatter_add_rows, expert_permutation
 from tinyllm.kernels import rope_forward
+from tinyllm.nn.moe import MoE, SoftMoE
+from tinyllm.nn.moe.routing import topk_indices
 
 
 def _array(t):
     return t.data  # NumPy or CuPy: the decoder runs where the weights are
 
 
+def _moe_unsupported(mlp) -> str | None:
+    """Why an FFN module cannot decode token by token (None: it can)."""
+    if isinstance(mlp, SoftMoE):
+        return "Soft MoE mixes the tokens of the sequence into its slots"
+    if not isinstance(mlp, MoE):
+        return None
+    if mlp.router == "expert_choice":
+        return "expert-choice routing picks each expert's tokens among the whole batch"
+    if mlp.capacity_factor is not None:
+        return (
+            f"capacity_factor={mlp.capacity_factor} drops a token's slots according to the "
+            "tokens before it in the batch"
+        )
+    return None
+
+
 class Decoder:
     """Token-by-token inference for a ``GPT`` or ``Llama`` built from ``tinyllm.models``."""
 
+    @staticmethod
+    def unsupported(model) -> str | None:
+        """Why ``model`` cannot use the cached decoder ("layer i: reason"), or None."""
+        for i, block in enumerate(model.blocks):
+            why = _moe_unsupported(block.mlp)
+            if why is not None:
+                return f"layer {i}: {why}"
+        return None
+
     def __init__(self, model, batch_size: int, max_len: int) -> None:
+        why = Decoder.unsupported(model)
+        if why is not None:
+            raise ValueError(
+                f"Decoder: this model cannot decode with a KV cache ({why}); decode by the "
+                "full forward (generate(..., use_cache=False))"
+            )
         cfg = model.config
         self.cfg, self.B, self.max_len = cfg, batch_size, max_len
         self.llama = cfg.arch == "llama"
@@ -80,6 +134,11 @@ class Decoder:
                 "o_wT": xp.ascontiguousarray(self._array(attn.o_proj.weight).T),
                 "o_b": None if attn.o_proj.bias is None else self._array(attn.o_proj.bias),
             }
+            if isinstance(mlp, MoE):
+                layer["moe"] = self._moe(mlp)
+                self.layers.append(layer)
+                continue
+            layer["moe"] = None
             up, down = (mlp.gate_up_proj, mlp.down_proj) if self.llama else (mlp.c_fc, mlp.c_proj)
             layer["up_wT"] = xp.ascontiguousarray(self._array(up.weight).T)
             layer["down_wT"] = xp.ascontiguousarray(self._array(down.weight).T)
@@ -100,6 +159,30 @@ class Decoder:
         weight = None if module.weight is None else self._array(module.weight)
         bias = getattr(module, "bias", None)
         return (weight, None if bias is None else self._array(bias), module.eps)
+
+    def _swiglu(self, expert):
+        """An ``Expert`` as (W13^T [C, 2F], W2^T [F, C]): gate and up fused in one GEMM."""
+        xp = self.xp
+        w13 = xp.concatenate([self._array(expert.w1.weight), self._array(expert.w3.weight)])
+        return xp.ascontiguousarray(w13.T), xp.ascontiguousarray(self._array(expert.w2.weight).T)
+
+    def _moe(self, mlp) -> dict:
+        """An ``MoE`` layer's router, experts and shared experts as arrays."""
+        gate = mlp.gate
+        moe = {
+            "router": mlp.router, "E": mlp.num_experts, "k": mlp.top_k,
+            "normalize": getattr(gate, "normalize", True),
+            "gate_wT": None if mlp.router == "hash" else self.xp.ascontiguousarray(
+                self._array(gate.weight).T),
+            "bias": None, "table": None,
+            "experts": [self._swiglu(e) for e in mlp.experts],
+            "shared": None if mlp.shared_experts is None else self._swiglu(mlp.shared_experts),
+        }  # fmt: skip
+        if mlp.router == "aux_free":  # selection only, in float64 as the router does
+            moe["bias"] = self.xp.asarray(gate.e_score_correction_bias.data, dtype=np.float64)
+        if mlp.router == "hash":
+            moe["table"] = self.xp.asarray(gate.table.data)
+        return moe
 
     def reset(self) -> None:
         self.pos = 0
@@ -130,7 +213,61 @@ class Decoder:
         cos, sin = rotary.cos_sin(qk.shape[2], pos, qk)  # [T, D/2]
         return rope_forward(qk, cos, sin, interleaved=rotary.layout == "interleaved")
 
-    def _ffn(self, h, layer):
+    def _expert(self, x, weights):
+        """w2(silu(w1 x) * w3 x) for rows x [M, C]."""
+        u = x @ weights[0]
+        F = u.shape[-1] // 2
+        gate, up = u[:, :F], u[:, F:]
+        return (gate / (1.0 + self.xp.exp(-gate)) * up) @ weights[1]
+
+    def _route(self, flat, tokens, moe):
+        """(expert index [N, k], gates [N, k]) of the router at inference (see the module doc)."""
+        xp = self.xp
+        if moe["router"] == "hash":
+            if tokens is None:
+                raise ValueError("Decoder: a hash-routed MoE layer needs the token ids (_ffn's "
+                                 "tokens)")  # fmt: skip
+            idx = moe["table"][tokens.reshape(-1)][:, None].astype(np.int64)
+            return idx, xp.ones(idx.shape, self.dtype)
+        logits = flat @ moe["gate_wT"]  # [N, E]
+        if moe["router"] == "aux_free":
+            s = 1.0 / (1.0 + xp.exp(-logits))
+            idx = topk_indices(s.astype(np.float64) + moe["bias"], moe["k"])
+            chosen = xp.take_along_axis(s, idx, axis=1)
+            return idx, chosen / chosen.sum(axis=1, keepdims=True)
+        idx = topk_indices(logits, moe["k"])  # softmax is monotone: the logits' top-k
+        chosen = xp.take_along_axis(logits, idx, axis=1)
+        if moe["router"] == "softmax_topk" and not moe["normalize"]:  # softmax(l)[idx]
+            m = logits.max(axis=1, keepdims=True)
+            return idx, xp.exp(chosen - m) / xp.exp(logits - m).sum(axis=1, keepdims=True)
+        g = xp.exp(chosen - chosen.max(axis=1, keepdims=True))  # softmax over the chosen:
+        return idx, g / g.sum(axis=1, keepdims=True)  # = renormalized top-k probabilities
+
+    def _moe_ffn(self, h, tokens, moe):
+        """The MoE layer on h [..., C] (``tokens`` [...]: the ids, for hash routing).
+
+        As the layer: slots sorted by expert (``expert_permutation``), one GEMM chain per
+        expert on its contiguous rows, scattered back weighted by the gates."""
+        shape = h.shape
+        flat = h.reshape(-1, shape[-1])
+        idx, gates = self._route(flat, tokens, moe)
+        order, counts = expert_permutation(idx, moe["E"])
+        token_index = order // idx.shape[1]
+        rows = flat[token_index]
+        outs, start = [], 0
+        for e, n in enumerate(backend.to_numpy(counts).tolist()):  # one host read per layer
+            if n:
+                outs.append(self._expert(rows[start : start + n], moe["experts"][e]))
+            start += n
+        w = gates.reshape(-1)[order]
+        y = _scatter_add_rows(token_index, w[:, None] * self.xp.concatenate(outs), flat.shape[0])
+        if moe["shared"] is not None:
+            y = y + self._expert(flat, moe["shared"])
+        return y.reshape(shape)
+
+    def _ffn(self, h, layer, tokens=None):
+        if layer["moe"] is not None:
+            return self._moe_ffn(h, tokens, layer["moe"])
         u = h @ layer["up_wT"]
         if layer["up_b"] is not None:
             u += layer["up_b"]
@@ -154,6 +291,7 @@ class Decoder:
             raise ValueError(f"Decoder: the cache holds {self.max_len} tokens; reset() first")
         B, H, Hkv, D = self.B, self.H, self.Hkv, self.D
         G = H // Hkv
+        tokens = self.xp.asarray(tokens)
         x = self.embed[tokens]  # [B, C]
         if self.wpe is not None:
             x = x + self.wpe[pos]
@@ -182,7 +320,7 @@ class Decoder:
             if layer["o_b"] is not None:
                 o += layer["o_b"]
             x = x + o
-            x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer)
+            x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer, tokens)
         self.pos = pos + 1
         return self._apply_norm(x, self.final) @ self.head_wT
 
@@ -230,7 +368,7 @@ class Decoder:
             self.K[i, :, :, pos:end] = k
             self.V[i, :, :, pos:end] = v
             if i == last and not all_logits:  # only the last position's output is read
-                q, x, q_pos = q[:, :, -1:], x[:, -1:], q_pos[-1:]
+                q, x, q_pos, tokens = q[:, :, -1:], x[:, -1:], q_pos[-1:], tokens[:, -1:]
             Tq = q.shape[2]
             keys = self.K[i, :, :, None, :end]  # [B, Hkv, 1, t, D]
             values = self.V[i, :, :, None, :end]
@@ -246,7 +384,7 @@ class Decoder:
             if layer["o_b"] is not None:
                 o += layer["o_b"]
             x = x + o
-            x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer)
+            x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer, tokens)
         self.pos = end
         if all_logits:
             return self._apply_norm(x, self.final) @ self.head_wT

@@ -22,6 +22,7 @@ from tinyllm import backend
 from tinyllm.generation.sampling import sample_next
 from tinyllm.models.decoder import Decoder
 from tinyllm.nn import Embedding, Linear, Module, init
+from tinyllm.nn.moe import routing_token_ids
 
 
 class LanguageModel(Module):
@@ -75,17 +76,19 @@ class LanguageModel(Module):
         ``tinyllm.generation.LogitsProcessorList``: penalties, bans, min-p, typical, ...) runs
         on each step's logits before temperature / top-k / top-p.
 
-        A model with mixture-of-experts layers (``tinyllm.nn.moe.MoE``) always decodes by the
-        uncached forward (``use_cache`` is ignored): the array-code ``Decoder`` has no MoE
-        feed-forward path.
+        Mixture-of-experts layers (``tinyllm.nn.moe.MoE``) decode with the cache too (top-k,
+        noisy top-k without its noise, aux-free and hash routing). A model whose tokens see
+        each other in the FFN (expert-choice routing, Soft MoE, a capacity factor: see
+        ``Decoder.unsupported``) cannot: it decodes by the uncached forward whatever
+        ``use_cache`` says. Hash-routed layers read the context's token ids.
         """
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
         rng = generator if generator is not None else np.random.default_rng()
-        if use_cache and self.uses_moe():
-            use_cache = False  # the Decoder's array path has no MoE FFN
+        if use_cache and Decoder.unsupported(self) is not None:
+            use_cache = False  # a token's FFN output depends on other tokens: no cache
         was_training = self.training
         self.eval()
         block = self.config.block_size
@@ -103,7 +106,9 @@ class LanguageModel(Module):
                     logits = decoder.step(pending[:, 0])
                 last = backend.to_numpy(logits)  # the one host sync per new token
             else:
-                logits = self(tinyllm.Tensor(tokens[:, start:]))
+                context = tinyllm.Tensor(tokens[:, start:])
+                with routing_token_ids(self, context):  # hash-routed MoE layers read the ids
+                    logits = self(context)
                 last = backend.to_numpy(logits.data[:, -1, :])
             if logits_processor is not None:
                 last = logits_processor(backend.to_numpy(tokens), last)

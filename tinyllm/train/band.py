@@ -5,9 +5,12 @@ byte) of the default ``tinyllm train --arch <arch>`` configuration at fixed step
 max over several seeds, measured on CPU with ``experiments/reference_band.py --arch <arch>``.
 A run with the same configuration (any seed) is compared with it at each evaluation.
 
-The file is ``{"bands": {arch: band}}``; a file holding a single band (the first format, a
-Llama band only) is read as ``{band["config"]["arch"]: band}``. A key a band's configuration
-lacks (a field added to TrainConfig after the band was measured) means that field's default.
+The file is ``{"bands": {key: band}}``, keyed by ``band_key``: the architecture, with
+``-moe`` for a mixture-of-experts run (``llama-moe``: ``tinyllm train --moe-experts 8
+--moe-top-k 2``), so that an MoE run is never compared with the dense band; a file holding a
+single band (the first format, a Llama band only) is read as ``{band_key(band["config"]):
+band}``. A key a band's configuration lacks (a field added to TrainConfig after the band was
+measured) means that field's default.
 """
 
 from __future__ import annotations
@@ -15,21 +18,26 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from tinyllm.train.config import MAMBA_FIELDS, saved_value
+from tinyllm.train.config import MAMBA_FIELDS, MOE_FIELDS, saved_value
 
 # The configuration keys that must match for the band to apply (seed and bookkeeping may differ).
 BAND_KEYS = (
     "arch", "d_model", "n_layer", "n_head", "n_kv_head", "seq_len", "ffn_hidden", "dropout",
     "tie_embeddings", "steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup",
     "weight_decay", "beta1", "beta2", "grad_clip", "data", "tokenizer", "eval_batches",
-) + MAMBA_FIELDS  # fmt: skip
+) + MAMBA_FIELDS + MOE_FIELDS  # fmt: skip
+
+
+def band_key(config: dict) -> str:
+    """The key of ``config``'s band: its architecture, ``-moe`` appended for an MoE run."""
+    return saved_value(config, "arch") + ("-moe" if saved_value(config, "moe_experts") else "")
 
 
 def bands_of(data: dict) -> dict[str, dict]:
-    """{arch: band} from the contents of a band file, in either format."""
+    """{band key: band} from the contents of a band file, in either format."""
     if "bands" in data:
         return dict(data["bands"])
-    return {data["config"]["arch"]: data}
+    return {band_key(data["config"]): data}
 
 
 def load_bands() -> dict[str, dict]:
@@ -41,9 +49,10 @@ def load_bands() -> dict[str, dict]:
     return bands_of(json.loads(text))
 
 
-def load_band(arch: str = "llama") -> dict | None:
-    """The stored band of ``arch``, or None when none was measured."""
-    return load_bands().get(arch)
+def load_band(key: str = "llama") -> dict | None:
+    """The stored band of ``key`` (``band_key``: "llama", "llama-moe", "mamba", ...), or None
+    when none was measured."""
+    return load_bands().get(key)
 
 
 def band_mismatches(band: dict | None, config: dict) -> list[str]:

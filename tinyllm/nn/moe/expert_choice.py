@@ -18,6 +18,7 @@ import numpy as np
 
 import tinyllm
 import tinyllm.functional as F
+from tinyllm.backend import get_array_module
 from tinyllm.nn.layers import Linear
 from tinyllm.nn.moe.routing import Routing
 
@@ -53,8 +54,9 @@ class ExpertChoiceRouter(Linear):
         probs = F.softmax(logits, dim=-1)
         c = self.capacity(N)
         # per expert (column), the c best tokens; stable: the earlier token wins a tie
-        picks = np.argsort(-probs.data.T, axis=1, kind="stable")[:, :c].astype(np.int64)  # [E, c]
-        flat = (picks * E + np.arange(E)[:, None]).reshape(-1)  # positions in probs.reshape(-1)
+        xp = get_array_module(probs.data)
+        picks = xp.argsort(-probs.data.T, axis=1, kind="stable")[:, :c].astype(np.int64)  # [E, c]
+        flat = (picks * E + xp.arange(E)[:, None]).reshape(-1)  # positions in probs.reshape(-1)
         weights = F.index(probs.reshape(-1), tinyllm.tensor(flat))
         counts = np.full(E, c, np.int64)
         return Routing(None, None, E, logits, probs, (picks.reshape(-1), weights, counts))

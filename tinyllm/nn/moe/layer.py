@@ -26,10 +26,13 @@ Children: ``gate`` (the router; ``gate.weight`` [E, C] as Mixtral), ``experts.{i
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import tinyllm
 import tinyllm.functional as F
+from tinyllm import backend
 from tinyllm.nn.containers import ModuleList
 from tinyllm.nn.module import Module
 from tinyllm.nn.moe.expert_choice import ExpertChoiceRouter
@@ -37,7 +40,7 @@ from tinyllm.nn.moe.experts import Expert
 from tinyllm.nn.moe.routers import AuxFreeRouter, HashRouter, NoisyTopKRouter, TopKRouter
 from tinyllm.nn.moe.routing import Routing, apply_capacity, expert_capacity
 
-__all__ = ["MOE_ROUTERS", "MoE", "moe_aux_loss", "moe_modules"]
+__all__ = ["MOE_ROUTERS", "MoE", "moe_aux_loss", "moe_modules", "routing_token_ids"]
 
 MOE_ROUTERS = ("softmax_topk", "topk_softmax", "noisy_topk", "aux_free", "hash", "expert_choice")
 
@@ -46,7 +49,9 @@ class MoE(Module):
     """Sparse MoE FFN. Args: d_model C, num_experts E, top_k k, expert_hidden F (default 4C),
     router (one of ``MOE_ROUTERS``), capacity_factor (None: no dropping; for "expert_choice"
     the paper's c, default 2), num_shared_experts, aux_loss_coef, z_loss_coef,
-    bias_update_rate (aux_free), vocab_size (hash), seed (noisy top-k's noise).
+    bias_update_rate (aux_free), vocab_size (hash), seed (hash routing's table, default 0;
+    noisy top-k: None draws the noise from tinyllm's global generator, which training
+    checkpoints save, an int from a private generator of that seed).
     x [..., C] -> [..., C]; ``forward(x, token_ids=None)`` (token ids for hash routing)."""
 
     def __init__(
@@ -62,7 +67,7 @@ class MoE(Module):
         z_loss_coef: float = 0.0,
         bias_update_rate: float = 1e-3,
         vocab_size: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         dtype=None,
     ) -> None:
         super().__init__()
@@ -85,7 +90,7 @@ class MoE(Module):
         elif router == "hash":
             if vocab_size is None:
                 raise ValueError("MoE: router='hash' needs vocab_size")
-            self.gate, self.top_k = HashRouter(vocab_size, num_experts, seed), 1
+            self.gate, self.top_k = HashRouter(vocab_size, num_experts, seed or 0), 1
         else:
             self.gate = ExpertChoiceRouter(d_model, num_experts, capacity_factor or 2.0, dtype)
         self.experts = ModuleList(
@@ -96,6 +101,7 @@ class MoE(Module):
             self.shared_experts = Expert(d_model, num_shared_experts * expert_hidden, dtype)
         self.aux_loss = None
         self.last_load = np.zeros(num_experts, np.int64)
+        self.context_token_ids = None  # set by ``routing_token_ids`` (hash routing in a model)
 
     def route(self, x, token_ids=None) -> Routing:
         """The router's decision for x [N, C], with capacity applied (token choice only)."""
@@ -109,12 +115,15 @@ class MoE(Module):
     def forward(self, x, token_ids=None):
         if x.shape[-1] != self.d_model:
             raise ValueError(f"MoE: x must be [..., {self.d_model}], got {tuple(x.shape)}")
+        if token_ids is None:
+            token_ids = self.context_token_ids
         shape = tuple(x.shape)
         flat = x.reshape(-1, self.d_model)
         N = flat.shape[0]
         routing = self.route(flat, token_ids)
         routed = routing.expert_index if routing.routed_index is None else routing.routed_index
         token_index, weights, counts = routing.rows()
+        counts = backend.to_numpy(counts).astype(np.int64)  # on a GPU the layer's one host sync
         rows = F.moe_dispatch(flat, tinyllm.tensor(token_index))
         outs, start = [], 0
         for e, n in enumerate(counts.tolist()):
@@ -127,7 +136,7 @@ class MoE(Module):
             y = flat * 0
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        self.last_load = np.asarray(counts, np.int64)
+        self.last_load = counts
         self.aux_loss = self._aux_loss(routing, routed)
         if self.training and isinstance(self.gate, AuxFreeRouter):
             self.gate.update_bias(counts)
@@ -154,6 +163,22 @@ class MoE(Module):
 def moe_modules(model: Module) -> list[MoE]:
     """The ``MoE`` layers of ``model``, in module order."""
     return [m for _, m in model.named_modules() if isinstance(m, MoE)]
+
+
+@contextlib.contextmanager
+def routing_token_ids(model: Module, token_ids):
+    """Within the block, every hash-routed ``MoE`` of ``model`` reads ``token_ids`` (the
+    model's input ids [B, T]) when its forward is given none: a model's blocks pass hidden
+    states only, and hash routing needs the ids. ``with routing_token_ids(model, idx):
+    model(idx)``."""
+    layers = [m for m in moe_modules(model) if m.router == "hash"]
+    for m in layers:
+        m.context_token_ids = token_ids
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.context_token_ids = None
 
 
 def moe_aux_loss(layers: list[MoE]):

@@ -29,6 +29,7 @@ import numpy as np
 
 import tinyllm
 import tinyllm.functional as F
+from tinyllm import backend
 from tinyllm.nn import init
 from tinyllm.nn.layers import Linear
 from tinyllm.nn.module import Module
@@ -96,15 +97,26 @@ class TopKRouter(Linear):
 class NoisyTopKRouter(TopKRouter):
     """Shazeer's noisy top-k: trainable noise scale softplus(x W_noise^T), training only.
 
-    ``noise`` [N, E] may be passed to fix eps (tests); otherwise it is drawn from
-    ``self.generator`` (a NumPy Generator, seeded by ``seed``)."""
+    ``noise`` [N, E] may be passed to fix eps (tests). Otherwise eps is drawn from tinyllm's
+    global generator of x's device (``tinyllm.manual_seed``; ``backend.get_rng_state`` is in
+    every training checkpoint, so a resumed run draws the noise the uninterrupted run drew),
+    or, with ``seed`` an int, from a private NumPy generator ``self.generator`` (not saved
+    by the training loop: its state is the caller's to keep)."""
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int = 2, seed: int = 0,
-                 dtype=None) -> None:  # fmt: skip
+    def __init__(self, d_model: int, num_experts: int, top_k: int = 2,
+                 seed: int | None = None, dtype=None) -> None:  # fmt: skip
         super().__init__(d_model, num_experts, top_k, "topk_softmax", dtype=dtype)
         self.w_noise = Linear(d_model, num_experts, bias=False, dtype=dtype)
         init.zeros_(self.w_noise.weight)  # as the paper: start without noise scale
-        self.generator = np.random.default_rng(seed)
+        self.generator = None if seed is None else np.random.default_rng(seed)
+
+    def _draw(self, logits):
+        """eps ~ N(0, 1) [N, E] on logits' device, in its dtype."""
+        shape = tuple(logits.shape)
+        if self.generator is not None:  # a private host stream, moved to the device
+            return backend.xp_for(logits.device).asarray(self.generator.standard_normal(shape))
+        gen = backend.generator(logits.device)
+        return backend.normal(gen, 0.0, 1.0, shape, logits.dtype)
 
     def forward(self, x, token_ids=None, noise=None) -> Routing:
         _flat_input(type(self).__name__, x, self.in_features)
@@ -113,8 +125,8 @@ class NoisyTopKRouter(TopKRouter):
         H = logits
         if self.training:
             if noise is None:
-                noise = self.generator.standard_normal(tuple(logits.shape))
-            eps = tinyllm.tensor(np.asarray(noise, dtype=logits.dtype))
+                noise = self._draw(logits)
+            eps = tinyllm.tensor(backend.xp_for(logits.device).asarray(noise, dtype=logits.dtype))
             H = logits + eps * -F.logsigmoid(-self.w_noise(x))  # softplus(z) = -logsigmoid(-z)
         idx = topk_indices(H.data, self.top_k)
         gates = F.softmax(F.gather(H, 1, tinyllm.tensor(idx)), dim=-1)
@@ -147,6 +159,7 @@ class AuxFreeRouter(Linear):
         counts = np.asarray(counts, dtype=np.float64)
         b = self.e_score_correction_bias
         step = self.bias_update_rate * np.sign(counts.mean() - counts)
+        step = backend.get_array_module(b.data).asarray(step)  # to the bias's device
         b.data[...] = (b.data + step).astype(b.data.dtype)
 
 
@@ -165,9 +178,10 @@ class HashRouter(Module):
     def forward(self, x, token_ids=None) -> Routing:
         if token_ids is None:
             raise ValueError("HashRouter: token_ids are required (hash routing reads the ids)")
-        ids = np.asarray(token_ids.data if hasattr(token_ids, "data") else token_ids).reshape(-1)
+        xp = backend.xp_for(x.device)  # the ids go where x is (a no-op when already there)
+        ids = xp.asarray(token_ids.data if hasattr(token_ids, "data") else token_ids).reshape(-1)
         if ids.shape[0] != x.shape[0]:
             raise ValueError(f"HashRouter: {ids.shape[0]} token ids for {x.shape[0]} tokens")
         idx = self.table.data[ids][:, None]
-        gates = tinyllm.ones(x.shape[0], 1, dtype=x.dtype)
+        gates = tinyllm.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
         return Routing(idx.astype(np.int64), gates, self.num_experts)

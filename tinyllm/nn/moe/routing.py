@@ -25,6 +25,7 @@ import numpy as np
 
 import tinyllm
 import tinyllm.functional as F
+from tinyllm.backend import get_array_module
 from tinyllm.functional.moe import expert_permutation
 from tinyllm.tensor import Tensor
 
@@ -61,8 +62,10 @@ class Routing:
 def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """The k largest entries of each row of scores [N, E], best first ([N, k] int64).
 
-    Stable on ties: the lower expert index wins (as torch.topk on CPU in practice)."""
-    return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
+    Stable on ties: the lower expert index wins (as torch.topk on CPU in practice). On the
+    scores' device (NumPy or CuPy)."""
+    xp = get_array_module(scores)
+    return xp.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
 
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
@@ -74,10 +77,11 @@ def apply_capacity(expert_index: np.ndarray, num_experts: int, capacity: int) ->
     """expert_index with the slots beyond each expert's ``capacity`` set to -1 (token order)."""
     if capacity < 0:
         raise ValueError(f"apply_capacity: capacity must be >= 0, got {capacity}")
+    xp = get_array_module(expert_index)
     out = expert_index.copy()
     flat = out.reshape(-1)
     order, counts = expert_permutation(expert_index, num_experts)  # stable: token order
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(order.size) - np.repeat(starts, counts)  # position in its expert's queue
+    starts = xp.cumsum(counts) - counts  # first row of each expert
+    rank = xp.arange(order.size) - xp.repeat(starts, counts)  # position in its expert's queue
     flat[order[rank >= capacity]] = -1
     return out
