@@ -16,13 +16,31 @@ L - Tq .. L - 1; bottom-right causal: query j sees keys 0 .. L - Tq + j).
 
 The gather is a copy, so the reference computes exactly what contiguous attention computes
 on the same keys (the tests check equality, not closeness, under a shuffled block table).
-Tiers: this NumPy/CuPy reference; ``paged_attention_numba.py`` (decode, online softmax,
-one work item per (sequence, query head), no gather), checked against it.
+
+Decode runs through ``kernels.dispatch`` as the kernel op "paged_attention_forward", with
+three tiers: this NumPy/CuPy reference; ``paged_attention_numba.py`` (online softmax, one
+work item per (sequence, query head), no gather); ``paged_attention.cu`` (one thread block
+per (sequence, query head), keys streamed in tiles of the block's threads, online softmax).
+The Numba and CUDA tiers agree with the reference to rounding (another order of
+additions). Prefill chunks run the reference on either device (a gather, then GEMMs).
+``context_lens`` is a host sequence (the engine knows the lengths); the block tables may
+live on the device.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
+
+from tinyllm.kernels import dispatch
+from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
+
+__all__ = ["gather_kv", "paged_attention_forward", "paged_prefill_attention"]
+
+_CU = "paged_attention.cu"
+_THREADS = 128  # threads per block of the CUDA decode kernel (a power of two)
 
 
 def _check(q, k_cache, v_cache, name):
@@ -49,15 +67,12 @@ def gather_kv(cache, block_table, length: int):
     return blocks.transpose(1, 0, 2, 3).reshape(Hkv, nb * S, D)[:, :length]
 
 
-def paged_attention_forward(q, k_cache, v_cache, block_tables, context_lens, scale=None):
-    """Decode attention: q [N, H, D] (one query per sequence, at its last position)."""
-    _check(q, k_cache, v_cache, "paged_attention_forward")
+def _reference_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
+    from tinyllm import backend
+
     N, H, D = q.shape
     Hkv = k_cache.shape[1]
     G = H // Hkv
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    from tinyllm import backend
-
     xp = backend.get_array_module(q)
     out = xp.empty_like(q)
     for n in range(N):
@@ -71,6 +86,79 @@ def paged_attention_forward(q, k_cache, v_cache, block_tables, context_lens, sca
         p /= p.sum(axis=-1, keepdims=True)
         out[n] = (p @ values).reshape(H, D)
     return out
+
+
+@functools.cache
+def _numba():
+    from tinyllm.kernels import paged_attention_numba
+
+    return paged_attention_numba
+
+
+def _numba_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
+    return _numba().decode(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def _cuda_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
+    import cupy
+
+    N, H, D = q.shape
+    Hkv, S = k_cache.shape[1], k_cache.shape[2]
+    dt = q.dtype
+    q, k_cache, v_cache = (cupy.ascontiguousarray(a) for a in (q, k_cache, v_cache))
+    tables = cupy.ascontiguousarray(cupy.asarray(block_tables).astype(cupy.int64, copy=False))
+    lens = cupy.asarray(np.ascontiguousarray(context_lens, dtype=np.int64))  # host -> device
+    out = cupy.empty_like(q)
+    if N * H:
+        smem = (2 * D + 2 * _THREADS) * dt.itemsize  # q, acc [D]; p, scratch [threads]
+        kernel = function(_CU, "paged_decode", dt)
+        args = (
+            q, k_cache, v_cache, tables, lens, out, np.int32(H), np.int32(Hkv), np.int32(S),
+            np.int32(D), np.int32(tables.shape[1]), scalar(scale, dt),
+        )  # fmt: skip
+        kernel((N * H,), (_THREADS,), args, shared_mem=smem)
+    return out
+
+
+_DECODE = dispatch.declare(
+    with_cuda({"reference": _reference_decode, "numba": _numba_decode, "cuda": _cuda_decode}, _CU),
+    "paged_attention_forward",
+)
+
+
+def _host_lengths(context_lens, name: str) -> np.ndarray:
+    from tinyllm import backend
+
+    if backend.get_array_module(context_lens) is not np:
+        context_lens = backend.to_numpy(context_lens)  # one sync: pass host lengths instead
+    return np.asarray(context_lens, dtype=np.int64).reshape(-1)
+
+
+def paged_attention_forward(q, k_cache, v_cache, block_tables, context_lens, scale=None):
+    """Decode attention: q [N, H, D] (one query per sequence, at its last position) against
+    the first ``context_lens[n]`` tokens of sequence n, read through ``block_tables[n]``."""
+    name = "paged_attention_forward"
+    _check(q, k_cache, v_cache, name)
+    if q.ndim != 3:
+        raise ValueError(f"{name}: q must be [N, H, D], got {tuple(q.shape)}")
+    N, S = q.shape[0], k_cache.shape[2]
+    lens = _host_lengths(context_lens, name)
+    if len(lens) != N or (N and lens.min() < 1):
+        raise ValueError(
+            f"{name}: context_lens must hold N = {N} lengths >= 1, got {lens.tolist()}"
+        )
+    shape = tuple(getattr(block_tables, "shape", np.shape(block_tables)))
+    need = int(-(-lens.max() // S)) if N else 0
+    if len(shape) != 2 or shape[0] != N or shape[1] < need:
+        raise ValueError(
+            f"{name}: block_tables must be [N, >= {need}] = [{N}, >= {need}] for block size "
+            f"{S}, got {shape}"
+        )
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    from tinyllm import backend
+
+    xp = backend.get_array_module(q)
+    return dispatch.run(name, xp, q.dtype, _DECODE, q, k_cache, v_cache, block_tables, lens, scale)
 
 
 def paged_prefill_attention(q, k_cache, v_cache, block_table, context_len: int, scale=None):

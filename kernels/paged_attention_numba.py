@@ -1,7 +1,8 @@
-"""Numba paged decode attention: the reference's math (``paged_attention.py``) without the
-gather. One parallel work item per (sequence n, query head h): walk the sequence's block
-table, read each key in place, and keep an online softmax (running max m, running sum l,
-unnormalized accumulator acc):
+"""Numba paged decode attention: the "numba" tier of ``paged_attention_forward`` (in
+``paged_attention.py``, which checks the arguments and dispatches here), the reference's
+math without the gather. One parallel work item per (sequence n, query head h): walk the
+sequence's block table, read each key in place, and keep an online softmax (running max m,
+running sum l, unnormalized accumulator acc):
 
     s_t = scale q . k_t;  m' = max(m, s_t);  acc = acc e^{m - m'} + e^{s_t - m'} v_t
     l = l e^{m - m'} + e^{s_t - m'};  o = acc / l
@@ -43,20 +44,20 @@ def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, out):
             out[n, h, d] = acc[d] / l
 
 
-def paged_attention_forward_numba(q, k_cache, v_cache, block_tables, context_lens, scale=None):
-    """Same contract as ``paged_attention.paged_attention_forward`` (NumPy arrays)."""
-    from tinyllm.kernels.paged_attention import _check
+def decode(q, k_cache, v_cache, block_tables, context_lens, scale: float):
+    """The Numba tier of "paged_attention_forward" (arguments checked by the caller); the
+    serial twin runs below ``dispatch.SERIAL_BELOW`` elements of work."""
+    from tinyllm.kernels import dispatch
 
-    _check(q, k_cache, v_cache, "paged_attention_forward_numba")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out = np.empty_like(q)
-    _decode(
+    work = int(np.sum(context_lens)) * q.shape[1] * q.shape[2]
+    dispatch.numba_for_work(_decode, work)(
         np.ascontiguousarray(q),
         np.ascontiguousarray(k_cache),
         np.ascontiguousarray(v_cache),
         np.ascontiguousarray(block_tables, dtype=np.int64),
         np.ascontiguousarray(context_lens, dtype=np.int64),
-        scale,
+        float(scale),
         out,
     )
     return out

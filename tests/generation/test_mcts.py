@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from tinyllm.generation.mcts import CountingPolicy, best_of_n, mcts_generate
 
@@ -49,3 +50,29 @@ def test_mcts_beats_best_of_n_at_equal_calls_on_average():
             best_of_n(CountingPolicy(toy_policy(V, seed)), (0,), L, ascending, budget, seed=seed)[1]
         )
     assert np.mean(m) > np.mean(b), (m, b)
+
+
+@pytest.mark.parametrize("budget", [1, 7, 30, 90])
+@pytest.mark.parametrize("backup", ["max", "mean"])
+def test_no_search_spends_more_than_its_budget(budget, backup):
+    """A call is a distinct prefix; memoized ones are free. Neither method passes the budget,
+    and each search that returns a sequence returns its true reward."""
+    for seed in range(3):
+        policy = CountingPolicy(toy_policy(6, seed))
+        seq, r = mcts_generate(policy, (0,), 7, ascending, budget, backup=backup, seed=seed,
+                               prior_temperature=2.0)  # fmt: skip
+        assert policy.calls <= budget and len(policy.memo) == policy.calls
+        assert seq is None or (len(seq) == 7 and r == ascending(seq))
+        policy = CountingPolicy(toy_policy(6, seed))
+        seq, r = best_of_n(policy, (0,), 7, ascending, budget, temperature=1.5, seed=seed)
+        assert policy.calls <= budget and (seq is None or r == ascending(seq))
+
+
+def test_mcts_errors_name_the_argument():
+    policy = CountingPolicy(toy_policy(3, 0))
+    with pytest.raises(ValueError, match="mcts_generate: length 1 must exceed"):
+        mcts_generate(policy, (0,), 1, ascending, 10)
+    with pytest.raises(ValueError, match="mcts_generate: backup must be 'max' or 'mean'"):
+        mcts_generate(policy, (0,), 3, ascending, 10, backup="sum")
+    with pytest.raises(ValueError, match="best_of_n: max_calls must be >= 1"):
+        best_of_n(policy, (0,), 3, ascending, 0)

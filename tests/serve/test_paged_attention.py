@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from tinyllm.kernels import use as use_tier
 from tinyllm.kernels.paged_attention import paged_attention_forward, paged_prefill_attention
 
 
@@ -49,24 +50,27 @@ def test_decode_equals_contiguous_exactly(S, H, Hkv):
     seqs = [(rng.normal(size=(Hkv, L, D)), rng.normal(size=(Hkv, L, D))) for L in lens]
     k_cache, v_cache, bt = scatter(rng, seqs, S, num_blocks=sum(-(-L // S) for L in lens) + 3)
     q = rng.normal(size=(len(lens), H, D))
-    out = paged_attention_forward(q, k_cache, v_cache, bt, lens)
+    with use_tier("reference"):
+        out = paged_attention_forward(q, k_cache, v_cache, bt, lens)
     for n, (K, V) in enumerate(seqs):
         np.testing.assert_array_equal(out[n], contiguous(q[n], K, V))  # exact: a gather
 
 
 def test_numba_tier_matches_the_reference():
-    from tinyllm.kernels.paged_attention_numba import paged_attention_forward_numba
+    from tinyllm.kernels import last_tier
 
     rng = np.random.default_rng(1)
     Hkv, H, D, S, lens = 2, 4, 8, 4, [3, 9, 16]
     seqs = [(rng.normal(size=(Hkv, L, D)), rng.normal(size=(Hkv, L, D))) for L in lens]
     k_cache, v_cache, bt = scatter(rng, seqs, S, num_blocks=12)
     q = rng.normal(size=(3, H, D))
-    ref = paged_attention_forward(q, k_cache, v_cache, bt, lens)
+    with use_tier("reference"):
+        ref = paged_attention_forward(q, k_cache, v_cache, bt, lens)
+    with use_tier("numba"):
+        got = paged_attention_forward(q, k_cache, v_cache, bt, np.array(lens))
+    assert last_tier("paged_attention_forward") == "numba"
     # float64, different summation order (online softmax): 1e-12 is ~1e4 ulps of O(1) values
-    np.testing.assert_allclose(
-        paged_attention_forward_numba(q, k_cache, v_cache, bt, np.array(lens)), ref, atol=1e-12
-    )
+    np.testing.assert_allclose(got, ref, atol=1e-12)
 
 
 def test_prefill_chunk_is_causal_bottom_right():

@@ -163,3 +163,53 @@ def test_errors(server):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req)
     assert info.value.code == 400
+
+
+def full_forward_logprobs(run, ids):
+    """log_softmax of the model's uncached forward over ``ids``: the independent path."""
+    import tinyllm
+    from tinyllm.cli.sample_cmd import load_run
+
+    model, *_ = load_run(run)
+    with tinyllm.no_grad():
+        z = model(tinyllm.tensor(np.array([ids]))).data[0].astype(np.float64)
+    return (
+        z
+        - z.max(-1, keepdims=True)
+        - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    )
+
+
+def test_completion_logprobs_in_openai_shape(server):
+    client, run, _ = server
+    r = client.completions.create(
+        model="tiny", prompt="Hello", max_tokens=5, temperature=0, logprobs=3
+    )
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
+    assert lp.text_offset == list(np.cumsum([0] + [len(t) for t in lp.tokens[:-1]]))
+    import tinyllm
+    from tinyllm.cli.sample_cmd import load_run
+
+    model, _, _, encode = load_run(run)
+    prompt = encode("Hello")
+    gen = model.generate(tinyllm.tensor(np.array([prompt])), 5, temperature=0).data[0].tolist()
+    ref = full_forward_logprobs(run, gen[:-1])  # row t predicts token t + 1
+    want = [ref[len(prompt) - 1 + i, gen[len(prompt) + i]] for i in range(5)]
+    # float32 model: the cached decode and the full forward agree to ~1e-6 in log p
+    np.testing.assert_allclose(lp.token_logprobs, want, atol=1e-4)
+    for i, top in enumerate(lp.top_logprobs):
+        row = np.sort(ref[len(prompt) - 1 + i])[::-1][:3]
+        np.testing.assert_allclose(sorted(top.values(), reverse=True), row, atol=1e-4)
+        assert len(top) == 3 and max(top.values()) == lp.token_logprobs[i]  # greedy: argmax
+    streamed = [c.choices[0].logprobs for c in client.completions.create(
+        model="tiny", prompt="Hello", max_tokens=5, temperature=0, logprobs=3, stream=True)
+        if c.choices[0].logprobs is not None]  # fmt: skip
+    assert [t for c in streamed for t in c.token_logprobs] == lp.token_logprobs
+    assert [o for c in streamed for o in c.text_offset] == lp.text_offset
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        client.completions.create(model="tiny", prompt="x", max_tokens=2, logprobs=-1)
+    with pytest.raises(openai.BadRequestError, match="completions only"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=2, logprobs=True
+        )

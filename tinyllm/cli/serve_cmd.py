@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--num-blocks", type=int, default=512, help="KV cache blocks")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--max-num-seqs", type=int, default=32, help="requests per batch")
-    p.add_argument("--kernel", choices=["reference", "numba"], default="reference",
-                   help="paged decode attention tier")  # fmt: skip
+    p.add_argument("--kernel", choices=["reference", "numba", "cuda", "auto"], default="reference",
+                   help="paged decode attention tier (auto: numba on a CPU, cuda on a GPU; "
+                        "reference: bitwise the contiguous formula)")  # fmt: skip
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,15 @@ Each ``step()``:
 4. each request samples its next token with its own processors and its own seeded stream
    (``seeded_uniforms(seed, step)``: a preempted request draws the same tokens), and leaves
    the batch at once when it hits max_tokens, an EOS token or a stop string.
+
+Parallel samples (``SamplingParams.n``, vLLM's sequence group) share the prompt by
+copy-on-write: the group is admitted and prefilled once (sample 0); right after that
+forward, samples 1 .. n-1 fork its block table (``PagedKVCache.fork``: every block's
+reference count + 1, no copy) and sample their first tokens from the same logits, each with
+its own seed (``seed + i`` when a seed is given). A shared block is copied only when a
+sample first writes into it: the prompt's last, partial block, on each sample's first
+decode step (n - 1 copies; the last writer keeps the original), and never a full block.
+A preempted sample is recomputed alone, like any request.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
+    n: int = 1  # parallel samples of the prompt (forked block tables, copy-on-write)
+    logprobs: int | None = None  # record each token's log-probability and the top k
 
 
 @dataclass
@@ -62,6 +73,12 @@ class Request:
     matcher: StopStringMatcher | None = None
     decoder: object = None
     new_text: str = ""
+    group: object = None  # the id of sample 0 of its group (its own id for sample 0)
+    index: int = 0  # which sample of the group
+    forks: list = field(default_factory=list)  # sample 0 only: samples to fork after prefill
+    # with params.logprobs = k: per output token (token, log p(token), [(id, log p)] top k),
+    # log p under the model (log_softmax of the raw logits, before any processor)
+    logprobs: list = field(default_factory=list)
 
     @property
     def tokens(self) -> list[int]:
@@ -92,13 +109,21 @@ class LLMEngine:
         self.running: list[Request] = []
         self.requests: dict[object, Request] = {}
         self._ids = itertools.count()
-        self.stats = {"steps": 0, "preemptions": 0, "shared_blocks": 0, "batched_tokens": 0}
+        self.stats = {"steps": 0, "preemptions": 0, "shared_blocks": 0, "batched_tokens": 0,
+                      "forks": 0}  # fmt: skip
 
     # ------------------------------------------------------------ requests
     def add_request(self, prompt: list[int], params: SamplingParams | None = None, id=None):
+        """Queue a prompt; returns its id. With ``params.n`` > 1 the samples are requests
+        ``id`` (sample 0) and ``(id, 1) .. (id, n - 1)``: see ``samples(id)``."""
         params = params or SamplingParams()
         if not prompt:
             raise ValueError("LLMEngine.add_request: the prompt must not be empty")
+        if not isinstance(params.n, int) or not 1 <= params.n <= self.max_num_seqs:
+            raise ValueError(
+                f"LLMEngine.add_request: n must be an int in [1, max_num_seqs = "
+                f"{self.max_num_seqs}], got {params.n!r}"
+            )
         if len(prompt) + params.max_tokens > self.max_len:
             raise ValueError(
                 f"LLMEngine.add_request: prompt ({len(prompt)} tokens) + max_tokens "
@@ -112,17 +137,29 @@ class LLMEngine:
         ):
             raise ValueError("LLMEngine.add_request: the request needs more blocks than exist")
         rid = next(self._ids) if id is None else id
-        seed = (
-            params.seed
-            if params.seed is not None
-            else int(np.random.SeedSequence().entropy % 2**63)
-        )
-        req = Request(rid, list(prompt), params, seed=seed)
-        req.matcher = StopStringMatcher(params.stop) if params.stop else None
-        req.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.requests[rid] = req
-        self.waiting.append(req)
+        if rid in self.requests:
+            raise ValueError(f"LLMEngine.add_request: id {rid!r} is already in use")
+        group = []
+        for i in range(params.n):
+            seed = (
+                params.seed + i
+                if params.seed is not None
+                else int(np.random.SeedSequence().entropy % 2**63)
+            )
+            req = Request(rid if i == 0 else (rid, i), list(prompt), params, seed=seed)
+            req.group, req.index = rid, i
+            req.matcher = StopStringMatcher(params.stop) if params.stop else None
+            req.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            self.requests[req.id] = req
+            group.append(req)
+        group[0].forks = group[1:]
+        self.waiting.append(group[0])
         return rid
+
+    def samples(self, rid) -> list[Request]:
+        """The n samples of request ``rid`` (sample 0 first)."""
+        first = self.requests[rid]
+        return [first] + [self.requests[(rid, i)] for i in range(1, first.params.n)]
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -176,7 +213,9 @@ class LLMEngine:
                 batch.append((req, [req.tokens[-1]], req.computed))
         tokens = len(batch)
         # 2. admit waiting requests (FCFS) while blocks and the token budget allow
-        while self.waiting and len(self.running) < self.max_num_seqs:
+        while self.waiting and len(self.running) + 1 + len(self.waiting[0].forks) <= (
+            self.max_num_seqs
+        ):
             req = self.waiting[0]
             shared = self._prefix_blocks(req)
             n = len(req.tokens) - len(shared) * self.S
@@ -209,10 +248,17 @@ class LLMEngine:
         for row, (req, t, p) in enumerate(batch):
             req.computed = p + len(t)
             self._register_prefix(req)
-            token = self._sample(req, logits[row : row + 1])
-            req.output.append(token)
-            self._finish_check(req, token)
-            out.append(req)
+            forks, req.forks = req.forks, []
+            for child in forks:  # parallel samples: share every block, copy on first write
+                self.cache.fork(req.id, child.id)
+                child.computed = req.computed
+                self.running.append(child)
+                self.stats["forks"] += 1
+            for r in [req] + forks:
+                token = self._sample(r, logits[row : row + 1])
+                r.output.append(token)
+                self._finish_check(r, token)
+                out.append(r)
         for req in out:
             if req.finished:
                 self.running.remove(req)
@@ -228,9 +274,18 @@ class LLMEngine:
         )  # fmt: skip
         scores = procs(np.asarray([req.tokens]), logits)
         if p.temperature == 0:
-            return int(greedy(scores)[0])
-        u = seeded_uniforms(req.seed, len(req.output))
-        return int(sample_from_uniforms(scores, u)[0])
+            token = int(greedy(scores)[0])
+        else:
+            u = seeded_uniforms(req.seed, len(req.output))
+            token = int(sample_from_uniforms(scores, u)[0])
+        if p.logprobs is not None:
+            z = np.asarray(logits[0], dtype=np.float64)
+            logp = z - z.max() - np.log(np.exp(z - z.max()).sum())  # log_softmax
+            top = np.argsort(-logp, kind="stable")[: p.logprobs]
+            req.logprobs.append(
+                (token, float(logp[token]), [(int(i), float(logp[i])) for i in top])
+            )
+        return token
 
     def _finish_check(self, req: Request, token: int) -> None:
         piece = req.decoder.decode(self.token_bytes(token))
@@ -252,8 +307,9 @@ class LLMEngine:
         req.text += emit
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Request]:
-        """Run a list of prompts to completion (all admitted at once)."""
+        """Run a list of prompts to completion (all admitted at once); the requests in
+        order, the n samples of each prompt one after another."""
         ids = [self.add_request(p, params) for p in prompts]
         while self.has_unfinished():
             self.step()
-        return [self.requests[i] for i in ids]
+        return [r for i in ids for r in self.samples(i)]

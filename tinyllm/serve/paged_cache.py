@@ -22,6 +22,7 @@ class PagedKVCache:
         self.V = xp.zeros(shape, dtype)
         self.allocator = BlockAllocator(num_blocks)
         self.tables: dict[object, list[int]] = {}
+        self.copies = 0  # copy-on-write block copies so far
 
     def blocks_needed(self, length: int) -> int:
         return -(-length // self.S)
@@ -46,6 +47,7 @@ class PagedKVCache:
             self.V[:, new] = self.V[:, old]
             alloc.release(old)
             table[b] = new
+            self.copies += 1
         for _ in range(need_new):
             table.append(alloc.allocate())
 

@@ -14,20 +14,24 @@ from __future__ import annotations
 import numpy as np
 
 from tinyllm import backend
-from tinyllm.kernels import rope_forward
+from tinyllm.kernels import rope_forward, use
 from tinyllm.kernels.paged_attention import paged_attention_forward, paged_prefill_attention
 from tinyllm.models.decoder import Decoder
 from tinyllm.serve.paged_cache import PagedKVCache
 
 
 class PagedRunner:
+    KERNELS = ("reference", "numba", "cuda", "auto")
+
     def __init__(self, model, num_blocks: int, block_size: int = 16, kernel: str = "reference"):
+        if kernel not in self.KERNELS:
+            raise ValueError(f"PagedRunner: kernel must be one of {self.KERNELS}, got {kernel!r}")
         self.dec = Decoder(model, 1, 1)  # weights only; its own cache is 1 token
         d = self.dec
         self.cache = PagedKVCache(len(d.layers), num_blocks, block_size, d.Hkv, d.D, d.dtype, d.xp)
         self.block_size, self.max_len = block_size, model.config.block_size
-        if kernel not in ("reference", "numba"):
-            raise ValueError(f"PagedRunner: kernel must be 'reference' or 'numba', got {kernel!r}")
+        # the decode tier (kernels.dispatch): "reference" is bitwise the contiguous formula;
+        # "numba"/"cuda" force a tier where the arrays' device allows it; "auto" picks by device
         self.kernel = kernel
 
     def forward(self, batch: list[tuple[object, list[int], int]]):
@@ -51,6 +55,15 @@ class PagedRunner:
         bounds = np.cumsum([0] + [len(t) for _, t, _ in batch])
         decode = [i for i, (_, t, _) in enumerate(batch) if len(t) == 1]
         tables = {seq: xp.asarray(cache.tables[seq]) for seq, _, _ in batch}
+        if decode:  # one padded [n_decode, width] table for every layer's decode call
+            rows = [int(bounds[j]) for j in decode]
+            lens = [batch[j][2] + 1 for j in decode]
+            width = max(len(cache.tables[batch[j][0]]) for j in decode)
+            bt = np.zeros((len(decode), width), dtype=np.int64)
+            for r, j in enumerate(decode):
+                t = cache.tables[batch[j][0]]
+                bt[r, : len(t)] = t
+            bt = xp.asarray(bt)
         Ntok = len(tokens)
         for i, layer in enumerate(d.layers):
             h = d._apply_norm(x, layer["norm_1"])
@@ -70,25 +83,8 @@ class PagedRunner:
             cache.V[i, blocks, :, offsets] = v
             a = xp.empty_like(q)
             if decode:
-                rows = [int(bounds[j]) for j in decode]
-                lens = [batch[j][2] + 1 for j in decode]
-                width = max(len(tables[batch[j][0]]) for j in decode)
-                bt = np.zeros((len(decode), width), dtype=np.int64)
-                for r, j in enumerate(decode):
-                    t = cache.tables[batch[j][0]]
-                    bt[r, : len(t)] = t
-                if self.kernel == "numba":
-                    from tinyllm.kernels.paged_attention_numba import (
-                        paged_attention_forward_numba,
-                    )
-
-                    a[rows] = paged_attention_forward_numba(
-                        backend.to_numpy(q[rows]), cache.K[i], cache.V[i], bt, np.array(lens)
-                    )
-                else:
-                    a[rows] = paged_attention_forward(
-                        q[rows], cache.K[i], cache.V[i], xp.asarray(bt), lens
-                    )
+                with use(self.kernel):
+                    a[rows] = paged_attention_forward(q[rows], cache.K[i], cache.V[i], bt, lens)
             for j, (seq, t, p) in enumerate(batch):
                 if len(t) == 1:
                     continue

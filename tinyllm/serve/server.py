@@ -7,8 +7,12 @@ Routes, in OpenAI's request and response shapes (what vLLM's server answers):
     POST /v1/chat/completions       messages -> assistant message (a plain chat template:
                                     "role: content" lines, then "assistant:")
 
-Parameters: max_tokens, temperature, top_p, stop (str or list), n, seed, stream,
-frequency_penalty, presence_penalty; ``usage`` counts prompt and completion tokens.
+Parameters: max_tokens, temperature, top_p, stop (str or list), n (one prefill, samples
+forked copy-on-write), seed, stream, frequency_penalty, presence_penalty, and on
+/v1/completions ``logprobs`` = k (OpenAI's legacy object per choice or streamed chunk:
+tokens, token_logprobs, top_logprobs of the k likeliest tokens, text_offset; log
+probabilities of the model's distribution, before temperature and truncation, as vLLM
+reports them by default); ``usage`` counts prompt and completion tokens.
 Malformed requests get 400 with a message, an unknown model 404, a prompt plus max_tokens
 over the context length 400. One engine thread runs ``LLMEngine.step()`` while requests are
 pending; each HTTP request waits on its own queue, so many clients share every batch.
@@ -37,13 +41,17 @@ class EngineThread:
         self.thread = threading.Thread(target=self._loop, daemon=True, name="tinyllm-engine")
         self.thread.start()
 
-    def submit(self, prompt, params, loop) -> tuple[object, asyncio.Queue]:
-        queue: asyncio.Queue = asyncio.Queue()
+    def submit(self, prompt, params, loop) -> list[asyncio.Queue]:
+        """Queue a request of ``params.n`` samples; one asyncio queue per sample."""
         with self.lock:
             rid = self.engine.add_request(prompt, params)  # raises ValueError on bad input
-            self.queues[rid] = (queue, loop)
+            queues = []
+            for req in self.engine.samples(rid):
+                queue: asyncio.Queue = asyncio.Queue()
+                self.queues[req.id] = (queue, loop)
+                queues.append(queue)
             self.lock.notify()
-        return rid, queue
+        return queues
 
     def _loop(self) -> None:
         while True:
@@ -60,7 +68,9 @@ class EngineThread:
                 items = []
                 for req in outs:
                     queue, loop = self.queues[req.id]
-                    items.append((queue, loop, (req.new_text, req.finished, req.finish_reason)))
+                    lp = req.logprobs[-1] if req.logprobs else None  # this step's token
+                    items.append((queue, loop, (req.new_text, req.finished, req.finish_reason,
+                                                lp)))  # fmt: skip
                     if req.finished:
                         del self.queues[req.id]
                         del self.engine.requests[req.id]
@@ -76,6 +86,23 @@ class EngineThread:
             self.stop = True
             self.lock.notify()
         self.thread.join(timeout=5)
+
+
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs (OpenAI's legacy API allowed 5)
+
+
+def logprobs_block(entries, token_text: Callable[[int], str], offset: int = 0) -> dict:
+    """OpenAI's legacy completions ``logprobs`` object for (token, logprob, top) entries;
+    text offsets are character positions in the completion text, from ``offset``."""
+    out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for token, lp, top in entries:
+        text = token_text(token)
+        out["tokens"].append(text)
+        out["token_logprobs"].append(lp)
+        out["top_logprobs"].append({token_text(i): v for i, v in top})
+        out["text_offset"].append(offset)
+        offset += len(text)
+    return out
 
 
 class BadRequest(Exception):
@@ -109,6 +136,12 @@ def parse_params(body: dict, max_len: int) -> tuple[SamplingParams, int]:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest(400, "'seed' must be an integer", "seed")
     n = _number(body, "n", 1, 1, 16, int)
+    logprobs = body.get("logprobs")
+    if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                 or not 0 <= logprobs <= MAX_LOGPROBS):  # fmt: skip
+        raise BadRequest(400, f"'logprobs' must be an integer in [0, {MAX_LOGPROBS}] "
+                         "(/v1/completions; chat logprobs are not supported)",
+                         "logprobs")  # fmt: skip
     params = SamplingParams(
         max_tokens=_number(body, "max_tokens", 16, 1, max_len, int),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -117,6 +150,7 @@ def parse_params(body: dict, max_len: int) -> tuple[SamplingParams, int]:
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         stop=stop,
         seed=seed,
+        logprobs=logprobs,
     )
     return params, n
 
@@ -180,6 +214,10 @@ def build_app(engine: LLMEngine, model_name: str, encode: Callable[[str], list[i
             if body["model"] != model_name:
                 raise BadRequest(404, f"The model '{body['model']}' does not exist", "model")
             if chat:
+                if body.get("logprobs"):
+                    raise BadRequest(400, "'logprobs' is supported on /v1/completions only",
+                                     "logprobs")  # fmt: skip
+                body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
                 text = chat_prompt(body.get("messages"))
             else:
                 text = body.get("prompt")
@@ -194,11 +232,10 @@ def build_app(engine: LLMEngine, model_name: str, encode: Callable[[str], list[i
                                  f" tokens; the prompt has {len(prompt)} and max_tokens is "
                                  f"{params.max_tokens}", "max_tokens")  # fmt: skip
             loop = asyncio.get_running_loop()
-            subs = []
-            for i in range(n):
-                seed = None if params.seed is None else params.seed + i
-                p = SamplingParams(**{**params.__dict__, "seed": seed, "stop": list(params.stop)})
-                subs.append(runner["engine"].submit(prompt, p, loop)[1])
+            # n samples as one group: the prompt is prefilled once and shared copy-on-write;
+            # sample i draws from seed + i when a seed is given
+            p = SamplingParams(**{**params.__dict__, "n": n, "stop": list(params.stop)})
+            subs = runner["engine"].submit(prompt, p, loop)
         except BadRequest as exc:
             return error(exc.status, exc.message, exc.param)
         except ValueError as exc:
@@ -206,19 +243,22 @@ def build_app(engine: LLMEngine, model_name: str, encode: Callable[[str], list[i
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
+        want_logprobs = params.logprobs is not None
         if body.get("stream"):
             return StreamingResponse(
-                stream(subs, rid, created, chat, len(prompt)), media_type="text/event-stream"
+                stream(subs, rid, created, chat, want_logprobs), media_type="text/event-stream"
             )
         choices, completion_tokens = [], 0
         for i, queue in enumerate(subs):
-            text, reason, count = "", None, 0
+            text, reason, count, entries = "", None, 0, []
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
                     return error(500, f"engine error: {item}")
-                piece, done, finish = item
+                piece, done, finish, lp = item
                 text, count = text + piece, count + 1
+                if lp is not None:
+                    entries.append(lp)
                 if done:
                     reason = finish
                     break
@@ -227,23 +267,38 @@ def build_app(engine: LLMEngine, model_name: str, encode: Callable[[str], list[i
                 choices.append({"index": i, "message": {"role": "assistant", "content": text},
                                 "finish_reason": reason, "logprobs": None})  # fmt: skip
             else:
+                lps = logprobs_block(entries, token_text) if want_logprobs else None
                 choices.append({"index": i, "text": text, "finish_reason": reason,
-                                "logprobs": None})  # fmt: skip
+                                "logprobs": lps})  # fmt: skip
         usage = {"prompt_tokens": len(prompt), "completion_tokens": completion_tokens,
                  "total_tokens": len(prompt) + completion_tokens}  # fmt: skip
         return {"id": rid, "object": obj, "created": created, "model": model_name,
                 "choices": choices, "usage": usage}  # fmt: skip
 
-    async def stream(subs, rid, created, chat, prompt_tokens):
-        obj = "chat.completion.chunk" if chat else "text_completion"
+    def token_text(token: int) -> str:
+        """The token's text, or OpenAI's "bytes:\\xNN" form for a part of a UTF-8 character
+        (distinct tokens keep distinct keys in top_logprobs)."""
+        raw = engine.token_bytes(token)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
-        def chunk(i, piece, finish):
+    async def stream(subs, rid, created, chat, want_logprobs):
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        offsets = [0] * len(subs)  # per sample: characters of token text streamed so far
+
+        def chunk(i, piece, finish, lp=None):
             if chat:
                 delta = {"content": piece} if piece is not None else {"role": "assistant"}
                 choice = {"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}
             else:
+                lps = None
+                if want_logprobs and lp is not None:
+                    lps = logprobs_block([lp], token_text, offsets[i])
+                    offsets[i] += len(lps["tokens"][0])
                 choice = {"index": i, "text": piece or "", "finish_reason": finish,
-                          "logprobs": None}  # fmt: skip
+                          "logprobs": lps}  # fmt: skip
             data = {"id": rid, "object": obj, "created": created, "model": model_name,
                     "choices": [choice]}  # fmt: skip
             return f"data: {json.dumps(data)}\n\n"
@@ -261,9 +316,9 @@ def build_app(engine: LLMEngine, model_name: str, encode: Callable[[str], list[i
                 if isinstance(item, Exception):
                     yield f"data: {json.dumps({'error': {'message': str(item)}})}\n\n"
                     return
-                piece, finished, reason = item
-                if piece or finished:
-                    yield chunk(i, piece, reason if finished else None)
+                piece, finished, reason, lp = item
+                if piece or finished or (want_logprobs and lp is not None):
+                    yield chunk(i, piece, reason if finished else None, lp)
                 if finished:
                     del pending[i]
                 else:

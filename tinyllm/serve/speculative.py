@@ -12,6 +12,8 @@ reproduces the target's greedy decoding token for token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tinyllm import backend
@@ -83,10 +85,12 @@ def speculative_generate(
     gamma: int = 4,
     temperature: float = 1.0,
     seed: int = 0,
+    callback: Callable[[list[int]], None] | None = None,
 ) -> tuple[list[int], dict]:
     """Continue ``prompt`` with ``target`` (a tinyllm GPT/Llama) helped by ``draft`` (a smaller
     one, same vocabulary). Returns (new tokens, stats with the acceptance rate). The context
-    must fit both models' block_size (no sliding window here)."""
+    must fit both models' block_size (no sliding window here). ``callback(tokens)`` gets the
+    tokens each round emits (for streaming and latency measurements)."""
     from tinyllm.models.decoder import Decoder
 
     if target.config.vocab_size != draft.config.vocab_size:
@@ -129,6 +133,8 @@ def speculative_generate(
         rounds += 1
         tokens += emitted
         new += emitted
+        if callback is not None:
+            callback(emitted[: max(0, max_new_tokens - len(new) + len(emitted))])
         # keep the accepted prefix: positions up to the last emitted token (exclusive)
         tdec.truncate(len(tokens) - 1)
         ddec.truncate(min(ddec.pos, len(tokens) - 1))
