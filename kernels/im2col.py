@@ -15,9 +15,10 @@ im2col with zero padding: every column entry is added back into the pixel it was
 (entries that fell on the padding are dropped). Shapes: cols [N, C, kh, kw, Ho, Wo].
 
 Tiers: reference (below: a loop over the kh kw kernel offsets, each one strided slice of
-the padded image) and numba (``im2col_numba.py``: (n, c) planes in ``prange``, explicit
-loops; col2im's planes are disjoint, so no two tasks write the same pixel). No CUDA body:
-on CuPy the reference runs (kh kw strided copies, each a single device kernel).
+the padded image), numba (``im2col_numba.py``: (n, c) planes in ``prange``, explicit
+loops; col2im's planes are disjoint, so no two tasks write the same pixel) and cuda
+(``im2col.cu``: one thread per column entry for im2col; one thread per pixel for col2im,
+gathering its kh kw candidate entries, so no atomics and a deterministic sum).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from tinyllm.backend import get_array_module
 from tinyllm.kernels import dispatch
 from tinyllm.kernels.arrays import Array, check_float, contiguous
+from tinyllm.kernels.cuda_loader import function, scalar, with_cuda
 
 __all__ = ["col2im", "conv_output_size", "im2col"]
 
@@ -98,8 +100,55 @@ def _col2im_numba(cols, H, W, stride, dilation, pads):
     return dx.reshape(N, C, H, W)
 
 
-_IM2COL = dispatch.declare({"reference": _im2col_reference, "numba": _im2col_numba}, "im2col")
-_COL2IM = dispatch.declare({"reference": _col2im_reference, "numba": _col2im_numba}, "col2im")
+_CU = "im2col.cu"
+_THREADS = 256
+
+
+def _geometry(kh, kw, stride, dilation, pads, Ho, Wo):
+    """The int32 launch arguments kh, kw, Ho, Wo, sh, sw, dh, dw, top, left."""
+    (sh, sw), (dh, dw), (top, _, left, _) = stride, dilation, pads
+    return tuple(np.int32(v) for v in (kh, kw, Ho, Wo, sh, sw, dh, dw, top, left))
+
+
+def _im2col_cuda(x, kh, kw, stride, dilation, pads, pad_value):
+    import cupy
+
+    x = cupy.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    Ho = conv_output_size(H, kh, stride[0], dilation[0], pads[0], pads[1])
+    Wo = conv_output_size(W, kw, stride[1], dilation[1], pads[2], pads[3])
+    cols = cupy.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    if cols.size:
+        args = (x, cols, np.int64(N * C), np.int32(H), np.int32(W))
+        args += _geometry(kh, kw, stride, dilation, pads, Ho, Wo)
+        kernel = function(_CU, "im2col", x.dtype)
+        kernel(((cols.size + _THREADS - 1) // _THREADS,), (_THREADS,),
+               args + (scalar(pad_value, x.dtype),))  # fmt: skip
+    return cols
+
+
+def _col2im_cuda(cols, H, W, stride, dilation, pads):
+    import cupy
+
+    cols = cupy.ascontiguousarray(cols)
+    N, C, kh, kw, Ho, Wo = cols.shape
+    dx = cupy.empty((N, C, H, W), dtype=cols.dtype)
+    if dx.size:
+        args = (cols, dx, np.int64(N * C), np.int32(H), np.int32(W))
+        args += _geometry(kh, kw, stride, dilation, pads, Ho, Wo)
+        kernel = function(_CU, "col2im", cols.dtype)
+        kernel(((dx.size + _THREADS - 1) // _THREADS,), (_THREADS,), args)
+    return dx
+
+
+_IM2COL = dispatch.declare(
+    with_cuda({"reference": _im2col_reference, "numba": _im2col_numba, "cuda": _im2col_cuda}, _CU),
+    "im2col",
+)
+_COL2IM = dispatch.declare(
+    with_cuda({"reference": _col2im_reference, "numba": _col2im_numba, "cuda": _col2im_cuda}, _CU),
+    "col2im",
+)
 
 
 # ---------------------------------------------------------------- public functions

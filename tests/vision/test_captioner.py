@@ -48,3 +48,24 @@ def test_projector_shapes(kind, n):
     assert p(tinyllm.randn(2, 17, 12)).shape == (2, n, 16)
     with pytest.raises(ValueError, match="make_projector: kind"):
         make_projector("qformer", 12, 16)
+
+
+@pytest.mark.parametrize("mult", [0.0, 1.0])
+def test_train_caption_freezes_the_vit_at_lr_mult_0(mult):
+    """vit_lr_mult 0: the ViT's weights are bitwise those it came with (LLaVA stage 1);
+    1: they move with the LM (the old recipe, which wrecked the ViT's features)."""
+    pytest.importorskip("sklearn")
+    from tinyllm.models.vit import VisionTransformer
+    from tinyllm.vision.train import train_caption
+
+    tinyllm.manual_seed(0)
+    vit = VisionTransformer(8, 2, 1, 10, 32, 2, 4)
+    before = {k: v.detach().numpy().copy() for k, v in vit.state_dict().items()}
+    _, m, _ = train_caption(0, 3, batch=4, vit=vit, vit_lr_mult=mult, quiet=True)
+    after = {k: v.detach().numpy() for k, v in vit.state_dict().items()}
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    used = {k for k in before if not k.startswith("head.")}  # the classifier head is unused
+    assert changed == (set() if mult == 0.0 else used)
+    assert m["vit_lr_mult"] == mult
+    with pytest.raises(ValueError, match="train_caption: vit_lr_mult"):
+        train_caption(0, 1, vit=vit, vit_lr_mult=-1.0, quiet=True)

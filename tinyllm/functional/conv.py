@@ -22,7 +22,7 @@ the number of real pixels in the window (False) or ``divisor_override``. Backwar
 dcols = dout / divisor on every entry, dx = col2im(dcols).
 
 Not supported (a clear error): ceil_mode=True, padding_mode other than zeros. The patch
-loops run ``tinyllm.kernels`` im2col / col2im (reference and Numba tiers).
+loops run ``tinyllm.kernels`` im2col / col2im (reference, Numba and CUDA tiers).
 """
 
 from __future__ import annotations

@@ -38,8 +38,15 @@ class Digits:
     y_test: np.ndarray
 
 
-def load_digits_split(seed: int = 0, test_fraction: float = 0.2, dtype=np.float32) -> Digits:
-    """A random split of load_digits (``seed`` fixes it); images [N, 1, 8, 8] in [0, 1]."""
+def load_digits_split(seed: int = 0, test_fraction: float = 0.2, dtype=np.float32,
+                      holdout: str = "test") -> Digits:  # fmt: skip
+    """A random split of load_digits (``seed`` fixes it); images [N, 1, 8, 8] in [0, 1].
+
+    ``holdout="validation"``: the test images are left out altogether and the last
+    ``test_fraction`` of the training part (in the seed's order) is returned in place of the
+    test set, for choosing settings without looking at the test split."""
+    if holdout not in ("test", "validation"):
+        raise ValueError(f"load_digits_split: holdout must be test|validation, got {holdout!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - the extra is missing
@@ -50,6 +57,9 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2, dtype=np.float3
     perm = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
+    if holdout == "validation":
+        n_val = int(round(test_fraction * len(tr)))
+        te, tr = tr[-n_val:], tr[:-n_val]
     return Digits(x[tr], y[tr], x[te], y[te])
 
 

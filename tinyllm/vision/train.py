@@ -46,13 +46,15 @@ def _batched(fn, x, bs=256):
 
 def train_vit(seed: int = 0, steps: int = 600, batch: int = 64, lr: float = 3e-3,
               pos_embed: str = "learned", embed_dim: int = 32, depth: int = 2,
-              heads: int = 4, quiet: bool = False):  # fmt: skip
-    """Train a ViT (patch 2 on 8x8: 16 tokens + class token); returns (model, metrics)."""
+              heads: int = 4, holdout: str = "test", quiet: bool = False):  # fmt: skip
+    """Train a ViT (patch 2 on 8x8: 16 tokens + class token); returns (model, metrics).
+    ``holdout="validation"``: evaluate on a validation part of the training split instead
+    of the test split (``load_digits_split``)."""
     from tinyllm.models.vit import VisionTransformer
 
     tinyllm.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    data = load_digits_split(seed)
+    data = load_digits_split(seed, holdout=holdout)
     model = VisionTransformer(8, 2, 1, 10, embed_dim, depth, heads, pos_embed=pos_embed)
     opt = AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     t0 = time.perf_counter()
@@ -139,26 +141,47 @@ def caption_accuracy(words: list[list[str]], labels) -> float:
 
 def train_caption(seed: int = 0, steps: int = 600, batch: int = 32, lr: float = 2e-3,
                   projector: str = "mlp", vit=None, gate_lr_mult: float = 10.0,
+                  vit_lr_mult: float | None = None, holdout: str = "test",
                   quiet: bool = False):  # fmt: skip
-    """Caption digits with a small LM conditioned by gated cross-attention on ViT tokens
-    (``vit``: e.g. the classifier of ``train_vit``, fine-tuned here; else from scratch).
-    Returns (model, metrics, examples) with captioning accuracy on the test images."""
+    """Caption digits with a small LM conditioned by gated cross-attention on ViT tokens.
+
+    ``vit``: a trained encoder (e.g. the classifier of ``train_vit``), or None for a new one
+    trained here. ``vit_lr_mult``: the ViT's learning rate as a multiple of ``lr``; 0 freezes
+    it (LLaVA's stage 1: only projector, gates and LM learn). Default: 0 for a given ViT, 1
+    for a new one. Fine-tuning a trained ViT at the LM's rate (1.0) wrecks it: only the
+    label word's loss depends on the image, and Adam moves every ViT weight by ~lr per step
+    whatever the size of that weak gradient (experiments/multimodal.py caption-ablation).
+    Returns (model, metrics, examples) with captioning accuracy on the test images; the
+    examples are (images, generated words, labels) of the whole test split. ``holdout``:
+    as in ``train_vit`` (pass a ViT trained with the same holdout)."""
     from tinyllm.models.captioner import Captioner, gate_values
 
     tinyllm.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    data = load_digits_split(seed)
+    data = load_digits_split(seed, holdout=holdout)
     vocab = Vocab()
     L = 10  # <bos> + up to 7 words + <eos>, padded
     model = Captioner(len(vocab), projector=projector, dim=32, depth=2, heads=4,
                       max_len=L, vit=vit)  # fmt: skip
+    if vit_lr_mult is None:
+        vit_lr_mult = 1.0 if vit is None else 0.0
+    if vit_lr_mult < 0:
+        raise ValueError(f"train_caption: vit_lr_mult must be >= 0, got {vit_lr_mult}")
+    if vit_lr_mult == 0:
+        model.vit.requires_grad_(False)
     # the tanh gates start at 0 and move by ~lr per step under Adam: they get gate_lr_mult x
     # the learning rate (and no weight decay) so that they can open within a short run
-    gates = [p for n, p in model.named_parameters() if n.split(".")[-1].startswith("alpha_")]
-    rest = [p for n, p in model.named_parameters() if not n.split(".")[-1].startswith("alpha_")]
-    opt = AdamW([{"params": rest}, {"params": gates, "weight_decay": 0.0}], lr=lr,
-                weight_decay=0.05)  # fmt: skip
-    opt.param_groups[1]["lr_mult"] = gate_lr_mult
+    vit_ids = {id(p) for p in model.vit.parameters()}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    is_gate = {id(p) for n, p in named if n.split(".")[-1].startswith("alpha_")}
+    gates = [p for _, p in named if id(p) in is_gate]
+    enc = [p for _, p in named if id(p) in vit_ids]
+    rest = [p for _, p in named if id(p) not in vit_ids and id(p) not in is_gate]
+    groups = [{"params": rest, "lr_mult": 1.0},
+              {"params": gates, "weight_decay": 0.0, "lr_mult": gate_lr_mult}]  # fmt: skip
+    if enc:
+        groups.append({"params": enc, "lr_mult": vit_lr_mult})
+    opt = AdamW(groups, lr=lr, weight_decay=0.05)
     t0 = time.perf_counter()
     for step in range(steps):
         for g in opt.param_groups:
@@ -185,7 +208,7 @@ def train_caption(seed: int = 0, steps: int = 600, batch: int = 32, lr: float = 
         words.append(vocab.decode(row))
     acc = caption_accuracy(words, data.y_test)
     metrics = {"task": "caption", "seed": seed, "steps": steps, "projector": projector,
-               "caption_accuracy": acc, "n_test": len(data.y_test),
+               "vit_lr_mult": vit_lr_mult, "caption_accuracy": acc, "n_test": len(data.y_test),
                "gates": gate_values(model),
                "train_seconds": time.perf_counter() - t0}  # fmt: skip
-    return model, metrics, (data.x_test[:8], words[:8])
+    return model, metrics, (data.x_test, words, data.y_test)
