@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["regex", "token_mask", "json_schema", "logits"]
+MODULES = ["regex", "token_mask", "json_schema", "logits", "toolkit"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -11,6 +11,14 @@ tree of thought (Game of 24).
 * ``reflection.py``: retries with a memory of failed attempts (Reflexion).
 * ``bench_mask.py``: per-step mask cost (``python -m tinyllm.agents.bench_mask``).
 * ``game24.py`` / ``tot.py``: Game-of-24 solver and tree-of-thought BFS / DFS.
+
+A model that uses the tools (imported on demand, not here: they load ``tinyllm.models``):
+
+* ``toolkit.py``: the ``calc`` and BM25 ``lookup`` tools (``agent_registry()``).
+* ``traces.py``: synthetic tasks, the held-out split, ReAct / direct traces with loss masks.
+* ``finetune.py``: supervised fine-tuning of a byte-level Llama on the traces.
+* ``policy.py``: the model as ``generate(prompt)``; the step grammar for constrained decoding.
+* ``evaluate.py``: success rates of ReAct / direct, constrained or not, greedy or voted.
 """
 
 from tinyllm.agents.json_schema import schema_to_regex

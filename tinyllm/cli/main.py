@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = [
     "bench_cmd",
     "serve_cmd",
     "vision_cmd",
+    "agent_cmd",
 ]
 
 
