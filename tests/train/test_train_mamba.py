@@ -55,7 +55,7 @@ def _numbers(run_dir):
 def test_config_accepts_mamba_and_names_the_three_archs():
     TrainConfig(arch="mamba").validate()
     with pytest.raises(ValueError, match="'llama', 'gpt' or 'mamba'"):
-        TrainConfig(arch="rwkv").validate()
+        TrainConfig(arch="transformer").validate()
     for bad, match in [
         (dict(arch="mamba", d_state=0), "d_state must be positive"),
         (dict(arch="mamba", n_kv_head=2), "n_kv_head does not apply to arch 'mamba'"),

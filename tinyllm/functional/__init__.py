@@ -15,6 +15,7 @@ from tinyllm.functional.conv import *  # noqa: F403
 from tinyllm.functional.conversion import *  # noqa: F403
 from tinyllm.functional.dropout import *  # noqa: F403
 from tinyllm.functional.embedding import *  # noqa: F403
+from tinyllm.functional.gateloop import *  # noqa: F403
 from tinyllm.functional.indexing import *  # noqa: F403
 from tinyllm.functional.linalg import *  # noqa: F403
 from tinyllm.functional.linear import *  # noqa: F403
@@ -34,6 +35,7 @@ _FAMILIES = (
     "activations", "arithmetic", "attention", "comparison", "conv", "conversion", "dropout",
     "embedding", "indexing", "linalg", "linear", "losses", "moe", "norms", "pointwise",
     "positional", "reductions", "shape", "softmax", "ssm", "linear_attention", "rwkv",
+    "gateloop",
 )  # fmt: skip
 __all__ = sorted(
     {

@@ -27,8 +27,10 @@ Backward (hand-written; D_t, N_t the denominator and numerator of wkv_t, g_t the
 alpha and beta are held with their own running max q (exponents (s-1-t) w - log D_s), and
 k_t + q <= 0 because D_s contains the term e^{(s-1-t) w + k_t}: the backward is stable too.
 The forward saves only its inputs; the backward recomputes the forward scan (keeping log D_t
-and wkv_t) and then runs the reverse scan. NumPy array code, vectorized over batch x
-channels, sequential over T.
+and wkv_t) and then runs the reverse scan. The arithmetic of both directions lives in
+``tinyllm.kernels.wkv`` (kernels ``wkv4_forward``, ``wkv4_backward``): a reference tier of
+array code (NumPy/CuPy, vectorized over batch x channels, sequential over T), a Numba tier
+(one task per (b, c)) and a CUDA tier (``kernels/wkv.cu``, one thread per (b, c)).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tinyllm.backend import get_array_module
 from tinyllm.function import Function
 from tinyllm.functional._util import check_float
 from tinyllm.kernels.arrays import compute_dtype
+from tinyllm.kernels.wkv import wkv4_backward, wkv4_forward
 from tinyllm.tensor import Tensor
 
 __all__ = ["wkv4"]
@@ -53,21 +56,7 @@ class WKV4(Function):
         w = -xp.exp(time_decay.astype(work))
         u = time_first.astype(work)
         k, v = k.astype(work, copy=False), v.astype(work, copy=False)
-        B, T, C = k.shape
-        aa = xp.zeros((B, C), work)
-        bb = xp.zeros((B, C), work)
-        pp = xp.full((B, C), -xp.inf, work)
-        out = xp.empty((B, T, C), work)
-        for t in range(T):
-            kk, vv = k[:, t], v[:, t]
-            ww = u + kk  # the current token, with its bonus u
-            p = xp.maximum(pp, ww)
-            e1, e2 = xp.exp(pp - p), xp.exp(ww - p)
-            out[:, t] = (e1 * aa + e2 * vv) / (e1 * bb + e2)
-            ww = w + pp  # decay the state, then add token t
-            p = xp.maximum(ww, kk)
-            e1, e2 = xp.exp(ww - p), xp.exp(kk - p)
-            aa, bb, pp = e1 * aa + e2 * vv, e1 * bb + e2, p
+        out = wkv4_forward(w, u, k, v)  # the max-trick scan (kernels/wkv.py)
         ctx.save_for_backward(time_decay, time_first, k, v)
         ctx.dtype = dtype
         return out.astype(dtype, copy=False)
@@ -77,50 +66,15 @@ class WKV4(Function):
         time_decay, time_first, k, v = ctx.saved_tensors
         xp = get_array_module(k)
         work = k.dtype
-        gy = gy.astype(work, copy=False)
         w = -xp.exp(time_decay.astype(work))
         u = time_first.astype(work)
-        B, T, C = k.shape
-        # forward scan again, with a' and b' (aa2, bb2, scaled like aa, bb by e^pp)
-        aa, bb, aa2, bb2 = (xp.zeros((B, C), work) for _ in range(4))
-        pp = xp.full((B, C), -xp.inf, work)
-        gw, gu = xp.zeros((B, C), work), xp.zeros((B, C), work)
-        dk, dv = xp.empty_like(k), xp.empty_like(v)
-        logD, Y = xp.empty_like(k), xp.empty_like(k)
-        for t in range(T):
-            kk, vv, g = k[:, t], v[:, t], gy[:, t]
-            ww = u + kk
-            p = xp.maximum(pp, ww)
-            e1, e2 = xp.exp(pp - p), xp.exp(ww - p)
-            den = e1 * bb + e2  # D_t e^{-p}
-            y = (e1 * aa + e2 * vv) / den
-            logD[:, t], Y[:, t] = p + xp.log(den), y
-            gw += g * e1 * (aa2 - y * bb2) / den
-            direct = g * e2 / den  # g_t e^{u+k_t} / D_t
-            dv[:, t] = direct
-            dk[:, t] = direct * (vv - y)
-            gu += direct * (vv - y)
-            ww = w + pp
-            p = xp.maximum(ww, kk)
-            e1, e2 = xp.exp(ww - p), xp.exp(kk - p)
-            aa2, bb2 = e1 * (aa2 + aa), e1 * (bb2 + bb)  # a'_{t+1} = e^w (a'_t + a_t)
-            aa, bb, pp = e1 * aa + e2 * vv, e1 * bb + e2, p
-        # reverse scan: alpha, beta held as e^{qq} (al, be)
-        al, be = xp.zeros((B, C), work), xp.zeros((B, C), work)
-        qq = xp.full((B, C), -xp.inf, work)
-        for t in reversed(range(T)):
-            e = xp.exp(k[:, t] + qq)  # <= 1 (module docstring)
-            dv[:, t] += e * al
-            dk[:, t] += e * (v[:, t] * al - be)
-            ww, nl = w + qq, -logD[:, t]
-            q = xp.maximum(ww, nl)
-            e1, e2 = xp.exp(ww - q), xp.exp(nl - q)
-            al, be, qq = e1 * al + e2 * gy[:, t], e1 * be + e2 * gy[:, t] * Y[:, t], q
+        # forward scan again (log D_t, wkv_t, a', b'), then the reverse scan of alpha, beta
+        gw, gu, dk, dv = wkv4_backward(w, u, k, v, gy.astype(work, copy=False))
         dtype = ctx.dtype
         needs = ctx.needs_input_grad
         return (
-            (gw.sum(0) * w).astype(dtype, copy=False) if needs[0] else None,
-            gu.sum(0).astype(dtype, copy=False) if needs[1] else None,
+            (gw * w).astype(dtype, copy=False) if needs[0] else None,  # dw/dtime_decay = w
+            gu.astype(dtype, copy=False) if needs[1] else None,
             dk.astype(dtype, copy=False) if needs[2] else None,
             dv.astype(dtype, copy=False) if needs[3] else None,
         )

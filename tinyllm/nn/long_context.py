@@ -27,11 +27,15 @@ from __future__ import annotations
 import numpy as np
 
 import tinyllm
-from tinyllm.functional import cat, scaled_dot_product_attention
+from tinyllm.functional import cat, scaled_dot_product_attention, sigmoid, softmax
+from tinyllm.nn.module import Module
 from tinyllm.tensor import Tensor
 
 __all__ = [
+    "KNNMemory",
+    "KNNMemoryAttention",
     "SinkKVCache",
+    "attach_knn_memory",
     "attention_sink_mask",
     "long_context_mask",
     "longformer_mask",
@@ -212,3 +216,151 @@ def sliding_window_attention(
         ck, cv, mask = cache.update(k[..., sl, :], v[..., sl, :])
         outs.append(scaled_dot_product_attention(q[..., sl, :], ck, cv, attn_mask=mask))
     return outs[0] if len(outs) == 1 else cat(outs, dim=-2)
+
+
+# ---------------------------------------------------------------- kNN memory
+class KNNMemory:
+    """The external memory of a Memorizing Transformer layer (Wu et al. 2022): the keys and
+    values of past segments, one ``tinyllm.rag.ExactIndex`` (inner product) per (batch row,
+    head), searched by the queries of the current segment.
+
+    ``add(k, v)`` with k, v [B, H, T, D] (arrays or Tensors, stored detached: no gradient
+    flows into the memory, as in the paper); ``search(q, topk)`` with q [B, H, Tq, D] returns
+    (keys, values) [B, H, Tq, topk', D], topk' = min(topk, stored), the stored keys of the
+    largest q.k first; ``clear()`` starts a new document. ``capacity`` drops the oldest
+    entries (the paper's FIFO), by rebuilding the index.
+    """
+
+    def __init__(self, capacity: int = 65536) -> None:
+        if int(capacity) < 1:
+            raise ValueError(f"KNNMemory: capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.clear()
+
+    def clear(self) -> None:
+        self.keys = self.values = None  # [B, H, N, D]
+        self._indexes: list | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def _rebuild(self) -> None:
+        from tinyllm.rag.exact import ExactIndex
+
+        B, H, _, D = self.keys.shape
+        self._indexes = []
+        for b in range(B):
+            row = []
+            for h in range(H):
+                index = ExactIndex(D, metric="ip")
+                index.add(self.keys[b, h].astype(np.float32))
+                row.append(index)
+            self._indexes.append(row)
+
+    def add(self, k, v) -> None:
+        k = np.asarray(k.data if isinstance(k, Tensor) else k)
+        v = np.asarray(v.data if isinstance(v, Tensor) else v)
+        if k.ndim != 4 or v.shape[:3] != k.shape[:3]:
+            raise ValueError(
+                f"KNNMemory.add: expected k [B, H, T, D] and v [B, H, T, Dv], got "
+                f"{k.shape}, {v.shape}"
+            )
+        if self.keys is not None and self.keys.shape[:2] != k.shape[:2]:
+            raise ValueError(
+                f"KNNMemory.add: the memory holds [B, H] = {self.keys.shape[:2]}, got k "
+                f"{k.shape}; clear() it first"
+            )
+        if self.keys is None:
+            self.keys, self.values = k.copy(), v.copy()
+        else:
+            self.keys = np.concatenate([self.keys, k], axis=2)
+            self.values = np.concatenate([self.values, v], axis=2)
+        if len(self) > self.capacity:  # FIFO: keep the newest
+            self.keys = self.keys[:, :, -self.capacity :]
+            self.values = self.values[:, :, -self.capacity :]
+            self._rebuild()
+        elif self._indexes is None:
+            self._rebuild()
+        else:
+            for b, row in enumerate(self._indexes):
+                for h, index in enumerate(row):
+                    index.add(k[b, h].astype(np.float32))
+
+    def search(self, q, topk: int):
+        q = np.asarray(q.data if isinstance(q, Tensor) else q)
+        if len(self) == 0:
+            raise ValueError("KNNMemory.search: the memory is empty")
+        B, H, Tq, _ = q.shape
+        kk = min(int(topk), len(self))
+        ids = np.empty((B, H, Tq, kk), np.int64)
+        for b in range(B):
+            for h in range(H):
+                _, ids[b, h] = self._indexes[b][h].search(q[b, h].astype(np.float32), kk)
+        bi = np.arange(B)[:, None, None, None]
+        hi = np.arange(H)[None, :, None, None]
+        return self.keys[bi, hi, ids], self.values[bi, hi, ids]  # [B, H, Tq, kk, D]
+
+
+class KNNMemoryAttention(Module):
+    """A Memorizing-Transformer attention layer around an existing ``Attention``: its own
+    causal attention over the segment (``local``), plus attention over the ``topk`` keys of
+    past segments retrieved from ``memory`` for each query (``mem``), mixed per head by a
+    learned gate g (the paper's):
+
+        mem_t   = sum_j softmax_j(q_t . k_j / sqrt(D)) v_j      over the retrieved k_j, v_j
+        o_t     = sigmoid(g_h) mem_t + (1 - sigmoid(g_h)) local_t,      then o_proj
+
+    Memory keys and queries are taken before RoPE (positionless, as the paper's memory keys
+    carry no position). After each forward the segment's keys and values are added to the
+    memory (detached). ``gate`` [H] starts at ``gate_init`` (sigmoid(-2) ~ 0.12 on memory).
+    With an empty memory it is the wrapped attention exactly. No KV cache (segments only).
+    """
+
+    def __init__(self, attention, topk: int = 32, capacity: int = 65536,
+                 gate_init: float = -2.0) -> None:  # fmt: skip
+        super().__init__()
+        from tinyllm.nn.parameter import Parameter
+
+        if attention.n_kv_heads != attention.n_heads:
+            raise ValueError("KNNMemoryAttention: grouped-query attention is not supported")
+        self.attn = attention
+        self.topk = int(topk)
+        self.memory = KNNMemory(capacity)
+        self.gate = Parameter(np.full(attention.n_heads, gate_init, np.float32))
+        self.use_memory = True
+
+    def forward(self, x, cache=None, position_offset: int | None = None, attn_mask=None):
+        from tinyllm.nn.attention import attend
+
+        a = self.attn
+        if cache is not None or attn_mask is not None:
+            raise ValueError("KNNMemoryAttention: no KV cache or attn_mask (segments only)")
+        B, T, _ = x.shape
+        H, D = a.n_heads, a.head_dim
+        offset = 0 if position_offset is None else int(position_offset)
+        q0 = a.q_proj(x).reshape(B, T, H, D).transpose(1, 2)  # [B, H, T, D], before RoPE
+        k0 = a.k_proj(x).reshape(B, T, H, D).transpose(1, 2)
+        v = a.v_proj(x).reshape(B, T, H, D).transpose(1, 2)
+        q, k = a.rotary(q0, k0, offset) if a.rotary is not None else (q0, k0)
+        dropout = a.dropout if a.training else 0.0
+        o = attend(q, k, v, causal=True, window=a.window, dropout_p=dropout, scale=a.scale)
+        if self.use_memory and len(self.memory):
+            km, vm = self.memory.search(q0, self.topk)  # [B, H, T, k, D] constants
+            km, vm = Tensor(km.astype(q0.dtype)), Tensor(vm.astype(v.dtype))
+            scores = (q0.unsqueeze(-2) * km).sum(-1) * (1.0 / float(np.sqrt(D)))  # [B, H, T, k]
+            mem = (softmax(scores, dim=-1).unsqueeze(-1) * vm).sum(-2)
+            g = sigmoid(self.gate).reshape(1, H, 1, 1)
+            o = g * mem + (1 - g) * o
+        if self.use_memory:
+            self.memory.add(k0.detach(), v.detach())
+        return a.o_proj(o.transpose(1, 2).reshape(B, T, H * D))
+
+
+def attach_knn_memory(model, layer: int, topk: int = 32, capacity: int = 65536):
+    """Replace ``model.blocks[layer].attn`` by a ``KNNMemoryAttention`` around it (the same
+    weights); returns the new layer (its ``memory.clear()`` starts a new document)."""
+    block = model.blocks[layer]
+    if isinstance(block.attn, KNNMemoryAttention):
+        return block.attn
+    block.attn = KNNMemoryAttention(block.attn, topk=topk, capacity=capacity)
+    return block.attn

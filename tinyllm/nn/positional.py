@@ -42,6 +42,8 @@ __all__ = [
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
     "T5RelativePositionBias",
+    "set_rope_scaling",
+    "yarn_frequencies",
 ]
 
 
@@ -141,8 +143,11 @@ class RotaryEmbedding(Module):
     theta_i = base^(-2i/D): (a, b) -> (a cos - b sin, b cos + a sin). ``layout="half"`` pairs
     dims (i, i + D/2) (GPT-NeoX, HF Llama); ``"interleaved"`` pairs (2i, 2i + 1) (GPT-J, Meta
     Llama, DeepSeek). ``scaling``: None, {"type": "linear", "factor": f} (position
-    interpolation) or {"type": "ntk", "factor": f}. The backward (rotation by -m theta_i) is
-    the fused ``tinyllm.functional.rotary_embedding`` op's.
+    interpolation), {"type": "ntk", "factor": f} or {"type": "yarn", "factor": f,
+    "original_max_position": L, "beta_fast": 32, "beta_slow": 1} (``yarn_frequencies``; its
+    attention temperature scales cos and sin by 0.1 ln f + 1, so q.k by its square, as HF).
+    The backward (rotation by -m theta_i, times the YaRN factor) is the fused
+    ``tinyllm.functional.rotary_embedding`` op's.
 
     The half-angle tables cos, sin [T_max, D/2] are computed in float64 once (and regrown
     when a position beyond them is asked for), then cast and cached per dtype and device.
@@ -173,7 +178,11 @@ class RotaryEmbedding(Module):
             scaling,
         )
         # validate base/scaling now (raises a clear error), and size the first table
-        F.rope_frequencies(self.head_dim, self.base, scaling)
+        if _is_yarn(scaling):
+            self._yarn = yarn_frequencies(self.head_dim, self.base, **_yarn_args(scaling))
+        else:
+            self._yarn = None
+            F.rope_frequencies(self.head_dim, self.base, scaling)
         self._max_position = int(max_position)
         self._tables: dict = {}  # (device, dtype, T_max) -> (cos, sin) arrays [T_max, D/2]
 
@@ -185,6 +194,12 @@ class RotaryEmbedding(Module):
             self._tables.clear()
         device = backend.device_of(like)
         key = (device, np.dtype(like.dtype).str)
+        if key not in self._tables and self._yarn is not None:
+            inv_freq, mscale = self._yarn  # float64 [D/2], the temperature factor
+            xp = backend.xp_for(device)
+            angles = xp.arange(self._max_position, dtype=xp.float64)[:, None] * xp.asarray(inv_freq)
+            cos, sin = xp.cos(angles) * mscale, xp.sin(angles) * mscale
+            self._tables[key] = (cos.astype(like.dtype), sin.astype(like.dtype))
         if key not in self._tables:
             cos, sin = F.rope_cos_sin(
                 self._max_position,
@@ -214,6 +229,92 @@ class RotaryEmbedding(Module):
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, base={self.base}, layout={self.layout!r}"
+
+
+def _is_yarn(scaling) -> bool:
+    if scaling is None:
+        return False
+    get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
+    return (get("type") or get("rope_type")) == "yarn"
+
+
+def _yarn_args(scaling) -> dict:
+    get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
+    args = {"factor": get("factor")}
+    for key, alias in (("original_max_position", "original_max_position_embeddings"),
+                       ("beta_fast", None), ("beta_slow", None)):  # fmt: skip
+        value = get(key) if get(key) is not None else (get(alias) if alias else None)
+        if value is not None:
+            args[key] = value
+    return args
+
+
+def yarn_frequencies(
+    head_dim: int,
+    base: float = 10000.0,
+    factor: float = 1.0,
+    original_max_position: int = 2048,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+) -> tuple[np.ndarray, float]:
+    """YaRN's rotary frequencies and attention factor (Peng et al. 2023, "YaRN"; HF's
+    ``_compute_yarn_parameters``): (inv_freq float64 [D/2], mscale).
+
+    theta_i = base^(-2i/D). Pair i turns r_i = L / (2 pi / theta_i) times over the original
+    context L. Pairs that turn more than ``beta_fast`` times keep theta_i (extrapolation:
+    local order stays sharp), pairs that turn less than ``beta_slow`` times get theta_i / s
+    (position interpolation), and a linear ramp over the dimension index mixes the two in
+    between: with i_r = D ln(L / (2 pi r)) / (2 ln base) the index where pair i turns r times,
+    low = floor(i_{beta_fast}), high = ceil(i_{beta_slow}),
+
+        gamma_i = clip((i - low) / (high - low), 0, 1)
+        inv_freq_i = theta_i (1 - gamma_i) + (theta_i / s) gamma_i
+
+    The attention temperature: softmax(q.k / (t sqrt D)) with sqrt(1/t) = 0.1 ln s + 1
+    (``mscale``; 1 for s <= 1), applied by scaling cos and sin, hence q and k, by mscale.
+    At s = 1 it is plain RoPE.
+    """
+    op = "yarn_frequencies"
+    if isinstance(head_dim, bool) or head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"{op}: head_dim must be even and positive, got {head_dim}")
+    if factor is None or not math.isfinite(float(factor)) or float(factor) <= 0:
+        raise ValueError(f"{op}: factor must be a positive number, got {factor!r}")
+    if not base > 0 or original_max_position is None or int(original_max_position) <= 0:
+        raise ValueError(
+            f"{op}: need base > 0 and original_max_position > 0, got {base}, "
+            f"{original_max_position}"
+        )
+    if not beta_fast > beta_slow > 0:
+        raise ValueError(f"{op}: need beta_fast > beta_slow > 0, got {beta_fast}, {beta_slow}")
+    D, s, L = int(head_dim), float(factor), int(original_max_position)
+    theta = 1.0 / (base ** (np.arange(0, D, 2, dtype=np.float64) / D))
+
+    def index_turning(r: float) -> float:
+        return D * math.log(L / (r * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(index_turning(beta_fast)), 0)
+    high = min(math.ceil(index_turning(beta_slow)), D - 1)
+    if high == low:
+        high = high + 0.001  # HF's guard against a zero-width ramp
+    gamma = np.clip((np.arange(D // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    inv_freq = theta * (1.0 - gamma) + (theta / s) * gamma
+    mscale = 0.1 * math.log(s) + 1.0 if s > 1 else 1.0
+    return inv_freq, mscale
+
+
+def set_rope_scaling(model: Module, scaling) -> int:
+    """Give every ``RotaryEmbedding`` of ``model`` the context-extension ``scaling`` (None,
+    linear, ntk or yarn; see ``RotaryEmbedding``): how a trained Llama is run past its
+    training context. Tables are rebuilt on the next call. Returns how many were changed."""
+    changed = 0
+    for _, module in model.named_modules():
+        if isinstance(module, RotaryEmbedding):
+            fresh = RotaryEmbedding(
+                module.head_dim, module.base, module.layout, scaling, module._max_position
+            )  # the constructor validates scaling
+            module.scaling, module._yarn, module._tables = scaling, fresh._yarn, {}
+            changed += 1
+    return changed
 
 
 class ALiBi(Module):

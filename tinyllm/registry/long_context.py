@@ -1,4 +1,4 @@
-"""Registry entries for the long-context ops: causal_linear_attention and wkv4 (RWKV-4).
+"""Registry entries for the long-context ops: causal_linear_attention, wkv4 (RWKV-4), gateloop.
 
 causal_linear_attention: samples with and without leading dims, Dv != D, T = 1, chunk sizes
 1 (the pure recurrence), 3 (T not a multiple of it) and the default 64 with T > 64 (several
@@ -9,6 +9,11 @@ wkv4: samples with T = 1, a long T, a fast and a slow decay, and keys shifted by
 max trick at work). Reference: the O(T^2) sum of the definition in NumPy; composite: the same
 sum in primitive tinyllm ops (exp, *, sum, stack), whose autograd must equal the hand-written
 backward.
+
+gateloop: samples with leading dims [B, H], none, Dv != D, T = 1, gates of both signs and
+gates of 1 (linear attention), and T = 70 > CHUNK (the backward's chunked recomputation).
+Reference: the recurrence step by step in NumPy; composite: the attention (materialized) form
+in tinyllm ops (``gateloop_attention``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 import tinyllm.functional as F
+from tinyllm.functional.gateloop import gateloop, gateloop_attention
 from tinyllm.functional.linear_attention import (
     causal_linear_attention,
     causal_linear_attention_parallel,
@@ -137,6 +143,53 @@ register(
         _wkv_samples,
         _wkv_ref,
         composite=_wkv_composite,
+        family="long_context",
+        kernels=("wkv4_forward", "wkv4_backward"),
+    )
+)
+
+
+# ---------------------------------------------------------------- gateloop
+def _gl_args(rng, dtype, lead, T, D, Dv, gates="sigmoid"):
+    q, k = randn(rng, dtype, *lead, T, D), randn(rng, dtype, *lead, T, D)
+    v = randn(rng, dtype, *lead, T, Dv)
+    if gates == "sigmoid":  # the usual data-controlled decay in (0, 1)
+        a = 1.0 / (1.0 + np.exp(-randn(rng, dtype, *lead, T, D)))
+    elif gates == "signed":  # real gates of both signs, |a| <= 1.2
+        a = 1.2 * np.tanh(randn(rng, dtype, *lead, T, D))
+    else:  # a = 1: causal linear attention without normalization
+        a = np.ones((*lead, T, D))
+    return q, k, v, a.astype(dtype)
+
+
+def _gl_samples(rng, dtype):
+    return [
+        SampleInput(_gl_args(rng, dtype, (2, 2), 5, 3, 3), name="[B, H, T, D]"),
+        SampleInput(_gl_args(rng, dtype, (), 6, 2, 3), name="[T, D], Dv != D"),
+        SampleInput(_gl_args(rng, dtype, (1,), 1, 2, 2), name="T = 1"),
+        SampleInput(_gl_args(rng, dtype, (2,), 7, 2, 2, "signed"), name="signed gates"),
+        SampleInput(_gl_args(rng, dtype, (1,), 4, 3, 2, "ones"), name="a = 1"),
+        SampleInput(_gl_args(rng, dtype, (1,), 70, 2, 2), name="T = 70, two chunks"),
+    ]
+
+
+def _gl_ref(q, k, v, a):
+    """Step by step: h = a[:, None] h + k v^T, y = h^T q (one row of the leading dims at once)."""
+    h = np.zeros(q.shape[:-2] + (q.shape[-1], v.shape[-1]))
+    out = np.zeros(v.shape)
+    for t in range(q.shape[-2]):
+        h = a[..., t, :, None] * h + k[..., t, :, None] * v[..., t, None, :]
+        out[..., t, :] = np.einsum("...d,...de->...e", q[..., t, :], h)
+    return out
+
+
+register(
+    OpInfo(
+        "gateloop",
+        gateloop,
+        _gl_samples,
+        _gl_ref,
+        composite=gateloop_attention,
         family="long_context",
     )
 )
