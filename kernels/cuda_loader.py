@@ -41,6 +41,9 @@ CUDA_SOURCES = (
     "flash_attention.cu",
     "quant_matmul.cu",
     "selective_scan.cu",
+    "im2col.cu",
+    "paged_attention.cu",
+    "wkv.cu",
 )
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

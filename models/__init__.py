@@ -4,6 +4,7 @@ import dataclasses
 
 from tinyllm.models.bert import BertConfig, BertModel
 from tinyllm.models.config import ModelConfig
+from tinyllm.models.encoder_decoder import BidirectionalLM, EncoderDecoder, EncoderDecoderConfig
 from tinyllm.models.gpt import GPT
 from tinyllm.models.llama import Llama
 from tinyllm.models.lm import LanguageModel
@@ -17,12 +18,16 @@ from tinyllm.models.pretrained import (
     load_pretrained_tokenizer,
     tinyllm_to_hf_name,
 )
+from tinyllm.models.rwkv import RWKVLM, RWKVConfig
 
 
-def build_model(config: ModelConfig | MambaConfig) -> LanguageModel | MambaLM:
-    """The model of ``config.arch``: "gpt" or "llama" (a ModelConfig), "mamba" (a MambaConfig)."""
+def build_model(config: ModelConfig | MambaConfig | RWKVConfig) -> LanguageModel | MambaLM | RWKVLM:
+    """The model of ``config.arch``: "gpt" or "llama" (a ModelConfig), "mamba" (a MambaConfig),
+    "rwkv" (an RWKVConfig)."""
     if isinstance(config, MambaConfig):
         return MambaLM(config)
+    if isinstance(config, RWKVConfig):
+        return RWKVLM(config)
     return {"gpt": GPT, "llama": Llama}[config.arch](config)
 
 
@@ -36,14 +41,21 @@ def from_config(config: ModelConfig | MambaConfig | dict) -> LanguageModel | Mam
             if unknown:
                 raise ValueError(f"MambaConfig: unknown keys {unknown}")
             config = MambaConfig.from_dict(config)
+        elif config.get("arch") == "rwkv":
+            known = {f.name for f in dataclasses.fields(RWKVConfig)}
+            unknown = sorted(set(config) - known)
+            if unknown:
+                raise ValueError(f"RWKVConfig: unknown keys {unknown}")
+            config = RWKVConfig.from_dict(config)
         else:
             config = ModelConfig.from_dict(config)
     return build_model(config)
 
 
 __all__ = [
-    "GPT", "BertConfig", "BertModel", "LanguageModel", "Llama", "LoadReport", "MambaConfig",
-    "MambaLM", "ModelConfig",
+    "GPT", "BertConfig", "BertModel", "BidirectionalLM", "EncoderDecoder", "EncoderDecoderConfig",
+    "LanguageModel", "Llama", "LoadReport", "MambaConfig",
+    "MambaLM", "ModelConfig", "RWKVConfig", "RWKVLM",
     "PretrainedWeightsError", "build_model", "from_config", "hf_to_tinyllm_name",
     "load_hf_state_dict", "load_pretrained", "load_pretrained_tokenizer", "tinyllm_to_hf_name",
 ]  # fmt: skip

@@ -28,6 +28,9 @@ ENTRY_POINTS = {
     "flash_attention.cu": ["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
     "quant_matmul.cu": ["quant_matmul"],
     "selective_scan.cu": ["scan_forward", "scan_backward"],
+    "im2col.cu": ["im2col", "col2im"],
+    "paged_attention.cu": ["paged_decode"],
+    "wkv.cu": ["wkv_forward", "wkv_backward"],
 }
 
 

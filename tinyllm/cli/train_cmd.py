@@ -8,7 +8,7 @@ import sys
 from tinyllm.train.config import TrainConfig, load_config_file
 
 FLAG_HELP = {
-    "arch": "model family: llama, gpt or mamba",
+    "arch": "model family: llama, gpt, mamba or rwkv",
     "d_state": "mamba only: SSM state size N per channel",
     "d_conv": "mamba only: width of the causal depthwise convolution",
     "expand": "mamba only: d_inner = expand * d_model",
@@ -31,6 +31,14 @@ FLAG_HELP = {
     "moe_capacity_factor": "expert capacity factor; overflowing tokens are dropped (None: none)",
     "moe_shared_experts": "DeepSeekMoE shared experts, always active",
     "moe_expert_hidden": "hidden width of each expert (default: ffn_hidden)",
+    "precision": "fp32, bf16 (autocast: GEMMs in bfloat16, emulated) or fp16 (autocast + "
+    "dynamic loss scaling); master weights stay float32",
+    "loss_scale_growth_interval": "fp16: clean steps before the loss scale doubles",
+    "objective": "clm (next token, the default), mlm (BERT masking), prefixlm (bidirectional "
+    "prefix, causal continuation) or span (T5 span corruption, encoder-decoder); mlm and span "
+    "add special ids above the byte range: <pad> <mask> </s> (256-258) and span's 100 "
+    "sentinels <extra_id_k> (259-358); losses are nats per labelled token; `tinyllm sample` "
+    "refuses non-clm runs",
 }
 
 
@@ -113,6 +121,14 @@ def run(args) -> int:
         print(f"stopped at step {result.step}; continue with: tinyllm train --resume "
               f"--name {result.run_dir.name}{again}")  # fmt: skip
         return 130
+    if not result.is_main:  # data parallel: rank 0 reports
+        return 0
+    if config.objective != "clm":
+        vals = [r["val_loss"] for r in result.history if "val_loss" in r]
+        print(f"\ndone: {result.step} steps in {result.seconds / 60:.1f} min; final validation "
+              f"{vals[-1]:.4f} nats per labelled token ({config.objective})")  # fmt: skip
+        print(f"run folder: {result.run_dir} (loss.png, log.jsonl, checkpoint.safetensors)")
+        return 0
     print(f"\ndone: {result.step} steps in {result.seconds / 60:.1f} min; "
           f"final validation {result.val_bits_per_byte:.4f} bits/byte "
           f"({result.val_nats_per_byte:.4f} nats/byte)")  # fmt: skip

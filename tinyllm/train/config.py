@@ -15,7 +15,7 @@ from pathlib import Path
 @dataclass
 class TrainConfig:
     # model
-    arch: str = "llama"  # "llama", "gpt" or "mamba"
+    arch: str = "llama"  # "llama", "gpt", "mamba" or "rwkv"
     d_model: int = 256
     n_layer: int = 4
     n_head: int = 4
@@ -48,9 +48,12 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | fp16 (autocast + loss scaling) | bf16 (autocast)
+    loss_scale_growth_interval: int = 2000  # fp16: clean steps before the loss scale doubles
     # data
     data: str | None = None  # a UTF-8 text file; None: the embedded corpus
     tokenizer: str | None = None  # a BPE tokenizer JSON; None: bytes (vocabulary 256)
+    objective: str = "clm"  # clm | mlm | prefixlm | span (tinyllm.objectives)
     # bookkeeping
     seed: int = 0
     device: str = "cpu"
@@ -67,7 +70,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be 'llama', 'gpt' or 'mamba', got {self.arch!r}")
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         positive = ["d_model", "n_layer", "n_head", "seq_len", "steps", "batch_size", "grad_accum"]
         positive += ["d_state", "d_conv", "expand"]
         for name in positive + ["eval_interval", "log_interval"]:
@@ -94,17 +97,37 @@ class TrainConfig:
                         f"{name} applies to arch 'mamba' only, got {name}={getattr(self, name)} "
                         f"with arch {self.arch!r}"
                     )
-            if self.d_model % self.n_head:
+            if self.arch == "rwkv":  # RWKV-4: no attention heads, no dropout
+                if self.n_kv_head is not None or self.dropout != 0.0:
+                    raise ValueError(
+                        f"n_kv_head and dropout do not apply to arch 'rwkv', got "
+                        f"n_kv_head={self.n_kv_head}, dropout={self.dropout}"
+                    )
+            elif self.d_model % self.n_head:
                 raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
             if self.n_kv_head is not None and self.n_head % self.n_kv_head:
                 raise ValueError(
                     f"n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}"
                 )
         self._validate_moe()
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective != "clm":
+            from tinyllm.objectives.trainer import validate_objective
+
+            validate_objective(self)
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup < 0:
             raise ValueError("lr must be > 0, min_lr_ratio in [0, 1], warmup >= 0")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        from tinyllm.amp.training import check_precision
+
+        check_precision(self.precision)
+        if self.loss_scale_growth_interval <= 0:
+            raise ValueError(
+                "loss_scale_growth_interval must be positive, got "
+                f"{self.loss_scale_growth_interval}"
+            )
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -164,7 +187,8 @@ class TrainConfig:
         return self.name or f"{self.arch}-d{self.d_model}-l{self.n_layer}-s{self.seed}"
 
 
-ARCHS = ("llama", "gpt", "mamba")
+ARCHS = ("llama", "gpt", "mamba", "rwkv")
+OBJECTIVES = ("clm", "mlm", "prefixlm", "span")  # tinyllm.objectives.tasks.OBJECTIVES
 MAMBA_FIELDS = ("d_state", "d_conv", "expand")
 MOE_FIELDS = ("moe_experts", "moe_top_k", "moe_router", "moe_aux_coef", "moe_z_coef",
               "moe_capacity_factor", "moe_shared_experts", "moe_expert_hidden")  # fmt: skip

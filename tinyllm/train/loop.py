@@ -38,13 +38,15 @@ import numpy as np
 import tinyllm
 import tinyllm.functional as F
 from tinyllm import backend
+from tinyllm.amp.training import make_grad_scaler, precision_context
 from tinyllm.data.batches import random_windows, sequential_windows
+from tinyllm.distributed import DataParallel, init_process_group
 from tinyllm.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinyllm.nn.moe.layer import moe_aux_loss, moe_modules
 from tinyllm.optim import AdamW
 from tinyllm.optim.lr_scheduler import warmup_cosine
 from tinyllm.train import band as reference_band
-from tinyllm.train.config import MOE_FIELDS, TrainConfig, saved_value
+from tinyllm.train.config import TrainConfig, saved_value
 from tinyllm.train.tokens import TokenData, load_tokens
 
 LN2 = math.log(2.0)
@@ -52,7 +54,7 @@ LN2 = math.log(2.0)
 # (a key an older checkpoint lacks means the field's default: such runs predate the field)
 CHECKPOINT_KEYS = (
     "arch", "d_model", "n_layer", "n_head", "n_kv_head", "seq_len", "ffn_hidden", "dropout",
-    "tie_embeddings", "data", "tokenizer", "d_state", "d_conv", "expand",
+    "tie_embeddings", "data", "tokenizer", "d_state", "d_conv", "expand", "objective",
 )  # fmt: skip
 
 
@@ -67,13 +69,24 @@ class RunResult:
     interrupted: bool = False
     history: list = field(default_factory=list)
     sample: str = ""
+    is_main: bool = True  # False on data-parallel ranks other than 0 (no logs, no eval)
 
 
 def model_config_for(config: TrainConfig, vocab_size: int):
     """The model configuration of a run: a ``MambaConfig`` for arch "mamba" (tied embeddings
     unless ``tie_embeddings`` is False; no context limit), else a ``ModelConfig``."""
-    from tinyllm.models import MambaConfig, ModelConfig
+    if config.objective != "clm":  # tinyllm.objectives.trainer builds those models
+        raise ValueError(
+            f"the run was trained with objective {config.objective!r}: it is not a causal "
+            "language model, so it has no next-token model to sample from or quantize"
+        )
+    from tinyllm.models import MambaConfig, ModelConfig, RWKVConfig
 
+    if config.arch == "rwkv":  # RWKV-4: channel-mix hidden ffn_hidden (default 4 d_model)
+        return RWKVConfig(
+            vocab_size=vocab_size, d_model=config.d_model, n_layer=config.n_layer,
+            ffn_hidden=config.ffn_hidden, tie_embeddings=config.tie_embeddings is True,
+        )  # fmt: skip
     if config.arch == "mamba":
         return MambaConfig(
             vocab_size=vocab_size, d_model=config.d_model, n_layer=config.n_layer,
@@ -153,7 +166,7 @@ def evaluate(model, data: TokenData, config: TrainConfig) -> tuple[float, float]
     """
     model.eval()
     total, count = 0.0, 0
-    with tinyllm.no_grad():
+    with tinyllm.no_grad(), precision_context(config.precision, config.device):
         for x, y in _validation_batches(data, config):
             total += lm_loss(model, x, y, config.device).item() * y.size
             count += y.size
@@ -167,7 +180,15 @@ def evaluate(model, data: TokenData, config: TrainConfig) -> tuple[float, float]
 
 
 def save_state(
-    path: Path, model, opt: AdamW, step: int, batch_rng, config: TrainConfig, rng_state: dict
+    path: Path,
+    model,
+    opt: AdamW,
+    step: int,
+    batch_rng,
+    config: TrainConfig,
+    rng_state: dict,
+    scaler=None,
+    world_size: int = 1,
 ) -> None:
     """Write a training checkpoint; ``rng_state`` is ``backend.get_rng_state()`` of the point
     the next step starts from (``global_rng``, NumPy's part alone, is kept for older readers)."""
@@ -189,7 +210,10 @@ def save_state(
         "batch_rng": batch_rng.bit_generator.state,
         "global_rng": rng_state["cpu"],
         "rng_state": rng_state,
+        "world_size": world_size,
     }
+    if scaler is not None and scaler.is_enabled():  # fp16: the loss scale and its tracker
+        metadata["grad_scaler"] = scaler.state_dict()
     save_checkpoint(path, arrays, metadata)
 
 
@@ -201,7 +225,7 @@ def load_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None):
     return step, batch_rng
 
 
-def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None):
+def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None, scaler=None):
     """Restore model, optimizer and random states; returns (step, batch_rng, rng_state), where
     ``rng_state`` is the ``backend.get_rng_state()`` the checkpoint's next step starts from
     (None for an older checkpoint). Checks first.
@@ -245,6 +269,8 @@ def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None)
         opt.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: does not fit this model: {exc}") from exc
+    if scaler is not None and scaler.is_enabled() and "grad_scaler" in meta:
+        scaler.load_state_dict(meta["grad_scaler"])  # an fp16 run resumes at its scale
     batch_rng = np.random.default_rng()
     batch_rng.bit_generator.state = meta["batch_rng"]
     rng_state = meta.get("rng_state")
@@ -326,11 +352,18 @@ def train(
     is rolled back (its batches are drawn again on resume), a completed one is kept, so a
     resumed run reproduces the uninterrupted run's losses bit for bit.
     """
+    if config.objective != "clm":  # masked, prefix and span objectives: their own loop
+        from tinyllm.objectives.trainer import train_objective
+
+        return train_objective(config, resume=resume, progress=progress, echo=echo)
     from tqdm import tqdm
 
     from tinyllm.models import build_model
 
     config.validate()
+    # data parallelism under mpiexec (one process otherwise), set up before the model: the
+    # NCCL group picks this rank's GPU
+    dp = DataParallel(init_process_group(config.device))
     tinyllm.manual_seed(config.seed)
     data = load_tokens(config.data, config.tokenizer)
     model = build_model(model_config_for(config, data.vocab_size))
@@ -339,6 +372,14 @@ def train(
     opt = make_optimizer(model, config)
     schedule = warmup_cosine(config.warmup, config.steps, config.min_lr_ratio)
     batch_rng = np.random.default_rng(config.seed)
+    # rank 0's weights everywhere; only rank 0 logs, evaluates and writes checkpoints
+    dp.broadcast_state(model)
+    main = dp.is_main
+    write_log = _write_jsonl if main else (lambda path, record: None)
+    if not main:
+        echo, progress = (lambda *args, **kwargs: None), False
+    scaler = make_grad_scaler(config.precision, config.loss_scale_growth_interval, config.device)
+    autocast_region = precision_context(config.precision, config.device)
 
     run_dir = Path(config.out_dir) / config.run_name()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -346,23 +387,21 @@ def train(
     start = 0
     next_rng = None  # get_rng_state() the next step starts from, when already taken
     if resume:
-        start, batch_rng, next_rng = restore_state(ckpt_path, model, opt, config, echo=echo)
-        _truncate_log(log_path, start)
+        start, batch_rng, next_rng = restore_state(
+            ckpt_path, model, opt, config, echo=echo, scaler=scaler
+        )
+        if main:
+            _truncate_log(log_path, start)
         echo(f"resumed {run_dir} at step {start}")
     else:
-        if log_path.exists():
+        if main and log_path.exists():
             log_path.unlink()
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    band_key = config.arch + ("-moe" if config.moe_experts else "")  # never the dense band
+    band_key = reference_band.band_key(config.to_dict())  # an MoE run: never the dense band
     band = reference_band.load_band(band_key)
-    mismatched = reference_band.band_mismatches(band, config.to_dict())
-    if band is not None and config.moe_experts:  # BAND_KEYS has no MoE fields: compare them here
-        mismatched += [
-            f"{k}={getattr(config, k)!r} (band: {band['config'].get(k)!r})"
-            for k in MOE_FIELDS
-            if band["config"].get(k) != getattr(config, k)
-        ]
+    mismatched = reference_band.band_mismatches(band, config.to_dict())  # MoE fields included
     use_band = band is not None and not mismatched
     recorder = None
     if config.log_grads:
@@ -378,7 +417,12 @@ def train(
     if band is None:
         echo(
             f"no reference band for arch {band_key!r} (measure one with: python "
-            f"experiments/reference_band.py --arch {config.arch})"
+            f"experiments/reference_band.py --arch {config.arch}"
+            + (
+                f" --moe-experts {config.moe_experts} --moe-top-k {config.moe_top_k})"
+                if config.moe_experts
+                else ")"
+            )
         )
     elif not use_band:
         why = ", ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
@@ -386,7 +430,7 @@ def train(
             "no reference band for this configuration (the band covers the default run"
             + (f"; this run differs in {why})" if why else ")")
         )
-    tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
+    tokens_per_step = dp.global_batch_size(config.batch_size) * config.seq_len * config.grad_accum
     history: list[dict] = []
     val_nats = val_bits = None
     loss_value = float("nan")
@@ -418,7 +462,7 @@ def train(
         vals = [r for r in old if r.get("step") == start and "val_bits_per_byte" in r]
         if vals:
             val_nats, val_bits = vals[-1]["val_nats_per_byte"], vals[-1]["val_bits_per_byte"]
-        elif start % config.eval_interval == 0 or start == config.steps:
+        elif main and (start % config.eval_interval == 0 or start == config.steps):
             val_nats, val_bits = run_evaluation(start, loss_value, echo)
 
     done = start  # optimizer steps completed
@@ -441,44 +485,58 @@ def train(
                 group["lr"] = lr
             loss_sum = None  # sum of loss / grad_accum in float64, on the loss's device
             for _ in range(config.grad_accum):
-                x, y = random_windows(data.train, config.batch_size, config.seq_len, batch_rng)
-                loss = lm_loss(model, x, y, config.device)
-                total = loss
-                if moe_layers:  # the routers' balancing losses join the objective, not the log
-                    moe_load += np.stack([m.last_load for m in moe_layers])
-                    aux = moe_aux_loss(moe_layers)
-                    total = loss if aux is None else loss + aux
-                (total / config.grad_accum if config.grad_accum > 1 else total).backward()
+                # every rank draws the global batch and keeps its rows (one process: all)
+                x, y = dp.shard(*random_windows(data.train, dp.global_batch_size(
+                    config.batch_size), config.seq_len, batch_rng))  # fmt: skip
+                with autocast_region:
+                    loss = lm_loss(model, x, y, config.device)
+                    total = loss
+                    if moe_layers:  # the routers' balancing losses join the objective, not the log
+                        moe_load += np.stack([m.last_load for m in moe_layers])
+                        aux = moe_aux_loss(moe_layers)
+                        total = loss if aux is None else loss + aux
+                total = total / config.grad_accum if config.grad_accum > 1 else total
+                scaler.scale(total).backward()  # fp16: loss x S (the identity otherwise)
                 part = loss.data.astype(np.float64) / config.grad_accum
                 loss_sum = part if loss_sum is None else loss_sum + part
+            dp.allreduce_gradients(model.parameters())  # averaged over ranks (1: nothing)
+            loss_sum = dp.mean(loss_sum)
+            scaler.unscale_(opt)  # fp16: true gradients (inf/NaN recorded) before clipping
             norm = tinyllm.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             loss_value, grad_norm = _step_values(loss_sum, norm)  # the step's one host sync
             if recorder is not None:
                 recorder.before_step()
             with _sigint_deferred():  # the update and its log line: all or nothing
-                opt.step()
+                scale = scaler.get_scale()
+                scaler.step(opt)  # fp16: skipped when a gradient is inf/NaN
+                scaler.update()
                 opt.zero_grad()
                 done, in_step = step + 1, False
                 if recorder is not None:
                     for record in recorder.after_step(done):
-                        _write_jsonl(log_path, {"kind": "grad", **record})
+                        write_log(log_path, {"kind": "grad", **record})
                 seconds = time.perf_counter() - t0
                 if done % config.log_interval == 0 or done == config.steps:
                     record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                               "tokens_per_s": tokens_per_step / seconds,
                               "elapsed_s": time.perf_counter() - t_start}  # fmt: skip
-                    _write_jsonl(log_path, record)
+                    if scaler.is_enabled():  # the scale this step used; skipped: it backed off
+                        record["loss_scale"] = scale
+                        record["skipped"] = scaler.get_scale() < scale
+                    write_log(log_path, record)
                     history.append(record)
             bar.set_postfix(
                 loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / seconds:,.0f}"
             )
-            if done % config.eval_interval == 0 or done == config.steps:
+            if main and (done % config.eval_interval == 0 or done == config.steps):
                 val_nats, val_bits = run_evaluation(
                     done, loss_value, bar.write if progress else echo
                 )
             if done % config.checkpoint_interval == 0 and done != config.steps:
                 next_rng = backend.get_rng_state()  # the next step starts from it
-                save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
+                if main:
+                    save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng,
+                               scaler, dp.size)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
         if in_step:  # roll back the unfinished step: its batches are drawn again on resume
@@ -488,14 +546,17 @@ def train(
         elif next_rng is None:
             next_rng = backend.get_rng_state()
         echo(f"\ninterrupted: saving a checkpoint at step {done} to {ckpt_path}")
-        save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
+        if main:
+            save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng, scaler, dp.size)
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
     result = RunResult(run_dir, done, loss_value, val_nats, val_bits, seconds, interrupted, history)
-    if interrupted:
+    result.is_main = main
+    if interrupted or not main:
         return result
-    save_state(ckpt_path, model, opt, done, batch_rng, config, backend.get_rng_state())
+    save_state(ckpt_path, model, opt, done, batch_rng, config, backend.get_rng_state(), scaler,
+               dp.size)  # fmt: skip
     from tinyllm.train.plots import plot_run
 
     plot_run(log_path, run_dir / "loss.png", band if use_band else None)
