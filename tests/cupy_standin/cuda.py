@@ -288,3 +288,41 @@ def is_available() -> bool:
         return _get_device_count() > 0
     except CUDARuntimeError:
         return False
+
+
+def emulated_loader_function(code: str, source: str, include_dirs: list[str]):
+    """A stand-in for ``cuda_loader.function(source, kernel, dtype)`` that launches the kernels
+    of the CUDA text ``code`` (the file ``source``, or a mutant of it) on the CPU emulator after
+    the checks a GPU makes: a non-empty grid, at most ``MAX_THREADS`` threads a block, dynamic
+    shared memory within ``STATIC_SHARED_LIMIT``, one argument per parameter, pointers as
+    C-contiguous arrays of the parameter's dtype, scalars of its exact type. Its
+    ``.launches`` lists the entry points launched, in order."""
+    module = compile_source(code, include_dirs)
+    launches: list[str] = []
+
+    def function(name, kernel, dtype):
+        assert name == source, (name, source)
+        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+        entry = module.entries[f"{kernel}_{suffix}"]
+
+        def launch(grid, block, args, shared_mem=0):
+            grid = tuple(grid) + (1,) * (3 - len(grid))
+            block = tuple(block) + (1,) * (3 - len(block))
+            assert min(grid) > 0, (entry.name, grid)
+            assert 0 < block[0] * block[1] * block[2] <= MAX_THREADS, (entry.name, block)
+            assert shared_mem <= STATIC_SHARED_LIMIT, (entry.name, shared_mem)
+            kinds = entry.param_kinds()
+            assert len(args) == len(kinds), (entry.name, len(args))
+            for arg, (pointer, dt) in zip(args, kinds):
+                if pointer:
+                    assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, entry.name
+                    assert arg.dtype == dt, (entry.name, arg.dtype, dt)
+                else:
+                    assert np.dtype(type(arg)) == dt, (entry.name, type(arg), dt)
+            entry.launch(grid, block, list(args), int(shared_mem))
+            launches.append(entry.name)
+
+        return launch
+
+    function.launches = launches
+    return function

@@ -21,7 +21,6 @@ from tinyllm.kernels import im2col as IC
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_standin
 import cupy_standin  # noqa: E402
 from cupy_standin import cuda as standin_cuda  # noqa: E402
-from cupy_standin import emulator  # noqa: E402
 
 pytestmark = cupy_standin.needs_compiler()
 
@@ -40,32 +39,7 @@ def emulated_function():
     """``function(source, kernel, dtype)`` as cuda_loader's, launching emulated kernels
     after the checks a GPU makes (argument types, contiguity, block size)."""
     code = cuda_loader.source_path("im2col.cu").read_text()
-    module = emulator.compile_source(code, [str(cuda_loader.KERNEL_DIR)])
-    launches = []
-
-    def function(source, kernel, dtype):
-        assert source == "im2col.cu"
-        entry = module.entries[f"{kernel}_{cuda_loader.dtype_suffix(dtype)}"]
-
-        def launch(grid, block, args, shared_mem=0):
-            grid = tuple(grid) + (1,) * (3 - len(grid))
-            block = tuple(block) + (1,) * (3 - len(block))
-            assert 0 < block[0] * block[1] * block[2] <= standin_cuda.MAX_THREADS
-            kinds = entry.param_kinds()
-            assert len(args) == len(kinds), (entry.name, len(args))
-            for arg, (pointer, dt) in zip(args, kinds):
-                if pointer:
-                    assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, entry.name
-                    assert arg.dtype == dt, (entry.name, arg.dtype, dt)
-                else:
-                    assert np.dtype(type(arg)) == dt, (entry.name, type(arg), dt)
-            entry.launch(grid, block, list(args), int(shared_mem))
-            launches.append(entry.name)
-
-        return launch
-
-    function.launches = launches
-    return function
+    return standin_cuda.emulated_loader_function(code, "im2col.cu", [str(cuda_loader.KERNEL_DIR)])
 
 
 @pytest.fixture

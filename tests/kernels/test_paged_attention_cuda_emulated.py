@@ -18,7 +18,6 @@ from tinyllm.kernels import paged_attention as PA
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cupy_standin
 import cupy_standin  # noqa: E402
 from cupy_standin import cuda as standin_cuda  # noqa: E402
-from cupy_standin import emulator  # noqa: E402
 
 needs_compiler = cupy_standin.needs_compiler()
 # float64: a different order of additions (tiles, a reduction tree) than the reference's
@@ -30,36 +29,10 @@ TOL = {np.float64: 1e-12, np.float32: 2e-5}
 def emulated_function():
     """``function(source, kernel, dtype)`` as cuda_loader's, launching emulated kernels
     after the checks a GPU makes (argument types, contiguity, block size, shared memory)."""
-    if emulator.CXX is None:
-        pytest.skip("no C++ compiler: cannot emulate CUDA on the CPU")
     code = cuda_loader.source_path("paged_attention.cu").read_text()
-    module = emulator.compile_source(code, [str(cuda_loader.KERNEL_DIR)])
-    launches = []
-
-    def function(source, kernel, dtype):
-        assert source == "paged_attention.cu"
-        entry = module.entries[f"{kernel}_{cuda_loader.dtype_suffix(dtype)}"]
-
-        def launch(grid, block, args, shared_mem=0):
-            grid = tuple(grid) + (1,) * (3 - len(grid))
-            block = tuple(block) + (1,) * (3 - len(block))
-            assert 0 < block[0] * block[1] * block[2] <= standin_cuda.MAX_THREADS
-            assert shared_mem <= standin_cuda.STATIC_SHARED_LIMIT
-            kinds = entry.param_kinds()
-            assert len(args) == len(kinds), (entry.name, len(args))
-            for arg, (pointer, dt) in zip(args, kinds):
-                if pointer:
-                    assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, entry.name
-                    assert arg.dtype == dt, (entry.name, arg.dtype, dt)
-                else:
-                    assert np.dtype(type(arg)) == dt, (entry.name, type(arg), dt)
-            entry.launch(grid, block, list(args), int(shared_mem))
-            launches.append(entry.name)
-
-        return launch
-
-    function.launches = launches
-    return function
+    return standin_cuda.emulated_loader_function(
+        code, "paged_attention.cu", [str(cuda_loader.KERNEL_DIR)]
+    )
 
 
 @pytest.fixture

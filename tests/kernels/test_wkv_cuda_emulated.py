@@ -49,32 +49,7 @@ def emulated(code: str):
     """``function(source, kernel, dtype)`` as cuda_loader's for the CUDA text ``code``,
     launching emulated kernels after the checks a GPU makes (argument types, contiguity,
     block size); ``.launches`` lists the entry points launched."""
-    module = emulator.compile_source(code, [str(cuda_loader.KERNEL_DIR)])
-    launches = []
-
-    def function(source, kernel, dtype):
-        assert source == "wkv.cu"
-        entry = module.entries[f"{kernel}_{cuda_loader.dtype_suffix(dtype)}"]
-
-        def launch(grid, block, args, shared_mem=0):
-            grid = tuple(grid) + (1,) * (3 - len(grid))
-            block = tuple(block) + (1,) * (3 - len(block))
-            assert grid[0] > 0 and 0 < block[0] * block[1] * block[2] <= standin_cuda.MAX_THREADS
-            kinds = entry.param_kinds()
-            assert len(args) == len(kinds), (entry.name, len(args))
-            for arg, (pointer, dt) in zip(args, kinds):
-                if pointer:
-                    assert isinstance(arg, np.ndarray) and arg.flags.c_contiguous, entry.name
-                    assert arg.dtype == dt, (entry.name, arg.dtype, dt)
-                else:
-                    assert np.dtype(type(arg)) == dt, (entry.name, type(arg), dt)
-            entry.launch(grid, block, list(args), int(shared_mem))
-            launches.append(entry.name)
-
-        return launch
-
-    function.launches = launches
-    return function
+    return standin_cuda.emulated_loader_function(code, "wkv.cu", [str(cuda_loader.KERNEL_DIR)])
 
 
 @pytest.fixture(scope="module")
