@@ -129,7 +129,7 @@ def train_objective(config: TrainConfig, resume: bool = False, progress: bool = 
     from tinyllm.optim.lr_scheduler import warmup_cosine
     from tinyllm.train.loop import (
         RunResult,
-        _set_random_states,
+        _rollback_interrupted,
         _sigint_deferred,
         _step_values,
         _truncate_log,
@@ -223,12 +223,7 @@ def train_objective(config: TrainConfig, resume: bool = False, progress: bool = 
                 save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
     except KeyboardInterrupt:
         interrupted = True
-        if in_step:
-            _set_random_states(batch_rng, snapshot)
-            opt.zero_grad()
-            next_rng = snapshot[1]
-        elif next_rng is None:
-            next_rng = backend.get_rng_state()
+        next_rng = _rollback_interrupted(in_step, snapshot, batch_rng, opt, next_rng)
         echo(f"\ninterrupted: saving a checkpoint at step {done} to {ckpt_path}")
         save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng)
     finally:

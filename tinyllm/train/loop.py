@@ -326,6 +326,17 @@ def _set_random_states(batch_rng: np.random.Generator, states: tuple[dict, dict]
     backend.set_rng_state(states[1])
 
 
+def _rollback_interrupted(in_step: bool, snapshot, batch_rng, opt, next_rng):
+    """After Ctrl-C: the ``get_rng_state()`` the checkpoint's next step starts from. A step
+    that was under way is rolled back (random states reset, gradients dropped), so its
+    batches are drawn again on resume."""
+    if in_step:
+        _set_random_states(batch_rng, snapshot)
+        opt.zero_grad()
+        return snapshot[1]
+    return backend.get_rng_state() if next_rng is None else next_rng
+
+
 def _step_values(loss_sum, grad_norm) -> tuple[float, float]:
     """(train loss, gradient norm) as Python floats, read from the device in one transfer.
 
@@ -539,12 +550,7 @@ def train(
                                scaler, dp.size)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
-        if in_step:  # roll back the unfinished step: its batches are drawn again on resume
-            _set_random_states(batch_rng, snapshot)
-            opt.zero_grad()
-            next_rng = snapshot[1]
-        elif next_rng is None:
-            next_rng = backend.get_rng_state()
+        next_rng = _rollback_interrupted(in_step, snapshot, batch_rng, opt, next_rng)
         echo(f"\ninterrupted: saving a checkpoint at step {done} to {ckpt_path}")
         if main:
             save_state(ckpt_path, model, opt, done, batch_rng, config, next_rng, scaler, dp.size)
