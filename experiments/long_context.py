@@ -4,7 +4,6 @@ against length, and the memory that recomputation saves.
     python experiments/long_context.py extension  [--steps 400] [--seq 64] [--finetune 40]
     python experiments/long_context.py scaling    [--lengths 256 ... 16384] [--max-quadratic 4096]
     python experiments/long_context.py recompute  [--layers 16] [--seq 256]
-    python experiments/long_context.py compare    [--steps 300] [--archs llama mamba rwkv]
     python experiments/long_context.py knn        [--segments 32] [--finetune 60]
 
 ``extension``: a byte-level Llama (d 128, 4 layers, 4 heads, SwiGLU, RoPE) trained at
@@ -29,11 +28,6 @@ transformer blocks (d 128, RMSNorm, SwiGLU, RoPE, dropout 0.1) with and without
 ``tinyllm.utils.checkpoint`` around each block; checks that the gradients are bit-identical.
 Writes experiments/results/long_context_recompute.json.
 
-``compare``: Llama (d 128, 4 layers), Mamba (d 128, 8 layers, N 16) and RWKV-4 (d 128, 4
-layers) trained with the same budget (same batches, AdamW, warmup + cosine, clipping at 1)
-on the embedded corpus; validation bits/byte on the first ``--eval-batches`` windows and
-tokens/s while stepping. Writes experiments/results/long_context_compare.jsonl.
-
 ``knn``: the Llama of ``extension`` (trained at context ``--seq``, cached under runs/) with a
 kNN memory (Memorizing Transformer: ``tinyllm.nn.long_context.attach_knn_memory`` on layer
 ``--layer``, top ``--topk``) reads the validation split as 4 streams, ``--segments``
@@ -57,7 +51,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -471,62 +464,6 @@ def knn(args) -> None:
     fig.savefig(RESULTS / "long_context_knn.png", dpi=120)
 
 
-# ---------------------------------------------------------------- compare
-def build(arch: str, vocab: int, seq: int):
-    from tinyllm.models import RWKVLM, MambaConfig, MambaLM, RWKVConfig
-
-    if arch == "llama":
-        return Llama(ModelConfig(arch="llama", vocab_size=vocab, d_model=128, n_layer=4,
-                                 n_head=4, block_size=seq))  # fmt: skip
-    if arch == "mamba":
-        return MambaLM(MambaConfig(vocab_size=vocab, d_model=128, n_layer=8, d_state=16))
-    return RWKVLM(RWKVConfig(vocab_size=vocab, d_model=128, n_layer=4))
-
-
-def compare(args) -> None:
-    data = load_tokens(None, None)
-    rows = []
-    for arch in args.archs:
-        tinyllm.manual_seed(args.seed)
-        model = build(arch, data.vocab_size, args.seq)
-        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": 0.1},
-                  {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
-        opt = AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
-        schedule = warmup_cosine(args.steps // 10, args.steps, 0.1)
-        rng = np.random.default_rng(args.seed)
-        stepping = 0.0
-        for step in tqdm(range(args.steps), desc=arch, leave=False):
-            x, y = random_windows(data.train, args.batch, args.seq, rng)
-            for group in opt.param_groups:
-                group["lr"] = args.lr * schedule(step)
-            t0 = time.perf_counter()
-            loss = loss_of(model, x, y)
-            opt.zero_grad()
-            loss.backward()
-            tinyllm.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            stepping += time.perf_counter() - t0
-        bpb = nats_per_byte(model, data, args.seq, args.eval_batches * args.batch * args.seq)
-        row = {"arch": arch, "parameters": sum(p.numel() for p in model.parameters()),
-               "steps": args.steps, "batch": args.batch, "seq_len": args.seq, "lr": args.lr,
-               "final_train_loss_nats": loss.item(), "val_bits_per_byte": bpb / math.log(2),
-               "tokens_per_s": args.steps * args.batch * args.seq / stepping}  # fmt: skip
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "long_context_compare.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    print(f"\n{'model':8s} {'params':>9s} {'val bits/byte':>14s} {'tokens/s':>9s}")
-    for r in rows:
-        print(f"{r['arch']:8s} {r['parameters']:9,d} {r['val_bits_per_byte']:14.4f} "
-              f"{r['tokens_per_s']:9.0f}")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -557,18 +494,9 @@ def main() -> None:
     k.add_argument("--lr", type=float, default=2e-3)
     k.add_argument("--finetune-lr", type=float, default=3e-4)
     k.add_argument("--gate-lr-mult", type=float, default=30.0)
-    c = sub.add_parser("compare")
-    c.add_argument("--archs", nargs="+", default=["llama", "mamba", "rwkv"])
-    c.add_argument("--steps", type=int, default=300)
-    c.add_argument("--batch", type=int, default=8)
-    c.add_argument("--seq", type=int, default=128)
-    c.add_argument("--lr", type=float, default=2e-3)
-    c.add_argument("--eval-batches", type=int, default=20)
-    c.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tinyllm.runtime.tune_process()  # a program of its own, like `tinyllm train`
-    commands = {"extension": extension, "scaling": scaling, "recompute": recompute,
-                "compare": compare, "knn": knn}  # fmt: skip
+    commands = {"extension": extension, "scaling": scaling, "recompute": recompute, "knn": knn}
     commands[args.cmd](args)
 
 

@@ -1,6 +1,6 @@
 """Mamba against Llama on the default corpus, and Mamba's time against sequence length.
 
-    python experiments/mamba.py train  [--steps 300] [--batch 8] [--seq 128]
+    python experiments/mamba.py train  [--steps 300] [--archs mamba llama rwkv]
     python experiments/mamba.py scaling [--lengths 256 512 1024 2048 4096]
 
 ``train``: two byte-level models of about the same size trained on the same batches (random
@@ -8,10 +8,11 @@ windows of the Python help topics, the embedded corpus; same seed, same AdamW, w
 cosine, clipping at 1): a Llama (d 128, 4 layers, 4 heads, SwiGLU, RoPE: ``models.Llama``)
 and a Mamba (d 128, 8 layers, d_state 16, expand 2: ``models.mamba.MambaLM``; one Mamba
 block holds about half the parameters of a transformer layer, so two per layer, as in the
-paper's comparisons). A_log and D are not weight-decayed. Prints, per model, parameters,
-validation bits/byte on the first ``--eval-batches`` windows of the held-out 10 %, and
-tokens/s while stepping (forward + backward + update); writes one JSON line per model to
-experiments/results/mamba_train.jsonl.
+paper's comparisons); with ``--archs ... rwkv`` also an RWKV-4 LM (d 128, 4 layers:
+``models.rwkv.RWKVLM``). A_log, D and RWKV's time_* vectors are not weight-decayed. Prints,
+per model, parameters, validation bits/byte on the first ``--eval-batches`` windows of the
+held-out 10 %, and tokens/s while stepping (forward + backward + update); writes one JSON
+line per model to experiments/results/mamba_train.jsonl.
 
 ``scaling``: forward + backward of one Mamba block (d_model 128, batch 1) at each length,
 median of ``--repeats`` runs; fits time = a L + b (least squares) and the exponent of
@@ -37,7 +38,7 @@ import numpy as np  # noqa: E402
 import tinyllm  # noqa: E402
 import tinyllm.functional as F  # noqa: E402
 from tinyllm.data.batches import random_windows  # noqa: E402
-from tinyllm.models import Llama, ModelConfig  # noqa: E402
+from tinyllm.models import RWKVLM, Llama, ModelConfig, RWKVConfig  # noqa: E402
 from tinyllm.models.mamba import MambaConfig, MambaLM  # noqa: E402
 from tinyllm.nn.mamba import Mamba  # noqa: E402
 from tinyllm.optim import AdamW  # noqa: E402
@@ -51,6 +52,8 @@ def build(arch: str, vocab: int, seq: int):
     if arch == "llama":
         return Llama(ModelConfig(arch="llama", vocab_size=vocab, d_model=128, n_layer=4,
                                  n_head=4, block_size=seq))  # fmt: skip
+    if arch == "rwkv":
+        return RWKVLM(RWKVConfig(vocab_size=vocab, d_model=128, n_layer=4))
     return MambaLM(MambaConfig(vocab_size=vocab, d_model=128, n_layer=8, d_state=16))
 
 
@@ -182,7 +185,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--archs", nargs="+", default=["mamba", "llama"])
+    t.add_argument(
+        "--archs", nargs="+", default=["mamba", "llama"], choices=["mamba", "llama", "rwkv"]
+    )
     t.add_argument("--steps", type=int, default=300)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--seq", type=int, default=128)
