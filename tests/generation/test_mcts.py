@@ -76,3 +76,10 @@ def test_mcts_errors_name_the_argument():
         mcts_generate(policy, (0,), 3, ascending, 10, backup="sum")
     with pytest.raises(ValueError, match="best_of_n: max_calls must be >= 1"):
         best_of_n(policy, (0,), 3, ascending, 0)
+    with pytest.raises(ValueError, match="best_of_n: temperature must be > 0, got 0"):
+        best_of_n(policy, (0,), 3, ascending, 10, temperature=0)
+    with pytest.raises(ValueError, match="mcts_generate: rollout_temperature must be > 0"):
+        mcts_generate(policy, (0,), 3, ascending, 10, rollout_temperature=-1.0)
+    with pytest.raises(ValueError, match="mcts_generate: fpu must be a number or 'parent'"):
+        mcts_generate(policy, (0,), 3, ascending, 10, fpu="Parent")
+    assert policy.calls == 0  # every check runs before the first model call

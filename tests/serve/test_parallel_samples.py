@@ -109,3 +109,6 @@ def test_greedy_samples_equal_generate_and_n_is_checked(model):
         engine.add_request([1], SamplingParams(n=5))
     with pytest.raises(ValueError, match="n must be"):
         engine.add_request([1], SamplingParams(n=0))
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="LLMEngine.add_request: logprobs must be None or"):
+            engine.add_request([1], SamplingParams(logprobs=bad))

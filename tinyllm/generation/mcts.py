@@ -81,11 +81,14 @@ def _tempered(p: np.ndarray, temperature: float) -> np.ndarray:
     return q / q.sum()
 
 
-def _check(name: str, prompt: tuple, length: int, max_calls: int) -> None:
+def _check(name: str, prompt: tuple, length: int, max_calls: int, **temperatures) -> None:
     if length <= len(prompt):
         raise ValueError(f"{name}: length {length} must exceed the prompt's {len(prompt)}")
     if max_calls < 1:
         raise ValueError(f"{name}: max_calls must be >= 1, got {max_calls}")
+    for arg, value in temperatures.items():
+        if not value > 0:
+            raise ValueError(f"{name}: {arg} must be > 0, got {value}")
 
 
 def _rollout(policy, prefix, length, rng, temperature, start, max_calls):
@@ -112,9 +115,12 @@ def mcts_generate(
     seed: int = 0,
 ) -> tuple[tuple, float]:
     """(best full sequence found, its reward), spending at most ``max_calls`` model calls."""
-    _check("mcts_generate", prompt, length, max_calls)
+    _check("mcts_generate", prompt, length, max_calls, prior_temperature=prior_temperature,
+           rollout_temperature=rollout_temperature)  # fmt: skip
     if backup not in ("max", "mean"):
         raise ValueError(f"mcts_generate: backup must be 'max' or 'mean', got {backup!r}")
+    if fpu != "parent" and not isinstance(fpu, (int, float)):
+        raise ValueError(f"mcts_generate: fpu must be a number or 'parent', got {fpu!r}")
     rng = np.random.default_rng(seed)
     root, best = _Node(), (None, -math.inf)
     start = policy.calls
@@ -176,7 +182,7 @@ def best_of_n(
 ) -> tuple[tuple, float]:
     """Independent samples (at ``temperature``) until the budget is spent; the best by
     reward."""
-    _check("best_of_n", prompt, length, max_calls)
+    _check("best_of_n", prompt, length, max_calls, temperature=temperature)
     rng = np.random.default_rng(seed)
     best, start = (None, -math.inf), policy.calls
     for _ in range(20 * max_calls):  # memoized prefixes are free: cap the samples too

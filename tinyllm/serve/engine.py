@@ -38,6 +38,7 @@ from tinyllm.generation.processors import (
     seeded_uniforms,
 )
 from tinyllm.generation.stop import StopStringMatcher
+from tinyllm.kernels import log_softmax_forward
 from tinyllm.serve.block_allocator import OutOfBlocks
 from tinyllm.serve.runner import PagedRunner
 
@@ -73,8 +74,6 @@ class Request:
     matcher: StopStringMatcher | None = None
     decoder: object = None
     new_text: str = ""
-    group: object = None  # the id of sample 0 of its group (its own id for sample 0)
-    index: int = 0  # which sample of the group
     forks: list = field(default_factory=list)  # sample 0 only: samples to fork after prefill
     # with params.logprobs = k: per output token (token, log p(token), [(id, log p)] top k),
     # log p under the model (log_softmax of the raw logits, before any processor)
@@ -124,6 +123,13 @@ class LLMEngine:
                 f"LLMEngine.add_request: n must be an int in [1, max_num_seqs = "
                 f"{self.max_num_seqs}], got {params.n!r}"
             )
+        if params.logprobs is not None and (
+            not isinstance(params.logprobs, int) or not 0 <= params.logprobs <= self.vocab
+        ):
+            raise ValueError(
+                f"LLMEngine.add_request: logprobs must be None or an int in [0, {self.vocab}], "
+                f"got {params.logprobs!r}"
+            )
         if len(prompt) + params.max_tokens > self.max_len:
             raise ValueError(
                 f"LLMEngine.add_request: prompt ({len(prompt)} tokens) + max_tokens "
@@ -147,7 +153,6 @@ class LLMEngine:
                 else int(np.random.SeedSequence().entropy % 2**63)
             )
             req = Request(rid if i == 0 else (rid, i), list(prompt), params, seed=seed)
-            req.group, req.index = rid, i
             req.matcher = StopStringMatcher(params.stop) if params.stop else None
             req.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             self.requests[req.id] = req
@@ -279,8 +284,7 @@ class LLMEngine:
             u = seeded_uniforms(req.seed, len(req.output))
             token = int(sample_from_uniforms(scores, u)[0])
         if p.logprobs is not None:
-            z = np.asarray(logits[0], dtype=np.float64)
-            logp = z - z.max() - np.log(np.exp(z - z.max()).sum())  # log_softmax
+            logp = log_softmax_forward(np.asarray(logits[0], dtype=np.float64))
             top = np.argsort(-logp, kind="stable")[: p.logprobs]
             req.logprobs.append(
                 (token, float(logp[token]), [(int(i), float(logp[i])) for i in top])
