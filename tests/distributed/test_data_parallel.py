@@ -140,6 +140,9 @@ def test_mpiexec_train_writes_once_matches_one_process_and_resumes(tmp_path):
     assert [r["loss"] for r in _records(tmp_path / "part") if "loss" in r] == [
         r["loss"] for r in records if "loss" in r
     ]
+    # the 2-rank checkpoint resumed by one process is refused (its global batch would halve)
+    assert cli(["train", "--resume", "--out-dir", str(tmp_path), "--name", "part",
+                "--steps", "6", "--no-progress"]) == 2  # fmt: skip
 
 
 # ---------------------------------------------------------------- without a launcher

@@ -86,6 +86,11 @@ def test_span_run_resumes_bit_exactly(tmp_path):
     resumed = train(part, resume=True, progress=False, echo=lambda *a: None)
     assert _records(resumed.run_dir, "loss") == _records(full.run_dir, "loss")
     assert _records(resumed.run_dir, "val_loss") == _records(full.run_dir, "val_loss")
+    # resuming the finished run trains nothing and reports the final evaluation from the log
+    again = train(part, resume=True, progress=False, echo=lambda *a: None)
+    assert again.step == 12 and [r["val_loss"] for r in again.history] == [
+        val for step, val in _records(full.run_dir, "val_loss") if step == 12
+    ]
 
 
 def test_non_clm_runs_are_refused_where_a_causal_lm_is_needed(tmp_path, capsys):

@@ -129,6 +129,7 @@ def train_objective(config: TrainConfig, resume: bool = False, progress: bool = 
     from tinyllm.optim.lr_scheduler import warmup_cosine
     from tinyllm.train.loop import (
         RunResult,
+        _read_log,
         _rollback_interrupted,
         _sigint_deferred,
         _step_values,
@@ -178,6 +179,13 @@ def train_objective(config: TrainConfig, resume: bool = False, progress: bool = 
         history.append(record)
         write(f"step {done}: train loss {loss_value:.4f}, val {value:.4f} nats per {what}")
         return value
+
+    if resume and start > 0:  # as the causal loop: the resumed step's evaluation, read or rerun
+        old = [r for r in _read_log(log_path) if r.get("step") == start and "val_loss" in r]
+        if old:
+            history.append(old[-1])
+        elif start % config.eval_interval == 0 or start == config.steps:
+            run_evaluation(start, echo)
 
     done, in_step, snapshot, interrupted = start, False, None, False
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,

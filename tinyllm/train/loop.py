@@ -225,7 +225,9 @@ def load_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None):
     return step, batch_rng
 
 
-def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None, scaler=None):
+def restore_state(
+    path: Path, model, opt: AdamW, config: TrainConfig, echo=None, scaler=None, world_size=1
+):
     """Restore model, optimizer and random states; returns (step, batch_rng, rng_state), where
     ``rng_state`` is the ``backend.get_rng_state()`` the checkpoint's next step starts from
     (None for an older checkpoint). Checks first.
@@ -236,10 +238,18 @@ def restore_state(path: Path, model, opt: AdamW, config: TrainConfig, echo=None,
 
     The evaluation setting may differ from the checkpoint's (``eval_batches``: an older run
     evaluated a slice of the validation split); ``echo`` is then told that validation losses
-    before and after the resumed step measure different text."""
+    before and after the resumed step measure different text.
+
+    ``world_size``: the data-parallel ranks resuming it; the checkpoint's must be the same
+    (each step draws ``world_size * batch_size`` rows, so another count changes the batches)."""
     arrays, meta = load_checkpoint(path)
     if meta.get("format") != "tinyllm-train-checkpoint-1":
         raise CheckpointError(f"{path}: not a tinyllm training checkpoint")
+    if meta.get("world_size", 1) != world_size:
+        raise CheckpointError(
+            f"{path}: checkpoint was made by {meta.get('world_size', 1)} data-parallel "
+            f"rank(s), this run has {world_size}: the global batch would change"
+        )
     saved, ours = meta["config"], config.to_dict()
     for key in CHECKPOINT_KEYS:
         if saved_value(saved, key) != ours.get(key):
@@ -399,7 +409,7 @@ def train(
     next_rng = None  # get_rng_state() the next step starts from, when already taken
     if resume:
         start, batch_rng, next_rng = restore_state(
-            ckpt_path, model, opt, config, echo=echo, scaler=scaler
+            ckpt_path, model, opt, config, echo=echo, scaler=scaler, world_size=dp.size
         )
         if main:
             _truncate_log(log_path, start)
