@@ -31,3 +31,9 @@ def test_agent_run_rejects_a_missing_file_and_bad_k(tmp_path, capsys):
     assert main(["agent", "run", "--k", "0"]) == 2
     err = capsys.readouterr().err
     assert "none.safetensors" in err and "--k must be >= 1" in err
+    assert main(["agent", "run", "--n", "0"]) == 2
+    assert main(["agent", "run", "--batch-size", "0"]) == 2
+    assert main(["agent", "run", "--n", "100000", "--steps", "1", "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--n must be >= 1, got 0" in err and "--batch-size must be >= 1, got 0" in err
+    assert "--n 100000:" in err

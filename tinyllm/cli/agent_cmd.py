@@ -57,9 +57,10 @@ def _config(args):
 def _train(args):
     from tinyllm.agents.finetune import finetune
 
-    if args.steps < 1:
-        print(f"tinyllm agent: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return None
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            print(f"tinyllm agent: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return None
     result = finetune(_config(args), progress=not args.no_progress)
     print(
         f"fine-tuned {result.model.num_parameters():,} parameters for {args.steps} steps in "
@@ -86,9 +87,18 @@ def run_agent(args) -> int:
     from tinyllm.agents.toolkit import agent_registry
     from tinyllm.agents.traces import held_out_tasks
 
-    if args.k < 1:
-        print(f"tinyllm agent run: --k must be >= 1, got {args.k}", file=sys.stderr)
-        return 2
+    for flag, value in (("--k", args.k), ("--n", args.n)):
+        if value < 1:
+            print(f"tinyllm agent run: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.question:
+        tasks = [_task_for(q) for q in args.question]
+    else:
+        try:
+            tasks = held_out_tasks(args.n)
+        except ValueError as exc:
+            print(f"tinyllm agent run: --n {args.n}: {exc}", file=sys.stderr)
+            return 2
     if args.load:
         from tinyllm.io.checkpoint import CheckpointError
 
@@ -102,10 +112,6 @@ def run_agent(args) -> int:
         if model is None:
             return 2
     registry = agent_registry()
-    if args.question:
-        tasks = [_task_for(q) for q in args.question]
-    else:
-        tasks = held_out_tasks(args.n)
     strategy = Strategy("direct" if args.direct else "react", args.constrained, args.k)
     rng = np.random.default_rng(args.seed)
     correct = 0
