@@ -1,4 +1,4 @@
-"""The study guide (``guide/``): ten notebooks in reading order, stored without outputs,
+"""The study guide (``guide/``): its notebooks in reading order, stored without outputs,
 each executed here with nbclient so a notebook that stops working fails the suite.
 
 Each notebook asserts its own checks (gradcheck passes, derivations equal tinyllm's
@@ -39,6 +39,11 @@ READING_ORDER = [
     "08_training.ipynb",
     "09_tokenizers.ipynb",
     "10_retrieval.ipynb",
+    "11_mamba.ipynb",
+    "12_moe.ipynb",
+    "13_quantization.ipynb",
+    "14_serving.ipynb",
+    "15_alignment.ipynb",
 ]
 # Longer than ~10 s on 2 cores: executed under --runslow only (08 trains 150 steps and
 # gradchecks every parameter of a model: ~12 s with a warm Numba cache, ~15 s cold).
@@ -51,7 +56,7 @@ def _read(name: str):
     return nbformat.read(GUIDE / name, as_version=4)
 
 
-def test_the_ten_notebooks_are_there_in_reading_order():
+def test_the_notebooks_are_there_in_reading_order():
     on_disk = sorted(p.name for p in GUIDE.glob("*.ipynb"))
     assert on_disk == READING_ORDER
 
