@@ -17,6 +17,17 @@ fused configuration, then MMR (λ = ``--mmr-lambda``) diversifies the top 10. Ou
 ``experiments/results/rag_questions.{md,json,png}``; passage embeddings are cached in
 ``runs/rag_cache``. Latencies are per query on this (shared) CPU.
 
+Part "documents" (the default of ``tinyllm rag query``): document-level results
+(:func:`tinyllm.rag.collapse.document_ranking`, one best passage per help topic, MaxP plus
+a title-cosine term) over passages indexed with their title and section heading in front
+(:func:`tinyllm.rag.context.contextualize`). A grid on the dev half only (passage size x
+context x fusion weights x title weight) picks the best dev MRR; then the held-out half is
+scored once for the chosen pipeline and three ablations fixed in advance (no title term, no
+collapse, context flipped). ``--dev-only`` stops before the held-out half and writes nothing.
+
+    python experiments/rag_retrieval.py --parts documents             # ~3 min, cached
+    python experiments/rag_retrieval.py --parts documents --dev-only  # choice only
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
@@ -481,9 +492,144 @@ def rerank_experiment(args, embed, results: dict) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Document-level results (tinyllm.rag.collapse) over passages with title/heading context.
+
+DOC_SIZES = ((50, 100), (100, 200), (150, 300))
+DOC_WEIGHTS = ((0.1, 1.0), (0.25, 1.0), (0.5, 1.0))
+TITLE_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
+
+
+class CachingEmbedder:
+    """``embed`` with memory: a long list (the passages) goes through :func:`cached_vectors`
+    (disk), single texts are kept in a dict so that the grid embeds every question once."""
+
+    def __init__(self, embed, cache: Path | None, name: str) -> None:
+        self.embed, self.cache, self.name, self.memory = embed, cache, name, {}
+
+    def __call__(self, texts):
+        texts = list(texts)
+        if len(texts) > 32:
+            return cached_vectors(self.embed, texts, self.cache, self.name)
+        missing = [t for t in texts if t not in self.memory]
+        if missing:
+            for t, v in zip(missing, np.asarray(self.embed(missing), dtype=np.float32)):
+                self.memory[t] = v
+        return np.stack([self.memory[t] for t in texts])
+
+
+def document_rankings(store, queries, weights, title_weight, collapse=True):
+    """Passage-id rankings (depth DEPTH): one best passage per document with ``collapse``,
+    else the fused passage list; and the mean ms per query."""
+    start = time.perf_counter()
+    out = []
+    for q in queries:
+        if collapse:
+            hits = store.search_documents(q, DEPTH, weights=weights, title_weight=title_weight)
+            out.append([p.id for _, p, _ in hits])
+        else:
+            hits = store.search(q, DEPTH, "hybrid_score", fetch_k=DEPTH, weights=weights)
+            out.append([p.id for p, _ in hits])
+    return out, (time.perf_counter() - start) / len(queries) * 1e3
+
+
+def document_experiment(args, embed, embed_name) -> dict:
+    """Grid on the dev half only (passage size x context x fusion weights x title weight, all
+    with document-level collapse); the best dev MRR (ties: hit@5) is the chosen pipeline.
+    Only then the held-out half is scored, once, for the chosen pipeline and its ablations
+    (fixed in advance: without title term, without collapse, without context)."""
+    from tinyllm.rag.evaluation import passage_homes
+    from tinyllm.rag.retriever import corpus_retriever
+
+    topics = default_corpus_topics()
+    dev = load_questions("dev")
+    stores, homes = {}, {}
+    for low, high in DOC_SIZES:
+        for context in (False, True):
+            name = f"passages-{'ctx' if context else 'plain'}-{low}-{high}"
+            wrapped = CachingEmbedder(embed, args.cache, name)
+            store = corpus_retriever(wrapped, low, high, context=context, topics=topics)
+            stores[(low, high, context)] = store
+            homes[(low, high)] = passage_homes(store.passages, topics)
+    dev_q = [q["question"] for q in dev]
+    dev_gold = [q["topics"] for q in dev]
+    grid = []
+    for (low, high, context), store in stores.items():
+        for weights in DOC_WEIGHTS:
+            for lam in TITLE_WEIGHTS:
+                rankings, ms = document_rankings(store, dev_q, weights, lam)
+                row = {
+                    "split": "dev",
+                    "passages": f"{low}-{high}",
+                    "context": context,
+                    "weights": list(weights),
+                    "title_weight": lam,
+                    "collapse": True,
+                    **ranking_metrics(rankings, dev_gold, homes[(low, high)]),
+                    "ms_per_query": round(ms, 2),
+                }
+                grid.append(row)
+                print(
+                    f"dev {low}-{high} ctx={context!s:5s} w={weights[0]:g}/{weights[1]:g} "
+                    f"title={lam:g}: {row['hit@1']:.3f} {row['hit@5']:.3f} {row['mrr']:.3f}",
+                    flush=True,
+                )
+    best = max(grid, key=lambda r: (r["mrr"], r["hit@5"]))
+    low, high = (int(x) for x in best["passages"].split("-"))
+    weights, lam = tuple(best["weights"]), best["title_weight"]
+    print(f"chosen on dev: {best}")
+    ctx = best["context"]
+    variants = [
+        (f"chosen: {'context + ' if ctx else ''}document collapse + title term", ctx, True, lam),
+        ("without title term", ctx, True, 0.0),
+        ("without document collapse (passages)", ctx, False, 0.0),
+        (f"{'without' if ctx else 'with'} title/heading context", not ctx, True, lam),
+    ]
+    rows = []
+    splits = ("dev",) if args.dev_only else ("dev", "heldout")
+    for split in splits:  # the held-out half: one look, after the choice
+        questions = load_questions(split)
+        queries = [q["question"] for q in questions]
+        gold = [q["topics"] for q in questions]
+        for label, context, collapse, title in variants:
+            store = stores[(low, high, context)]
+            store.embedder.memory.clear()  # the latency includes embedding each question
+            rankings, ms = document_rankings(store, queries, weights, title, collapse)
+            row = {
+                "split": split,
+                "passages": f"{low}-{high}",
+                "method": f"{label} (w={weights[0]:g}/{weights[1]:g}, title={title:g})",
+                **ranking_metrics(rankings, gold, homes[(low, high)]),
+                "ms_per_query": round(ms, 2),
+                "questions": len(questions),
+            }
+            rows.append(row)
+            print(
+                f"{split:8s} {row['method']:72s} {row['hit@1']:.3f} {row['hit@5']:.3f} "
+                f"{row['mrr']:.3f} {ms:7.2f} ms",
+                flush=True,
+            )
+    return {
+        "grid_dev": grid,
+        "chosen": {
+            "passages": best["passages"],
+            "context": best["context"],
+            "weights": best["weights"],
+            "title_weight": lam,
+        },
+        "rows": rows,
+        "heldout_looks": 0 if args.dev_only else 1,
+    }
+
+
 def write_outputs(results: dict, out: Path) -> None:
-    """Markdown table, JSON and PNG of the question results (and the keyword levels)."""
+    """Markdown table, JSON and PNG of the question results (and the keyword levels). Parts
+    not run this time are kept from the previous ``rag_questions.json`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    previous = out / "rag_questions.json"
+    if previous.is_file():
+        for key, value in json.loads(previous.read_text()).items():
+            results.setdefault(key, value)
     (out / "rag_questions.json").write_text(json.dumps(results, indent=1) + "\n")
     chosen = results["questions"]["chosen"]
     rows = results["questions"]["rows"]
@@ -507,6 +653,37 @@ def write_outputs(results: dict, out: Path) -> None:
             f"| {r['split']} | {r['passages']} | {r['method']} | {r['hit@1']:.3f} | "
             f"{r['hit@5']:.3f} | {r['mrr']:.3f} | {r['ms_per_query']:.2f} |"
         )
+    documents = results.get("documents")
+    if documents:
+        c = documents["chosen"]
+        lines += [
+            "",
+            "Document-level results (one best passage per help topic; tinyllm.rag.collapse), "
+            f"chosen on the dev half by MRR: passages {c['passages']} words, context "
+            f"{c['context']}, weights {c['weights']}, title weight {c['title_weight']}. "
+            f"Held-out looks: {documents['heldout_looks']}.",
+            "",
+            "| split | passages | method | hit@1 | hit@5 | MRR | ms/query |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in documents["rows"]:
+            lines.append(
+                f"| {r['split']} | {r['passages']} | {r['method']} | {r['hit@1']:.3f} | "
+                f"{r['hit@5']:.3f} | {r['mrr']:.3f} | {r['ms_per_query']:.2f} |"
+            )
+        lines += [
+            "",
+            "Dev grid (document collapse on; held-out never scored here):",
+            "",
+            "| passages | context | weights | title | hit@1 | hit@5 | MRR |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(documents["grid_dev"], key=lambda r: (-r["mrr"], -r["hit@5"])):
+            lines.append(
+                f"| {r['passages']} | {r['context']} | {r['weights'][0]:g}/{r['weights'][1]:g} "
+                f"| {r['title_weight']:g} | {r['hit@1']:.3f} | {r['hit@5']:.3f} | "
+                f"{r['mrr']:.3f} |"
+            )
     if results.get("keyword_levels"):
         lines += ["", "Keyword queries built from passage sentences (recall@5 = hit@5 here):", ""]
         lines += ["| level | method | recall@5 | MRR |", "|---|---|---|---|"]
@@ -535,11 +712,16 @@ def write_outputs(results: dict, out: Path) -> None:
             for m in heads
         ]
         picked += [r for r in results.get("rerank", []) if r["split"] == split]
+        picked += [r for r in (documents or {}).get("rows", []) if r["split"] == split]
         x = np.arange(len(picked))
         for j, metric in enumerate(("hit@1", "hit@5", "mrr")):
             ax.bar(x + (j - 1) * 0.27, [r[metric] for r in picked], 0.27, label=metric)
-        ax.set_xticks(x, [r["method"] for r in picked], rotation=35, ha="right", fontsize=7)
-        ax.set_title(f"{split} questions, passages {chosen['passages']} words")
+        labels = [r["method"].split(" (w=")[0] for r in picked]
+        ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
+        title = f"{split} questions, passages {chosen['passages']} words"
+        if documents:
+            title += f" (document rows: {documents['chosen']['passages']})"
+        ax.set_title(title, fontsize=9)
         ax.axhline(0.95, color="gray", lw=0.5, ls="--")
         ax.axhline(0.80, color="gray", lw=0.5, ls=":")
     axes[0].legend()
@@ -560,8 +742,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["keyword", "questions", "rerank"],
-        choices=["keyword", "questions", "rerank"],
+        default=["keyword", "questions", "rerank", "documents"],
+        choices=["keyword", "questions", "rerank", "documents"],
     )
     parser.add_argument(
         "--cache",
@@ -573,6 +755,12 @@ def main(argv=None) -> int:
         "--refit-head", action="store_true", help="refit the cross-encoder head even if saved"
     )
     parser.add_argument("--mmr-lambda", type=float, default=0.7)
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="part documents: choose on dev and score the ablations on dev only (no held-out "
+        "look; outputs are not written)",
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/results"))
     args = parser.parse_args(argv)
 
@@ -591,7 +779,9 @@ def main(argv=None) -> int:
         if "rerank" in args.parts:
             results["rerank"] = rerank_experiment(args, embed, results)
 
-    if "questions" in args.parts:
+    if "documents" in args.parts:
+        results["documents"] = document_experiment(args, embed, embed_name)
+    if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0
 

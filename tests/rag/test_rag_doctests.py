@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["bm25", "embedders", "exact", "fusion", "hnsw", "ivf", "lsh"]
+MODULES = ["bm25", "collapse", "embedders", "exact", "fusion", "hnsw", "ivf", "lsh"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -167,7 +167,7 @@ def test_cli_query_auto_mode_and_rerank_needs_minilm(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="tinyllm")
     rag_cmd.register(parser.add_subparsers(dest="command"))
     build = parser.parse_args(["rag", "build", "--out", str(tmp_path / "s"), "--dense", "tfidf"])
-    assert build.min_words == 150 and build.max_words == 300  # the dev-chosen defaults
+    assert build.min_words == 50 and build.max_words == 100  # the dev-chosen defaults
     build = parser.parse_args(
         ["rag", "build", "--out", str(tmp_path / "s"), "--dense", "tfidf", "--dim", "64"]
     )
@@ -175,7 +175,7 @@ def test_cli_query_auto_mode_and_rerank_needs_minilm(tmp_path, capsys):
     query = parser.parse_args(["rag", "query", "--store", str(tmp_path / "s"), "raise error"])
     assert query.mode == "auto"
     assert query.func(query) == 0
-    assert query.mode == "hybrid_score"  # auto -> the dev-chosen mode on a dense store
+    assert query.mode == "documents"  # auto -> the dev-chosen mode on a dense store
     capsys.readouterr()
     query = parser.parse_args(
         ["rag", "query", "--store", str(tmp_path / "s"), "raise error", "--rerank"]

@@ -8,15 +8,19 @@ min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE). Contex
 :mod:`~tinyllm.rag.compress` (extractive, surprisal), :mod:`~tinyllm.rag.rerank` (MMR,
 cross-encoder; :mod:`~tinyllm.rag.cross_encoder`, a MiniLM cross-encoder with a fitted head).
 Judging: :mod:`~tinyllm.rag.evaluation` (the natural-language question set, hit@k, MRR).
-Passages and the store: :mod:`~tinyllm.rag.passages`,
-:mod:`~tinyllm.rag.retriever`. Embedders: :class:`TfidfProjectionEmbedder` (no model) and
+Passages and the store: :mod:`~tinyllm.rag.passages`, :mod:`~tinyllm.rag.context` (title and
+section heading in front of each passage), :mod:`~tinyllm.rag.collapse` (one result per
+document, MaxP plus a title prior), :mod:`~tinyllm.rag.retriever` (``corpus_retriever``, the
+dev-chosen store; ``search_documents``). Embedders: :class:`TfidfProjectionEmbedder` (no model) and
 :class:`MiniLMEmbedder` (all-MiniLM-L6-v2, from :mod:`tinyllm.embeddings`). Nothing is
 compiled at import; Numba kernels compile on first use (and are cached beside the sources).
 """
 
 from tinyllm.embeddings import MiniLMEmbedder
 from tinyllm.rag.bm25 import BM25, bm25_idf
+from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.compress import extractive_compress, surprisal_compress
+from tinyllm.rag.context import contextualize, passage_context, topic_titles
 from tinyllm.rag.cross_encoder import LinearHead, MiniLMCrossEncoder, rerank_results
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.evaluation import load_questions, passage_homes, ranking_metrics
@@ -30,7 +34,7 @@ from tinyllm.rag.passages import Passage, corpus_passages, split_passages
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.query import hyde_search, hyde_vector, multi_query_fusion, rm3_expand, rm3_search
 from tinyllm.rag.rerank import cross_encoder_rerank, mmr
-from tinyllm.rag.retriever import PassageRetriever
+from tinyllm.rag.retriever import PassageRetriever, corpus_retriever
 from tinyllm.rag.similarity import cosine_similarity, dot_similarity, l2_distance, normalize
 from tinyllm.rag.text import tokenize
 
@@ -47,9 +51,12 @@ __all__ = [
     "PassageRetriever",
     "TfidfProjectionEmbedder",
     "bm25_idf",
+    "contextualize",
     "corpus_passages",
+    "corpus_retriever",
     "cosine_similarity",
     "cross_encoder_rerank",
+    "document_ranking",
     "dot_similarity",
     "exact_search",
     "extractive_compress",
@@ -63,6 +70,7 @@ __all__ = [
     "mmr",
     "multi_query_fusion",
     "normalize",
+    "passage_context",
     "passage_homes",
     "ranking_metrics",
     "reciprocal_rank_fusion",
@@ -74,4 +82,5 @@ __all__ = [
     "surprisal_compress",
     "tokenize",
     "top_k",
+    "topic_titles",
 ]

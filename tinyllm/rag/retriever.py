@@ -19,6 +19,14 @@ question set (``tinyllm/data/rag_questions.json``, ``experiments/rag_retrieval.p
 150-300-word passages, score fusion with these weights had the best MRR of the methods tried
 (0.807, hit@5 0.924; equal weights 0.761 / 0.924, dense alone 0.773 / 0.895).
 
+``search_documents(query, k)`` answers at document (help topic) level, the default of
+``tinyllm rag query`` on a store built with memberships and titles: the hybrid score fusion
+of the top ``fetch_k`` (100) of both lists, collapsed by :func:`tinyllm.rag.collapse.
+document_ranking` to one result per document (its best passage), plus ``title_weight`` (λ =
+:data:`TITLE_WEIGHT`) times the cosine of the query and the document's title embedding. The
+indexes may be built over ``index_texts`` instead of the passage texts, e.g. the passages
+with their title and section heading in front (:func:`tinyllm.rag.context.contextualize`).
+
 The embedder is pluggable (any ``embed(texts) -> (n, D)``); only a
 :class:`~tinyllm.rag.embedders.TfidfProjectionEmbedder` is saved with the store, any other
 must be passed again to :meth:`PassageRetriever.load`.
@@ -37,6 +45,7 @@ import numpy as np
 
 from tinyllm.io.atomic import atomic_write
 from tinyllm.rag.bm25 import BM25
+from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.exact import ExactIndex
 from tinyllm.rag.fusion import RRF_K, reciprocal_rank_fusion, score_fusion
@@ -46,6 +55,8 @@ from tinyllm.rag.persistence import load_index
 
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
 FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
+TITLE_WEIGHT = 0.3  # λ of the title cosine in search_documents, chosen on the dev questions
+DOCUMENT_FETCH_K = 100
 Embedder = Callable[[list[str]], np.ndarray]
 
 
@@ -63,6 +74,8 @@ class PassageRetriever:
         bm25: BM25,
         embedder: Embedder | None = None,
         dense_index=None,
+        memberships: Sequence[Sequence[str]] | None = None,
+        titles: dict[str, str] | None = None,
     ) -> None:
         if len(bm25) != len(passages):
             raise ValueError(
@@ -70,10 +83,21 @@ class PassageRetriever:
             )
         if (embedder is None) != (dense_index is None):
             raise ValueError("PassageRetriever: give both embedder and dense_index, or neither")
+        if memberships is not None and len(memberships) != len(passages):
+            raise ValueError(
+                f"PassageRetriever: {len(memberships)} memberships for {len(passages)} passages"
+            )
         self.passages = list(passages)
         self.bm25 = bm25
         self.embedder = embedder
         self.dense_index = dense_index
+        # the documents of every passage (default: its own topic) and the documents' titles
+        self.memberships = [
+            tuple(sorted(m)) for m in (memberships or [[p.topic] for p in self.passages])
+        ]
+        self.titles = dict(titles or {})
+        self._title_vectors: tuple[list[str], np.ndarray] | None = None
+        self._last_query: tuple[str, np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -83,14 +107,23 @@ class PassageRetriever:
         index: str = "exact",
         bm25_options: dict | None = None,
         hnsw_options: dict | None = None,
+        index_texts: Sequence[str] | None = None,
+        memberships: Sequence[Sequence[str]] | None = None,
+        titles: dict[str, str] | None = None,
     ) -> PassageRetriever:
         """Index ``passages`` with BM25 and, when ``embedder`` is given, a dense ``index``
-        (``"exact"`` or ``"hnsw"``, cosine metric)."""
+        (``"exact"`` or ``"hnsw"``, cosine metric). ``index_texts`` (one per passage, default
+        the passage texts) are what the indexes see; ``memberships`` and ``titles`` serve
+        :meth:`search_documents`."""
         if index not in ("exact", "hnsw"):
             raise ValueError(
                 f"PassageRetriever.build: index must be 'exact' or 'hnsw', got {index!r}"
             )
-        texts = [p.text for p in passages]
+        texts = [p.text for p in passages] if index_texts is None else list(index_texts)
+        if len(texts) != len(passages):
+            raise ValueError(
+                f"PassageRetriever.build: {len(texts)} index_texts for {len(passages)} passages"
+            )
         bm25 = BM25(**(bm25_options or {})).fit(texts)
         dense = None
         if embedder is not None:
@@ -105,7 +138,7 @@ class PassageRetriever:
             else:
                 dense = HNSWIndex(vectors.shape[1], metric="cosine", **(hnsw_options or {}))
             dense.add(vectors)
-        return cls(passages, bm25, embedder, dense)
+        return cls(passages, bm25, embedder, dense, memberships, titles)
 
     @property
     def has_dense(self) -> bool:
@@ -118,7 +151,7 @@ class PassageRetriever:
     def _dense_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
         if not self.has_dense:
             raise RuntimeError("PassageRetriever.search: this store has no dense index")
-        vector = np.asarray(self.embedder([query]), dtype=np.float32)
+        vector = self._query_vector(query)[None, :]
         scores, ids = self.dense_index.search(vector, min(k, len(self.passages)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
@@ -154,6 +187,55 @@ class PassageRetriever:
             ranked = ranked[:k]
         return [(self.passages[i], float(s)) for i, s in ranked]
 
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding (D,), kept for the last query so that one search embeds it
+        once."""
+        if self._last_query is None or self._last_query[0] != query:
+            self._last_query = (query, np.asarray(self.embedder([query]), dtype=np.float32)[0])
+        return self._last_query[1]
+
+    def _title_cosines(self, query: str) -> dict[str, float]:
+        """Cosine of the query and every document title (embedded once, on first use)."""
+        if self._title_vectors is None:
+            names = sorted(self.titles)
+            vectors = np.asarray(self.embedder([self.titles[n] for n in names]), np.float32)
+            self._title_vectors = (names, vectors)
+        names, vectors = self._title_vectors
+        return dict(zip(names, (vectors @ self._query_vector(query)).tolist()))
+
+    def search_documents(
+        self,
+        query: str,
+        k: int = 5,
+        fetch_k: int = DOCUMENT_FETCH_K,
+        weights: Sequence[float] = FUSION_WEIGHTS,
+        title_weight: float = TITLE_WEIGHT,
+    ) -> list[tuple[str, Passage, float]]:
+        """The k best documents for ``query`` as ``[(document, best passage, score), ...]``,
+        best first (see the module docstring). Without a dense index the passage scores are
+        BM25's alone and no title term is added."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(
+                f"PassageRetriever.search_documents: k must be a positive integer, got {k!r}"
+            )
+        depth = max(k, fetch_k)
+        if self.has_dense:
+            lexical = self._bm25_ranking(query, depth)
+            dense = self._dense_ranking(query, depth)
+            fused = score_fusion([dict(lexical), dict(dense)], weights)
+        else:
+            fused = score_fusion([dict(self._bm25_ranking(query, depth))])
+        prior, weight = None, 0.0
+        if self.has_dense and self.titles and title_weight != 0.0:
+            prior, weight = self._title_cosines(query), title_weight
+            missing = {d for m in self.memberships for d in m} - set(prior)
+            if missing:
+                raise ValueError(
+                    f"PassageRetriever.search_documents: no title for {sorted(missing)[:3]}"
+                )
+        ranked = document_ranking(fused, self.memberships, prior, weight)[:k]
+        return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
+
     def save(self, directory: str | Path) -> Path:
         """Write the store into ``directory`` (created if needed)."""
         directory = Path(directory)
@@ -166,6 +248,8 @@ class PassageRetriever:
             directory / "passages.json",
             {
                 "passages": [p.to_dict() for p in self.passages],
+                "memberships": [list(m) for m in self.memberships],
+                "titles": self.titles,
                 "dense": self.has_dense,
                 "note": note,
             },
@@ -199,4 +283,43 @@ class PassageRetriever:
                 embedder = TfidfProjectionEmbedder.load(directory / "embedder.npz")
         else:
             embedder = None
-        return cls(passages, bm25, embedder, dense)
+        return cls(
+            passages, bm25, embedder, dense, payload.get("memberships"), payload.get("titles")
+        )
+
+
+PASSAGE_WORDS = (50, 100)  # (min, max) passage words of the corpus store, chosen on dev
+
+
+def corpus_retriever(
+    embedder: Embedder | None = None,
+    min_words: int = PASSAGE_WORDS[0],
+    max_words: int = PASSAGE_WORDS[1],
+    context: bool = True,
+    index: str = "exact",
+    bm25_options: dict | None = None,
+    topics: dict[str, str] | None = None,
+) -> PassageRetriever:
+    """The store of the default corpus (or ``topics``) with the dev-chosen defaults: passages
+    of ``min_words``-``max_words`` words indexed with their title and section heading in
+    front (``context``), each passage a member of every topic containing its text
+    (:func:`tinyllm.rag.evaluation.passage_homes`), and the topic titles for
+    :meth:`PassageRetriever.search_documents`."""
+    from tinyllm.rag.context import contextualize, topic_titles
+    from tinyllm.rag.evaluation import passage_homes
+    from tinyllm.rag.passages import corpus_passages
+
+    if topics is None:
+        from tinyllm.data.corpus import default_corpus_topics
+
+        topics = default_corpus_topics()
+    passages = corpus_passages(min_words, max_words, topics)
+    return PassageRetriever.build(
+        passages,
+        embedder=embedder,
+        index=index,
+        bm25_options=bm25_options,
+        index_texts=contextualize(passages, topics) if context else None,
+        memberships=passage_homes(passages, topics),
+        titles=topic_titles(topics),
+    )

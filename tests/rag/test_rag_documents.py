@@ -1,0 +1,186 @@
+"""Document-level results: chunk context, MaxP collapse with a title prior, the store's
+``search_documents`` and the CLI defaults that use them."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from tinyllm.data.corpus import default_corpus_topics
+from tinyllm.rag.collapse import document_ranking
+from tinyllm.rag.context import contextualize, passage_context, topic_headings, topic_titles
+from tinyllm.rag.embedders import TfidfProjectionEmbedder
+from tinyllm.rag.evaluation import passage_homes
+from tinyllm.rag.passages import Passage, corpus_passages
+from tinyllm.rag.retriever import PassageRetriever, corpus_retriever
+
+TOPICS = default_corpus_topics()
+
+SYNTHETIC = """The title
+*********
+
+Intro words here.
+
+First section
+=============
+
+Alpha beta gamma.
+
+Second   section
+----------------
+
+Delta epsilon.
+"""
+
+
+def test_topic_headings_offsets_point_at_the_heading_in_normalised_text():
+    headings = topic_headings(SYNTHETIC)
+    assert [h for _, h in headings] == ["The title", "First section", "Second section"]
+    body = " ".join(SYNTHETIC.split())
+    for offset, heading in headings:
+        assert body[offset:].startswith(heading.split()[0])
+    assert topic_titles({"t": SYNTHETIC, "u": "no heading here"}) == {
+        "t": "The title",
+        "u": "u",
+    }
+
+
+def test_passage_context_is_the_last_heading_before_the_passage():
+    topics = {"t": SYNTHETIC}
+    cases = {
+        "Intro words here.": ("The title", "The title"),
+        "Alpha beta gamma.": ("The title", "First section"),
+        "Delta epsilon.": ("The title", "Second section"),
+    }
+    for text, expected in cases.items():
+        assert passage_context(Passage(0, "t", text), topics) == expected
+    texts = contextualize([Passage(0, "t", "Delta epsilon.")], topics)
+    assert texts == ["The title. Second section.\n\nDelta epsilon."]
+    with pytest.raises(KeyError, match="unknown topic 'zz'"):
+        contextualize([Passage(0, "zz", "x")], topics)
+
+
+def test_contextualize_on_the_corpus_keeps_text_and_names_the_section_heading():
+    passages = corpus_passages(50, 100)
+    texts = contextualize(passages, TOPICS)
+    titles = topic_titles(TOPICS)
+    headings = {t: topic_headings(text) for t, text in TOPICS.items()}
+    bodies = {t: " ".join(text.split()) for t, text in TOPICS.items()}
+    for passage, text in zip(passages, texts):
+        assert text.endswith(passage.text)
+        head = text[: -len(passage.text)].rstrip()
+        title = titles[passage.topic]
+        assert head.startswith(title) and head.endswith(".")
+        heading = head[len(title) + 2 : -1] or title  # "<title>. <heading>." or "<title>."
+        # the heading is the last one at or before the passage's start in its topic
+        start = bodies[passage.topic].find(" ".join(passage.text.split())[:200])
+        before = [h for offset, h in headings[passage.topic] if offset <= start]
+        assert start >= 0 and before and before[-1] == heading, (passage.id, heading)
+
+
+def _naive_documents(scores, memberships, prior, weight):
+    """Reference: for each document, the max over all passages containing it."""
+    docs = sorted({d for m in memberships for d in m})
+    out = []
+    for d in docs:
+        members = [(s, p) for p, s in scores if d in memberships[p]]
+        if members:
+            s, p = max(members, key=lambda sp: (sp[0], -sp[1]))
+            out.append((d, s + weight * (prior[d] if prior else 0.0)))
+    return sorted(out, key=lambda x: -x[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_document_ranking_matches_the_naive_max_over_passages(seed):
+    rng = np.random.default_rng(seed)
+    docs = [f"d{i}" for i in range(7)]
+    memberships = [
+        set(rng.choice(docs, size=int(rng.integers(1, 3)), replace=False)) for _ in range(30)
+    ]
+    ids = rng.permutation(30)[:20]
+    scores = sorted(zip(ids.tolist(), rng.random(20).tolist()), key=lambda x: -x[1])
+    prior = {d: float(rng.random()) for d in docs}
+    for weight in (0.0, 0.3):
+        got = document_ranking(scores, memberships, prior if weight else None, weight)
+        want = _naive_documents(scores, memberships, prior, weight)
+        assert [d for d, _, _ in got] == [d for d, _ in want]
+        np.testing.assert_allclose([s for _, _, s in got], [s for _, s in want], rtol=1e-12)
+        assert len({d for d, _, _ in got}) == len(got)  # each document once
+        for d, pid, s in got:  # the passage shown is a member with the document's max score
+            assert d in memberships[pid]
+            assert s - weight * (prior[d] if weight else 0.0) == pytest.approx(dict(scores)[pid])
+
+
+def test_document_ranking_errors():
+    with pytest.raises(ValueError, match="prior_weight given without a prior"):
+        document_ranking([(0, 1.0)], [{"a"}], None, 0.5)
+    with pytest.raises(IndexError, match="passage id 3 outside memberships of 1"):
+        document_ranking([(3, 1.0)], [{"a"}])
+    with pytest.raises(KeyError, match="no prior for document 'a'"):
+        document_ranking([(0, 1.0)], [{"a"}], {"b": 1.0}, 0.5)
+
+
+@pytest.fixture(scope="module")
+def tfidf_store():
+    passages = corpus_passages(50, 100)
+    embedder = TfidfProjectionEmbedder(dim=64).fit([p.text for p in passages])
+    return corpus_retriever(embedder, 50, 100)
+
+
+def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
+    store = tfidf_store
+    homes = passage_homes(store.passages, TOPICS)
+    assert [set(m) for m in store.memberships] == [set(h) for h in homes]
+    query = "how do I catch an exception and clean up"
+    hits = store.search_documents(query, 10, title_weight=0.0)
+    assert len({d for d, _, _ in hits}) == 10
+    # reference: the passage-level hybrid_score list over the same depth, first hit per topic
+    fused = store.search(query, 100, "hybrid_score", fetch_k=100)
+    seen, expected = set(), []
+    for passage, score in fused:
+        for d in sorted(store.memberships[passage.id]):
+            if d not in seen:
+                seen.add(d)
+                expected.append((d, passage.id, score))
+    assert [(d, p.id) for d, p, _ in hits] == [(d, p) for d, p, _ in expected[:10]]
+    with_title = store.search_documents(query, 10)
+    assert all(d in store.memberships[p.id] for d, p, _ in with_title)
+    store.save(tmp_path / "s")
+    loaded = PassageRetriever.load(tmp_path / "s")
+    assert loaded.titles == store.titles and loaded.memberships == store.memberships
+    assert [(d, p.id) for d, p, _ in loaded.search_documents(query, 10)] == [
+        (d, p.id) for d, p, _ in with_title
+    ]
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        store.search_documents(query, 0)
+
+
+def test_contextualized_index_matches_section_headings(tfidf_store):
+    """A query that is a section heading finds, by BM25 on the contextualized index, a passage
+    of that section (its heading, computed independently, is the query)."""
+    for heading in ("Augmented assignment statements", "Coroutine function definition"):
+        (passage, _), *_ = tfidf_store.search(heading, 1, "bm25")
+        assert passage_context(passage, TOPICS)[1] == heading
+
+
+def test_cli_defaults_are_the_dev_choice(tmp_path, capsys):
+    from tinyllm.cli import rag_cmd
+
+    parser = argparse.ArgumentParser(prog="tinyllm")
+    rag_cmd.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "s"
+    build = parser.parse_args(
+        ["rag", "build", "--out", str(out), "--dense", "tfidf", "--dim", "64"]
+    )
+    assert (build.min_words, build.max_words, build.no_context) == (50, 100, False)
+    assert build.func(build) == 0
+    assert "title/heading context" in capsys.readouterr().out
+    query = parser.parse_args(["rag", "query", "--store", str(out), "catch an exception"])
+    assert query.func(query) == 0 and query.mode == "documents"
+    printed = capsys.readouterr().out
+    topics = [
+        line.split("[")[1].split(" #")[0] for line in printed.splitlines() if "score=" in line
+    ]
+    assert len(topics) == 5 and len(set(topics)) == 5  # five distinct help topics

@@ -1,0 +1,57 @@
+"""Document-level results: collapsing passage scores into one result per document.
+
+A passage p belongs to the documents M(p) whose text contains it (its own topic, plus every
+topic that repeats its text word for word: the passage store keeps one copy of a repeated
+passage). Given first-stage passage scores F(p) (e.g. fused BM25 + dense scores), a document
+t scores
+
+    S(t) = max_{p : t ∈ M(p)} F(p) + λ · prior(t),
+
+("MaxP": the document is as relevant as its best passage), where ``prior`` is an optional
+per-document score for the query, e.g. the cosine of the query and the document's title
+embedding (a title field, as in multi-field BM25F-style ranking), weighted by λ. Every
+document is returned once, with its best passage, so the top k name k distinct documents;
+the same passage may stand for two documents that share its text. Ties keep the order in
+which documents are first met scanning the passages best first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+
+def document_ranking(
+    passage_scores: Sequence[tuple[int, float]],
+    memberships: Sequence[Collection[str]],
+    prior: Mapping[str, float] | None = None,
+    prior_weight: float = 0.0,
+) -> list[tuple[str, int, float]]:
+    """``[(document, best passage id, S(document)), ...]`` best first, from ``passage_scores``
+    ``[(passage id, F), ...]`` and ``memberships[passage id]`` (the documents of a passage).
+
+    >>> document_ranking([(0, 0.9), (1, 0.8), (2, 0.5)], [{"a"}, {"b", "a"}, {"c"}])
+    [('a', 0, 0.9), ('b', 1, 0.8), ('c', 2, 0.5)]
+    """
+    if prior_weight != 0.0 and prior is None:
+        raise ValueError("document_ranking: prior_weight given without a prior")
+    best: dict[str, tuple[int, float]] = {}
+    for pid, score in passage_scores:
+        if not 0 <= pid < len(memberships):
+            raise IndexError(
+                f"document_ranking: passage id {pid} outside memberships of {len(memberships)}"
+            )
+        if not memberships[pid]:
+            raise ValueError(f"document_ranking: passage {pid} belongs to no document")
+        for document in sorted(memberships[pid]):
+            if document not in best or score > best[document][1]:
+                best[document] = (pid, float(score))
+    out = []
+    for document, (pid, score) in best.items():
+        bonus = 0.0
+        if prior_weight != 0.0:
+            if document not in prior:
+                raise KeyError(f"document_ranking: no prior for document {document!r}")
+            bonus = prior_weight * float(prior[document])
+        out.append((document, pid, score + bonus))
+    # stable sort: equal scores keep first-appearance order
+    return sorted(out, key=lambda item: -item[2])
