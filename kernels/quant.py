@@ -1,9 +1,10 @@
 """Packed-weight matmul: y = x W_hat^T with W_hat decoded from packed low-bit codes on the fly.
 
-W [N, K] is stored as codes q of ``bits`` bits (2, 4 or 8; 8 / bits codes a byte, the first
-in the high bits: for 4 bits byte = q[2i] << 4 | q[2i + 1]) in rows of ceil(K bits / 8)
-bytes, with per-(row, group) scales s and zeros z over groups of g input columns, and a
-decode table of 2^bits values:
+W [N, K] is stored as codes q of ``bits`` bits (1 to 8), each row a big-endian bit stream of
+ceil(K bits / 8) bytes (for 2, 4, 8 bits: 8 / bits codes a byte, the first in the high bits,
+for 4 bits byte = q[2i] << 4 | q[2i + 1]; 3, 5, 6, 7-bit codes straddle bytes), with
+per-(row, group) scales s and zeros z over groups of g input columns, and a decode table of
+2^bits values:
 
     w_hat[n, k] = (table[q[n, k]] - z[n, k // g]) * s[n, k // g]
     y[r, n]     = sum_k x[r, k] w_hat[n, k]                       x [R, K], y [R, N]
@@ -13,10 +14,13 @@ NF4 (table = the 16 NF4 levels, z = 0, s the block absmax, g = 64) and FP8 (tabl
 decoded FP8 values, z = 0, s the row scale).
 
 Tiers: ``reference`` decodes all of W then multiplies; ``numba`` (``quant_numba.py``) never
-holds W in float: for few rows (R < ``GEMM_ROWS``, decoding) a fused kernel decodes one row of
-W per thread at a time and dots it with x; for many rows it decodes tiles of ``TILE`` rows of
-W and multiplies each with BLAS; ``cuda`` (``quant_matmul.cu``) one thread per output, decoding
-as it goes. float32 and float64 x; ``bits`` other than 2, 4, 8 run the reference.
+holds W in float: for few rows (R < ``GEMM_ROWS``, decoding) a fused GEMV reads the packed
+bytes directly -- for 4- and 8-bit codes whose groups start on a byte, a shift and a mask per
+code against x split into its even and odd columns (``byte_gemv_rows``); otherwise it decodes
+one group of one row at a time into a buffer (``dequant_matmul_rows``) -- and applies the
+scale once per group; for many rows it decodes tiles of ``TILE`` rows of W and multiplies
+each with BLAS; ``cuda`` (``quant_matmul.cu``) one thread per output, decoding as it goes.
+float32 and float64 x; every width from 1 to 8 bits runs on every tier.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from tinyllm.kernels.cuda_loader import function, with_cuda
 __all__ = ["GEMM_ROWS", "TILE", "dequant_matmul", "dequantize_packed"]
 
 _CU = "quant_matmul.cu"
-KERNEL_BITS = (2, 4, 8)
+KERNEL_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 GEMM_ROWS = 16  # from this many rows of x on, the numba tier decodes tiles and calls BLAS
 TILE = 128  # rows of W decoded per BLAS call
 
@@ -66,12 +70,33 @@ def _reference(x, packed, scales, zeros, table, bits, group_size):
     return x @ w.T
 
 
+def _byte_aligned(bits: int, G: int, group_size: int) -> bool:
+    """Whether the byte GEMV applies: 4 or 8 bits, every group starting on a byte."""
+    return bits in (4, 8) and (G == 1 or group_size * bits % 8 == 0)
+
+
+def _byte_gemv(kernels, x, packed, scales, zeros, table, bits, group_size, y):
+    R, K = x.shape
+    if bits == 4:  # the even and odd columns of x, each a contiguous [R, ceil(K / 2)]
+        xe = np.zeros((R, packed.shape[1]), dtype=x.dtype)
+        xo = np.zeros_like(xe)  # an odd K pads xo with 0 (the pad nibble then adds 0)
+        xe[:, : (K + 1) // 2] = x[:, 0::2]
+        xo[:, : K // 2] = x[:, 1::2]
+    else:
+        xe = xo = x
+    kernel = dispatch.numba_for_work(kernels.byte_gemv_rows, packed.shape[0] * K)
+    kernel(xe, xo, packed, scales, zeros, table, bits, group_size, y)
+
+
 def _numba_body(x, packed, scales, zeros, table, bits, group_size):
     R, K = x.shape
     N = packed.shape[0]
     kernels = _numba()
     y = np.empty((R, N), dtype=x.dtype)
     if R < GEMM_ROWS:
+        if _byte_aligned(bits, scales.shape[1], group_size):
+            _byte_gemv(kernels, x, packed, scales, zeros, table, bits, group_size, y)
+            return y
         kernel = dispatch.numba_for_work(kernels.dequant_matmul_rows, N * K)
         kernel(x, packed, scales, zeros, table, bits, group_size, y)
         return y

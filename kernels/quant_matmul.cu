@@ -1,7 +1,10 @@
 // Packed-weight matmul: y = x W_hat^T with W_hat decoded from low-bit codes on the fly.
 //
-// W [N, K] is stored as codes of `bits` bits (2, 4 or 8), 8 / bits codes a byte, the first
-// in the high bits, rows of row_bytes bytes; per-(row, group) scales s and zeros z [N, G]
+// W [N, K] is stored as codes of `bits` bits (1 to 8), each row a big-endian bit stream of
+// row_bytes bytes: code k lies in the two bytes from j = (k bits) >> 3, at off = (k bits) & 7,
+//   q = ((row[j] << 8 | row[j + 1]) >> (16 - bits - off)) & (2^bits - 1)
+// (for 2, 4, 8 bits: 8 / bits codes a byte, the first in the high bits);
+// per-(row, group) scales s and zeros z [N, G]
 // over groups of group_size input columns; a decode table of 2^bits values:
 //   w_hat[n, k] = (table[q[n, k]] - z[n, k / g]) * s[n, k / g]
 //   y[r, n]     = sum_k x[r, k] w_hat[n, k]
@@ -18,21 +21,24 @@ __device__ void quant_matmul_out(const T* __restrict__ x, const unsigned char* _
     const int n = blockIdx.x * blockDim.x + threadIdx.x;
     const int r = blockIdx.y;
     if (n >= N || r >= R) return;
-    const int per = 8 / bits;
     const int mask = (1 << bits) - 1;
     const unsigned char* row = packed + (i64)n * row_bytes;
     const T* xr = x + (i64)r * K;
     T acc = 0;
-    for (int j = 0; j < row_bytes; ++j) {
-        const int byte = row[j];
-        for (int t = 0; t < per; ++t) {
-            const int k = j * per + t;
-            if (k >= K) break;
-            const int q = (byte >> ((per - 1 - t) * bits)) & mask;
-            const int gi = k / group_size;
-            const T w = (table[q] - zeros[(i64)n * G + gi]) * scales[(i64)n * G + gi];
-            acc += xr[k] * w;
+    for (int gi = 0; gi < G; ++gi) {  // the group's scale and zero read once
+        const int k0 = gi * group_size;
+        const int k1 = k0 + group_size < K ? k0 + group_size : K;
+        const T z = zeros[(i64)n * G + gi];
+        T part = 0;
+        for (int k = k0; k < k1; ++k) {
+            const int pos = k * bits;
+            const int j = pos >> 3;
+            int window = (int)row[j] << 8;
+            if (j + 1 < row_bytes) window |= row[j + 1];
+            const int q = (window >> (16 - bits - (pos & 7))) & mask;
+            part += xr[k] * (table[q] - z);
         }
+        acc += part * scales[(i64)n * G + gi];
     }
     y[(i64)r * N + n] = acc;
 }

@@ -20,6 +20,10 @@ causal attention over the cache (query pos + j sees keys 0 .. pos + j):
     s = q K[:, :, :pos+T]^T / sqrt(D) + mask,  mask[j, t] = -inf where t > pos + j
     logits = norm_f(x[:, -1]) W_head^T                           [B, V] (last position only)
 
+Quantized layers (``tinyllm.quant.QuantLinear``) are not snapshotted: the decoder calls their
+own forward (packed kernels, activation quantization), concatenating q/k/v's outputs. An
+LLM.int8() layer, whose outlier columns depend on all the rows of a call, is refused.
+
 It computes exactly what the module path computes (the tests compare the tokens and the
 logits with ``model(idx)`` for every configuration flag: biases, GQA, tied embeddings, both
 families), in the model's dtype. ``LanguageModel.generate`` uses it.
@@ -43,7 +47,9 @@ time. ``Decoder`` refuses such a model with a ValueError naming the layer and th
 by the uncached forward.
 
 RoPE is not re-implemented here: the tables come from the attention module's own
-``RotaryEmbedding`` (same base, layout and scaling) and the rotation is
+``RotaryEmbedding`` (same base, layout and scaling: the Llama builds it from
+``config.rope_scaling`` and ``set_rope_scaling`` changes both together; its tables are
+``F.rope_cos_sin``'s, YaRN's temperature included) and the rotation is
 ``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. This is the one
 place a model calls a kernel directly: the decoder is array code, as a Function's body is.
 """
@@ -81,6 +87,54 @@ def _moe_unsupported(mlp) -> str | None:
     return None
 
 
+def _is_quantized(module) -> bool:
+    from tinyllm.quant.linear import QuantLinear  # quant builds on the models, not reverse
+
+    return isinstance(module, QuantLinear)
+
+
+def _int8_outliers_unsupported(block) -> str | None:
+    """LLM.int8() picks its outlier columns over all the rows of one call, so a token's output
+    depends on the other tokens fed with it: no token-by-token decoding (as with a capacity
+    factor). Other quantized layers decode here through their own forward."""
+    for module in block.modules():
+        if _is_quantized(module) and module.threshold is not None:
+            return "an LLM.int8() layer picks its outlier columns over the whole sequence"
+    return None
+
+
+class _Dense:
+    """x W^T (+ b) for float layers, W^T pre-transposed (several layers: one fused GEMM)."""
+
+    def __init__(self, wT, b) -> None:
+        self.wT, self.b = wT, b
+
+    def __call__(self, x):
+        y = x @ self.wT
+        if self.b is not None:
+            y += self.b
+        return y
+
+
+class _Quantized:
+    """Quantized layers (``tinyllm.quant.QuantLinear``) through their own forward: the packed
+    dequantize-and-multiply kernels and any activation quantization, never a float weight
+    copy; several layers' outputs are concatenated as a fused GEMM's would be."""
+
+    def __init__(self, modules, dtype) -> None:
+        self.modules, self.dtype = modules, dtype
+
+    def __call__(self, x):
+        from tinyllm import tensor
+        from tinyllm.grad_mode import no_grad
+
+        xp = backend.get_array_module(x)
+        with no_grad():
+            outs = [m(tensor(x)).data for m in self.modules]
+        y = outs[0] if len(outs) == 1 else xp.concatenate(outs, axis=-1)
+        return y.astype(self.dtype, copy=False)
+
+
 class Decoder:
     """Token-by-token inference for a ``GPT`` or ``Llama`` built from ``tinyllm.models``."""
 
@@ -88,7 +142,7 @@ class Decoder:
     def unsupported(model) -> str | None:
         """Why ``model`` cannot use the cached decoder ("layer i: reason"), or None."""
         for i, block in enumerate(model.blocks):
-            why = _moe_unsupported(block.mlp)
+            why = _moe_unsupported(block.mlp) or _int8_outliers_unsupported(block)
             if why is not None:
                 return f"layer {i}: {why}"
         return None
@@ -116,23 +170,16 @@ class Decoder:
         self.dtype = self.embed.dtype
         xp = self.xp = backend.get_array_module(self.embed)
         self.final = self._norm(final)
-        self.head_wT = xp.ascontiguousarray(self._array(model.lm_head.weight).T)
+        self.head = self._projection([model.lm_head])
         self.layers = []
         for block in blocks:
             attn, mlp = block.attn, block.mlp
-            qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
-            qkv_w = xp.concatenate([self._array(lin.weight) for lin in qkv])
-            qkv_b = None
-            if attn.q_proj.bias is not None:
-                qkv_b = xp.concatenate([self._array(lin.bias) for lin in qkv])
             layer = {
                 "rotary": getattr(attn, "rotary", None),  # RotaryEmbedding, or None (GPT)
                 "norm_1": self._norm(block.ln_1),
                 "norm_2": self._norm(block.ln_2),
-                "qkv_wT": xp.ascontiguousarray(qkv_w.T),
-                "qkv_b": qkv_b,
-                "o_wT": xp.ascontiguousarray(self._array(attn.o_proj.weight).T),
-                "o_b": None if attn.o_proj.bias is None else self._array(attn.o_proj.bias),
+                "qkv": self._projection([attn.q_proj, attn.k_proj, attn.v_proj]),
+                "o": self._projection([attn.o_proj]),
             }
             if isinstance(mlp, MoE):
                 layer["moe"] = self._moe(mlp)
@@ -140,10 +187,7 @@ class Decoder:
                 continue
             layer["moe"] = None
             up, down = (mlp.gate_up_proj, mlp.down_proj) if self.llama else (mlp.c_fc, mlp.c_proj)
-            layer["up_wT"] = xp.ascontiguousarray(self._array(up.weight).T)
-            layer["down_wT"] = xp.ascontiguousarray(self._array(down.weight).T)
-            layer["up_b"] = None if up.bias is None else self._array(up.bias)  # Llama: bias=True
-            layer["down_b"] = None if down.bias is None else self._array(down.bias)
+            layer["up"], layer["down"] = self._projection([up]), self._projection([down])
             self.layers.append(layer)
         shape = (len(self.layers), batch_size, self.Hkv, max_len, self.D)
         self.K = xp.zeros(shape, self.dtype)
@@ -152,8 +196,19 @@ class Decoder:
 
     def _array(self, t):
         """t's array on the decoder's device, in its dtype (a no-op for the model's own
-        weights; a quantized layer's dequantized ``.weight`` is a float32 NumPy array)."""
+        weights)."""
         return self.xp.asarray(t.data, dtype=self.dtype)
+
+    def _projection(self, modules):
+        """The linear layers ``modules`` (same input) as one callable: their weights fused
+        into one GEMM, or, for quantized layers, their own forward."""
+        if any(_is_quantized(m) for m in modules):
+            return _Quantized(modules, self.dtype)
+        w = self.xp.concatenate([self._array(m.weight) for m in modules])
+        b = None
+        if modules[0].bias is not None:  # Llama: bias=True gives every projection one
+            b = self.xp.concatenate([self._array(m.bias) for m in modules])
+        return _Dense(self.xp.ascontiguousarray(w.T), b)
 
     def _norm(self, module):
         weight = None if module.weight is None else self._array(module.weight)
@@ -268,9 +323,7 @@ class Decoder:
     def _ffn(self, h, layer, tokens=None):
         if layer["moe"] is not None:
             return self._moe_ffn(h, tokens, layer["moe"])
-        u = h @ layer["up_wT"]
-        if layer["up_b"] is not None:
-            u += layer["up_b"]
+        u = layer["up"](h)
         if self.llama:
             F = u.shape[-1] // 2
             gate, up = u[..., :F], u[..., F:]
@@ -278,10 +331,7 @@ class Decoder:
         else:
             c = math.sqrt(2.0 / math.pi)
             act = 0.5 * u * (1.0 + self.xp.tanh(c * (u + 0.044715 * u * u * u)))  # gelu (tanh)
-        out = act @ layer["down_wT"]
-        if layer["down_b"] is not None:
-            out += layer["down_b"]
-        return out
+        return layer["down"](act)
 
     # ---------------------------------------------------------------- one step
     def step(self, tokens):
@@ -298,9 +348,7 @@ class Decoder:
         scale = 1.0 / math.sqrt(D)
         for i, layer in enumerate(self.layers):
             h = self._apply_norm(x, layer["norm_1"])
-            qkv = h @ layer["qkv_wT"]  # [B, (H + 2 Hkv) D]
-            if layer["qkv_b"] is not None:
-                qkv += layer["qkv_b"]
+            qkv = layer["qkv"](h)  # [B, (H + 2 Hkv) D]
             qk = qkv[:, : (H + Hkv) * D].reshape(B, H + Hkv, D)
             if layer["rotary"] is not None:
                 qk = self._rope(qk, pos, layer["rotary"])
@@ -316,13 +364,11 @@ class Decoder:
             p = self.xp.exp(s)
             p /= p.sum(axis=-1, keepdims=True)
             a = (p @ values).reshape(B, H * D)  # [B, C]
-            o = a @ layer["o_wT"]
-            if layer["o_b"] is not None:
-                o += layer["o_b"]
+            o = layer["o"](a)
             x = x + o
             x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer, tokens)
         self.pos = pos + 1
-        return self._apply_norm(x, self.final) @ self.head_wT
+        return self.head(self._apply_norm(x, self.final))
 
     # ---------------------------------------------------------------- a whole prompt
     def prefill(self, tokens, all_logits: bool = False):
@@ -357,9 +403,7 @@ class Decoder:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             h = self._apply_norm(x, layer["norm_1"])
-            qkv = h @ layer["qkv_wT"]  # [B, T, (H + 2 Hkv) D]
-            if layer["qkv_b"] is not None:
-                qkv += layer["qkv_b"]
+            qkv = layer["qkv"](h)  # [B, T, (H + 2 Hkv) D]
             qk = qkv[..., : (H + Hkv) * D].reshape(B, T, H + Hkv, D).transpose(0, 2, 1, 3)
             if layer["rotary"] is not None:
                 qk = self._rope_block(qk, pos, layer["rotary"])  # [B, H + Hkv, T, D]
@@ -380,15 +424,13 @@ class Decoder:
             p = xp.exp(s)
             p /= p.sum(axis=-1, keepdims=True)
             a = (p @ values).transpose(0, 3, 1, 2, 4).reshape(B, Tq, H * D)  # [B, Tq, C]
-            o = a @ layer["o_wT"]
-            if layer["o_b"] is not None:
-                o += layer["o_b"]
+            o = layer["o"](a)
             x = x + o
             x = x + self._ffn(self._apply_norm(x, layer["norm_2"]), layer, tokens)
         self.pos = end
         if all_logits:
-            return self._apply_norm(x, self.final) @ self.head_wT
-        return self._apply_norm(x[:, -1], self.final) @ self.head_wT
+            return self.head(self._apply_norm(x, self.final))
+        return self.head(self._apply_norm(x[:, -1], self.final))
 
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` cached positions (roll back rejected speculative tokens:

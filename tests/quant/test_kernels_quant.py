@@ -29,7 +29,7 @@ def operands(rng, bits, N, Kdim, g, dtype, table=None):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("R", [1, 5, 37])  # the fused GEMV path and the tiled BLAS path
 def test_numba_matches_reference_and_ran(dtype, bits, R):
     rng = np.random.default_rng(bits * 100 + R)
@@ -59,14 +59,40 @@ def test_reference_equals_dense_matmul_of_dequantized_weight():
     np.testing.assert_allclose(y, x @ n.dequantize().T, rtol=1e-5, atol=1e-5)
 
 
-def test_odd_bit_widths_run_the_reference():
-    rng = np.random.default_rng(2)
-    packed, scales, zeros, table = operands(rng, 3, 5, 9, 4, np.float64)
-    x = rng.standard_normal((2, 9))
-    y = KQ.dequant_matmul(x, packed, scales, zeros, table, 3, 4)
-    assert dispatch.last_tier("dequant_matmul") == "reference"
-    codes = schemes.unpack_codes(packed, 3, 9)
-    gi = np.arange(9) // 4
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bits,g,fast", [(4, 12, True), (4, 77, True), (4, 5, False),
+                                         (8, 12, True), (8, 7, True), (2, 12, False)])  # fmt: skip
+@pytest.mark.parametrize("R", [1, 3])
+def test_byte_gemv_matches_reference(monkeypatch, dtype, bits, g, fast, R):
+    # the shift-and-mask GEMV where it applies (4 or 8 bits, groups starting on a byte; g = K
+    # is per-channel), the group-buffer kernel elsewhere; a random table (NF4/FP8-like)
+    rng = np.random.default_rng(bits * 10 + g)
+    N, Kdim = 33, 77  # odd K: the last 4-bit byte holds one code and a zero pad nibble
+    packed, scales, zeros, table = operands(rng, bits, N, Kdim, g, dtype)
+    x = rng.standard_normal((R, Kdim)).astype(dtype)
+    calls = []
+    real = KQ._byte_gemv
+    monkeypatch.setattr(KQ, "_byte_gemv", lambda *a: calls.append(1) or real(*a))
+    got = KQ.dequant_matmul(x, packed, scales, zeros, table, bits, g)
+    assert dispatch.last_tier("dequant_matmul") == "numba" and bool(calls) == fast
+    with K.use("reference"):
+        ref = KQ.dequant_matmul(x, packed, scales, zeros, table, bits, g)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("bits", [3, 5, 7])
+@pytest.mark.parametrize("R", [1, 20])
+def test_odd_bit_widths_run_numba_and_equal_the_unpacked_codes(bits, R):
+    # independent of both kernels: schemes.unpack_codes (np.unpackbits) and a dense matmul
+    rng = np.random.default_rng(2 + bits)
+    N, Kdim, g = 9, 19, 4  # rows of 19 codes end mid-byte for every odd width
+    packed, scales, zeros, table = operands(rng, bits, N, Kdim, g, np.float64)
+    x = rng.standard_normal((R, Kdim))
+    y = KQ.dequant_matmul(x, packed, scales, zeros, table, bits, g)
+    assert dispatch.last_tier("dequant_matmul") == "numba"
+    codes = schemes.unpack_codes(packed, bits, Kdim)
+    gi = np.arange(Kdim) // g
     w = (table[codes] - zeros[:, gi]) * scales[:, gi]
     np.testing.assert_allclose(y, x @ w.T, rtol=1e-12)
 
@@ -130,7 +156,7 @@ def test_cuda_kernel_emulated_on_cpu_matches_reference(tmp_path, monkeypatch):
     monkeypatch.setattr(KQ, "function", fake_function)
     rng = np.random.default_rng(3)
     for dtype in (np.float32, np.float64):
-        for bits in (2, 4, 8):
+        for bits in (2, 3, 4, 5, 8):
             packed, scales, zeros, table = operands(rng, bits, 45, 37, 8, dtype)
             x = rng.standard_normal((3, 37)).astype(dtype)
             got = KQ._cuda_body(x, packed, scales, zeros, table, bits, 8)

@@ -6,7 +6,8 @@
     tinyllm quantize all-MiniLM-L6-v2 --method nf4 --out runs/minilm-nf4
 
 Calibrated methods (gptq, awq, smoothquant) use ``--calib-batches`` windows of the run's
-training split (fixed seed), or fixed corpus sentences for MiniLM.
+training split (fixed seed), or fixed corpus sentences for MiniLM; so does ZeroQuant's
+layer-by-layer distillation (``--method zeroquant --lkd-steps N``, ``tinyllm.quant.lkd``).
 """
 
 from __future__ import annotations
@@ -46,12 +47,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="calibration batches of the run's batch size (default 8)")  # fmt: skip
     p.add_argument("--sequential", action="store_true",
                    help="collect each layer's inputs with earlier layers quantized")  # fmt: skip
+    p.add_argument("--lkd-steps", type=int, default=0, metavar="N",
+                   help="zeroquant: N steps of layer-by-layer distillation per block (ZeroQuant's "
+                   "LKD) on the calibration batches (default 0: none)")  # fmt: skip
+    p.add_argument("--lkd-lr", type=float, default=1e-4, help="zeroquant LKD: Adam's learning rate")
     p.add_argument("--out", default=None, help="output folder (default <run>-<method>-w<b>g<g>)")
     p.set_defaults(func=run)
 
 
 def _options(args) -> dict:
     opts = {"sequential": args.sequential}
+    if args.lkd_steps and args.method != "zeroquant":
+        raise ValueError(f"--lkd-steps is ZeroQuant's distillation, not for --method {args.method}")
+    if args.lkd_steps < 0:
+        raise ValueError(f"--lkd-steps must be >= 0, got {args.lkd_steps}")
     if args.method == "gptq":
         opts["act_order"] = args.act_order
     elif args.method == "smoothquant":
@@ -60,6 +69,9 @@ def _options(args) -> dict:
         opts["threshold"] = args.threshold
     elif args.method == "fp8":
         opts["fmt"] = args.fmt
+    elif args.method == "zeroquant" and args.lkd_steps > 0:
+        opts["lkd_steps"], opts["lkd_lr"] = args.lkd_steps, args.lkd_lr
+        opts["lkd_progress_bar"] = True
     return opts
 
 
@@ -78,9 +90,9 @@ def run(args) -> int:
     group = args.group_size if args.group_size and args.group_size > 0 else None
     source = Path(args.source)
     is_run = (source / "config.json").is_file() and (source / "checkpoint.safetensors").is_file()
-    options = _options(args)
     sym = True if args.symmetric else None
     try:
+        options = _options(args)
         if not is_run:  # a BERT sentence encoder
             from tinyllm.quant.pretrained import quantize_pretrained, save_quantized_pretrained
 
@@ -98,7 +110,7 @@ def run(args) -> int:
 
             model, config, _, _ = load_run(source)
             calibration = None
-            if args.method in ("gptq", "awq", "smoothquant"):
+            if args.method in ("gptq", "awq", "smoothquant") or options.get("lkd_steps"):
                 data = load_tokens(config.data, config.tokenizer)
                 rng = np.random.default_rng(1234)
                 calibration = [random_windows(data.train, config.batch_size, config.seq_len, rng)[0]
@@ -122,6 +134,8 @@ def run(args) -> int:
 
     summary = {"method": args.method, "bits": args.bits, "group_size": group,
                "bytes": model_nbytes(model), "source": str(source)}  # fmt: skip
+    if args.lkd_steps and args.method == "zeroquant":
+        summary["lkd_steps"], summary["lkd_lr"] = args.lkd_steps, args.lkd_lr
     (out / "quant.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out} ({summary['bytes']:,} bytes of weights)")
     return 0

@@ -3,7 +3,8 @@
 Schemes (``schemes``, ``nf4``, ``fp8``): absmax and zero-point INT-b per tensor / channel /
 group with codes packed into bytes; NF4 with double quantization; FP8 E4M3/E5M2.
 Methods: round-to-nearest, GPTQ (``gptq``), AWQ (``awq``), SmoothQuant (``smoothquant``),
-LLM.int8() (``llm_int8``), ZeroQuant (``zeroquant``). Layers: ``QuantLinear`` over a packed
+LLM.int8() (``llm_int8``), ZeroQuant (``zeroquant``; its layer-by-layer distillation:
+``lkd``). Layers: ``QuantLinear`` over a packed
 weight, on the kernel ``tinyllm.kernels.quant.dequant_matmul`` (reference / Numba / CUDA).
 Whole models: ``quantize_model``, ``save_quantized``, ``load_quantized``;
 ``quantize_pretrained`` for the MiniLM sentence encoder. LoRA/QLoRA: ``tinyllm.nn.lora``.
@@ -19,6 +20,7 @@ from tinyllm.quant.awq import awq_clip, awq_quantize, awq_scale_search
 from tinyllm.quant.fp8 import FP8Tensor, fp8_decode, fp8_encode, fp8_round, quantize_fp8
 from tinyllm.quant.gptq import HessianAccumulator, gptq_quantize
 from tinyllm.quant.linear import QuantLinear, dequant_linear
+from tinyllm.quant.lkd import fake_quantize_ste, lkd_quantize
 from tinyllm.quant.llm_int8 import Int8Weight, llm_int8_matmul, quantize_int8_rows
 from tinyllm.quant.model import (
     METHODS,
@@ -44,9 +46,10 @@ from tinyllm.quant.zeroquant import fake_quantize_tokens
 __all__ = [
     "FP8Tensor", "HessianAccumulator", "Int8Weight", "METHODS", "NF4_LEVELS", "NF4Weight",
     "QuantLinear", "QuantizedWeight", "awq_clip", "awq_quantize", "awq_scale_search",
-    "compute_qparams", "dequant_linear", "dequantize_nf4", "fake_quantize",
+    "compute_qparams", "dequant_linear", "dequantize_nf4", "fake_quantize", "fake_quantize_ste",
     "fake_quantize_tokens", "fp8_decode", "fp8_encode", "fp8_round", "gptq_quantize",
-    "llm_int8_matmul", "load_quantized", "model_nbytes", "nf4_levels", "pack_codes",
+    "lkd_quantize", "llm_int8_matmul", "load_quantized", "model_nbytes", "nf4_levels",
+    "pack_codes",
     "quantize_fp8", "quantize_int8_rows", "quantize_linear", "quantize_model", "quantize_nf4",
     "quantize_pretrained", "quantize_weight", "save_quantized", "save_quantized_pretrained",
     "smooth_scales", "smooth_weight", "unpack_codes",

@@ -13,14 +13,18 @@ calibration data, quantizes the weight and swaps the layer (in place). Methods:
 | fp8           | FP8 E4M3/E5M2 per output row         | float                | none             |
 | llm_int8      | INT8 per row                         | INT8 per token (*)   | none             |
 | smoothquant   | INT8 per row of W diag(s)            | INT8 per token, x/s  | per-channel max  |
-| zeroquant     | INT-b symmetric per group            | INT8 per token       | none             |
+| zeroquant     | INT-b symmetric per group            | INT8 per token       | none (LKD: yes)  |
 
-(*) the outlier feature columns (|x| >= threshold) in float.
+(*) the outlier feature columns (|x| >= threshold) in float. ZeroQuant with ``lkd_steps`` N > 0
+first trains each transformer block's latent weights for N steps against the float block
+(layer-by-layer distillation, ``tinyllm.quant.lkd``), then stores them in the same format.
 
-Calibrated methods run sequentially (GPTQ's ``true-sequential``): the inputs of layer i are
-collected with layers 0..i-1 already quantized, one pass per layer; the pass stops as soon as
-the layer has seen its input. Layers named in ``exclude`` (``lm_head``, BERT's unused
-``pooler`` and ``mlm_head``) stay float, as AutoGPTQ and bitsandbytes leave the head.
+With ``sequential=True`` calibrated methods run sequentially (GPTQ's ``true-sequential``): the
+layers are taken in the order they compute (found by one calibration pass; BERT registers its
+FFN before its attention) and the inputs of layer i are collected with layers 0..i-1 already
+quantized, one pass per layer; the pass stops as soon as the layer has seen its input.
+Layers named in ``exclude`` (``lm_head``, BERT's unused ``pooler`` and ``mlm_head``) stay
+float, as AutoGPTQ and bitsandbytes leave the head.
 
 Checkpoints (``save_quantized`` / ``load_quantized``): one safetensors file, written through
 ``tinyllm.io.checkpoint`` (atomic, no pickle). Float tensors are ``model.<name>``; each
@@ -30,6 +34,7 @@ entry with each layer's format and options.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -40,7 +45,7 @@ from tinyllm import backend
 from tinyllm.grad_mode import no_grad
 from tinyllm.nn.layers import Linear
 from tinyllm.nn.module import Module
-from tinyllm.quant.awq import awq_quantize
+from tinyllm.quant.awq import awq_quantize, awq_scale_search
 from tinyllm.quant.fp8 import FP8Tensor, quantize_fp8
 from tinyllm.quant.gptq import HessianAccumulator, gptq_quantize
 from tinyllm.quant.linear import QuantLinear
@@ -125,13 +130,36 @@ def _collect(
             object.__delattr__(layer, "forward")
 
 
-def _layer_stats(method: str, K: int):
-    """(sink, result) collecting what ``method`` needs from one layer's inputs."""
+def _execution_order(model: Module, targets: list, batch, forward: Callable) -> list:
+    """``targets`` sorted by when each layer first runs in ``forward(model, batch)``.
+
+    Module order is registration order (BERT registers its FFN before its attention);
+    true-sequential calibration must quantize in the order the layers compute. A layer the
+    batch never reaches keeps its place after the others.
+    """
+    order: dict[int, int] = {}
+    layers = [getattr(parent, attr) for _, parent, attr in targets]
+    sinks = [(lambda x, i=i: order.setdefault(i, len(order))) for i in range(len(layers))]
+    _collect(model, layers, [batch], forward, sinks, False)
+    rank = {i: order.get(i, len(layers) + i) for i in range(len(layers))}
+    return [targets[i] for i in sorted(range(len(targets)), key=rank.__getitem__)]
+
+
+def _layer_stats(method: str, K: int, inputs_too: bool = False):
+    """(sink, result) collecting what ``method`` needs from one layer's inputs (GPTQ with
+    ``inputs_too``: the Hessian and the rows, for AWQ's scale search before GPTQ)."""
+    chunks: list[np.ndarray] = []
+    rows = lambda: np.concatenate(chunks) if chunks else None  # noqa: E731
     if method == "gptq":
         acc = HessianAccumulator(K)
-        return acc.add_batch, lambda: (None, acc.H if acc.n else None)
-    chunks: list[np.ndarray] = []
-    return chunks.append, lambda: (np.concatenate(chunks) if chunks else None, None)
+
+        def sink(x):
+            acc.add_batch(x)
+            if inputs_too:
+                chunks.append(x)
+
+        return sink, lambda: (rows(), acc.H if acc.n else None)
+    return chunks.append, lambda: (rows(), None)
 
 
 def _method_defaults(method: str, bits: int, symmetric: bool | None) -> bool:
@@ -164,13 +192,21 @@ def quantize_linear(
     if method == "gptq":
         if hessian is None:
             raise ValueError("quantize: gptq needs the layer's Hessian (calibration data)")
+        s = None
+        if options.get("awq_scales"):
+            # AWQ's scales first: GPTQ on W diag(s) whose inputs are x / s, so
+            # H_s = (2/n) (X / s)^T (X / s) = diag(1/s) H diag(1/s)
+            if inputs is None:
+                raise ValueError("quantize: gptq with awq_scales needs the layer's inputs")
+            s, _, _ = awq_scale_search(W, inputs, bits, g, sym)
+            W, hessian = W * s, hessian / np.outer(s, s)
         qw, _ = gptq_quantize(
             W, hessian, bits, g, sym,
             blocksize=options.get("blocksize", 128),
             percdamp=options.get("percdamp", 0.01),
             act_order=options.get("act_order", False),
         )  # fmt: skip
-        return QuantLinear(qw, bias, method="gptq")
+        return QuantLinear(qw, bias, input_scale=s, method="gptq")
     if method == "awq":
         if inputs is None:
             raise ValueError("quantize: awq needs the layer's inputs (calibration data)")
@@ -213,6 +249,7 @@ def quantize_model(
     max_rows: int = 4096,
     sequential: bool = False,
     progress: Callable[[str], None] | None = None,
+    layer_bits: dict[str, int] | None = None,
     **options,
 ) -> Module:
     """Replace the model's linear layers by quantized ones, in place; returns the model.
@@ -222,23 +259,44 @@ def quantize_model(
     input rows per layer are kept for awq/smoothquant (a fixed-seed subsample; GPTQ's
     Hessian uses all rows). ``sequential``: collect layer i's inputs with layers 0..i-1
     already quantized (one pass per layer, GPTQ's true-sequential); otherwise one pass on
-    the float model for all layers. ``options``: blocksize, percdamp, act_order (gptq), clip (awq),
-    double_quant, blocksize (nf4), fmt (fp8), threshold (llm_int8), alpha, act_quant
-    (smoothquant).
+    the float model for all layers. ``options``: lkd_steps, lkd_lr, lkd_progress_bar
+    (zeroquant: layer-by-layer distillation of each block first, ``tinyllm.quant.lkd``),
+    blocksize, percdamp, act_order, awq_scales (gptq; awq_scales: AWQ's scale search, then
+    GPTQ on W diag(s)), clip (awq), double_quant, blocksize (nf4), fmt (fp8), threshold
+    (llm_int8), alpha, act_quant (smoothquant). The layers are taken in compute order when
+    ``sequential`` (one extra calibration pass records it).
+    ``layer_bits``: {pattern: bits} for a mixed configuration; a layer whose full name matches
+    a pattern (``fnmatch``: "layers.5.*.dense") is quantized to that many bits instead.
     """
     if method not in METHODS:
         raise ValueError(f"quantize_model: method must be one of {METHODS}, got {method!r}")
     if method in CALIBRATED and not calibration:
         raise ValueError(f"quantize_model: {method} needs calibration batches")
     forward = forward or (lambda m, batch: m(batch))
+    lkd_steps = int(options.pop("lkd_steps", 0) or 0)
+    lkd_lr = float(options.pop("lkd_lr", 1e-4))
+    lkd_bar = bool(options.pop("lkd_progress_bar", False))
+    if lkd_steps > 0:
+        _zeroquant_lkd(model, method, bits, group_size, calibration, forward, lkd_steps, lkd_lr,
+                       progress, lkd_bar)  # fmt: skip
     was_training = model.training
     model.eval()
     rng = np.random.default_rng(0)
     targets = _linears(model, exclude)
     stats = {}
+    inputs_too = bool(options.get("awq_scales"))
+
+    def bits_of(name: str) -> int:
+        for pattern, b in (layer_bits or {}).items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return int(b)
+        return bits
+
+    if method in CALIBRATED and sequential:
+        targets = _execution_order(model, targets, calibration[0], forward)
     if method in CALIBRATED and not sequential:
         for name, parent, attr in targets:
-            stats[name] = _layer_stats(method, getattr(parent, attr).in_features)
+            stats[name] = _layer_stats(method, getattr(parent, attr).in_features, inputs_too)
         layers = [getattr(parent, attr) for _, parent, attr in targets]
         _collect(model, layers, calibration, forward, [stats[n][0] for n, _, _ in targets], False)
     for name, parent, attr in targets:
@@ -246,7 +304,7 @@ def quantize_model(
         inputs = hessian = None
         if method in CALIBRATED:
             if sequential:
-                stats[name] = _layer_stats(method, linear.in_features)
+                stats[name] = _layer_stats(method, linear.in_features, inputs_too)
                 _collect(model, [linear], calibration, forward, [stats[name][0]], True)
             inputs, hessian = stats.pop(name)[1]()
             if inputs is not None and inputs.shape[0] > max_rows:
@@ -254,15 +312,36 @@ def quantize_model(
                 inputs = inputs[np.sort(keep)]
         if method in CALIBRATED and inputs is None and hessian is None:
             # the calibration never reaches this layer: fall back to round-to-nearest
-            q = quantize_linear(linear, "rtn", bits, group_size, symmetric)
+            q = quantize_linear(linear, "rtn", bits_of(name), group_size, symmetric)
         else:
-            q = quantize_linear(linear, method, bits, group_size, symmetric, inputs, hessian,
-                                **options)  # fmt: skip
+            q = quantize_linear(linear, method, bits_of(name), group_size, symmetric, inputs,
+                                hessian, **options)  # fmt: skip
         setattr(parent, attr, q)
         if progress is not None:
             progress(name)
     model.train(was_training)
     return model
+
+
+def _zeroquant_lkd(model, method, bits, group_size, calibration, forward, steps, lr, progress,
+                   bar=False):  # fmt: skip
+    """ZeroQuant's LKD on the model's transformer blocks (``.blocks``, or BERT's ``.layers``)."""
+    from tinyllm.quant.lkd import lkd_quantize
+
+    if method != "zeroquant":
+        raise ValueError(f"quantize_model: lkd_steps is ZeroQuant's LKD, not for {method!r}")
+    if not calibration:
+        raise ValueError("quantize_model: zeroquant with lkd_steps > 0 needs calibration batches")
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        blocks = getattr(model, "layers", None)
+    if blocks is None:
+        raise ValueError(
+            f"quantize_model: LKD needs the model's transformer blocks (.blocks or .layers); "
+            f"{type(model).__name__} has neither"
+        )
+    lkd_quantize(model, list(blocks), calibration, forward, bits, group_size, steps=steps,
+                 lr=lr, progress=progress, show_progress=bar)  # fmt: skip
 
 
 def model_nbytes(model: Module) -> int:
@@ -350,7 +429,11 @@ def apply_quantized_state(model: Module, arrays: dict[str, np.ndarray], quant: d
 
 def load_quantized(run_dir: str | Path) -> Module:
     """The quantized model of a folder written by ``tinyllm quantize`` (a Llama/GPT run or a
-    quantized MiniLM), in eval mode."""
+    quantized MiniLM), in eval mode.
+
+    ``model(idx)`` runs the packed layers (and their activation quantization);
+    ``model.generate`` decodes with the lean decoder, which multiplies the dequantized float
+    weights and does not quantize activations (tests/quant/test_sampling_path.py)."""
     from tinyllm.io.checkpoint import CheckpointError, load_checkpoint
 
     run_dir = Path(run_dir)

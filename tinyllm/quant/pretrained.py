@@ -83,7 +83,7 @@ def quantize_pretrained(
 
     model = load_pretrained(name_or_path)
     batches = None
-    if method in ("gptq", "awq", "smoothquant"):
+    if method in ("gptq", "awq", "smoothquant") or options.get("lkd_steps"):
         tokenizer = load_pretrained_tokenizer(name_or_path)
         sentences = calibration_sentences or corpus_sentences("calibration", 128)
         batches = bert_batches(tokenizer, sentences)

@@ -1,4 +1,6 @@
-"""Registry entry of the quantization package's differentiable op, ``dequant_linear``.
+"""Registry entries of the quantization package's ops: ``dequant_linear`` and LKD's
+``fake_quantize_ste`` (straight-through: ``differentiable=False``, its gradient is checked in
+tests/quant/test_lkd.py).
 
 ``tinyllm/registry/__init__.py``'s ``FAMILY_MODULES`` lists this module, so the registry's
 checks run on it with every other op. Samples: odd sizes, 2- and 4-bit codes, groups that do not
@@ -11,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyllm.quant.linear import dequant_linear
+from tinyllm.quant.lkd import fake_quantize_ste
 from tinyllm.quant.schemes import pack_codes
 from tinyllm.registry import OpInfo, SampleInput, register
 
@@ -63,5 +66,44 @@ register(
         _reference,
         family="quant",
         kernels=("dequant_matmul",),
+    )
+)
+
+
+def _ste_samples(rng, dtype):
+    """Weights s (k + u) with |u| <= 0.4: no value sits near a rounding boundary, so float32
+    and float64 agree on every code; k spans past the code range, so some codes clamp."""
+    out = []
+    cases = [((3, 10), 4, 4, True), ((2, 8), 8, 2, False), ((1, 1), 1, 8, True)]
+    for (N, K), g, bits, asym in cases:
+        G = -(-K // g)
+        scale = rng.uniform(0.5, 1.5, (N, G)).astype(dtype)
+        zero = rng.integers(0, 2**bits, (N, G)) if asym else np.full((N, G), 2 ** (bits - 1))
+        k = rng.integers(-(2**bits), 2**bits, (N, K)) - 0.0
+        u = rng.uniform(-0.4, 0.4, (N, K))
+        s = np.repeat(scale, g, axis=1)[:, :K].astype(np.float64)
+        w = ((k + u) * s).astype(dtype)
+        out.append(
+            SampleInput((w, scale, zero.astype(dtype)), {"bits": bits, "group_size": g},
+                        name=f"int{bits}_g{g}", no_grad=(0, 1, 2))
+        )  # fmt: skip
+    return out
+
+
+def _ste_reference(w, scale, zero, *, bits, group_size):
+    K = w.shape[1]
+    s = np.repeat(scale, group_size, axis=1)[:, :K]
+    z = np.repeat(zero, group_size, axis=1)[:, :K]
+    return (np.clip(np.rint(w / s) + z, 0, 2**bits - 1) - z) * s
+
+
+register(
+    OpInfo(
+        "fake_quantize_ste",
+        fake_quantize_ste,
+        _ste_samples,
+        _ste_reference,
+        family="quant",
+        differentiable=False,
     )
 )

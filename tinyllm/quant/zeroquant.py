@@ -7,7 +7,8 @@ instead of one static per-tensor scale from calibration:
 
     Y = (cx cw_hat^T) * s_x,   cx = rint(x / s_x),  s_x = max_k |x_k| / 127 per token
 
-(the layer-by-layer distillation of the paper, LKD, is not implemented here).
+The paper's layer-by-layer distillation (LKD) is ``tinyllm.quant.lkd.lkd_quantize``
+(``quantize_model(..., "zeroquant", lkd_steps=N)``, ``tinyllm quantize --lkd-steps N``).
 """
 
 from __future__ import annotations

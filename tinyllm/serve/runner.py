@@ -67,9 +67,7 @@ class PagedRunner:
         Ntok = len(tokens)
         for i, layer in enumerate(d.layers):
             h = d._apply_norm(x, layer["norm_1"])
-            qkv = h @ layer["qkv_wT"]
-            if layer["qkv_b"] is not None:
-                qkv += layer["qkv_b"]
+            qkv = layer["qkv"](h)
             qk = qkv[:, : (H + Hkv) * D].reshape(Ntok, H + Hkv, D).transpose(1, 0, 2)
             if layer["rotary"] is not None:
                 rot = layer["rotary"]
@@ -92,13 +90,11 @@ class PagedRunner:
                 a[lo:hi] = paged_prefill_attention(
                     q[lo:hi], cache.K[i], cache.V[i], tables[seq], p + len(t)
                 )
-            o = a.reshape(Ntok, H * D) @ layer["o_wT"]
-            if layer["o_b"] is not None:
-                o += layer["o_b"]
+            o = layer["o"](a.reshape(Ntok, H * D))
             x = x + o
             x = x + d._ffn(d._apply_norm(x, layer["norm_2"]), layer)
         last = xp.asarray(bounds[1:] - 1)
-        return backend.to_numpy(d._apply_norm(x[last], d.final) @ d.head_wT)
+        return backend.to_numpy(d.head(d._apply_norm(x[last], d.final)))
 
 
 __all__ = ["PagedRunner"]
