@@ -10,6 +10,14 @@
 | bias             | yes                         | no                                 |
 | tied embeddings  | yes                         | no                                 |
 | attention heads  | MHA                         | GQA through n_kv_head              |
+
+``rope_scaling`` (llama only): RoPE context extension, None or a dict
+``{"type": "linear" | "ntk", "factor": f}`` / ``{"type": "yarn", "factor": s,
+"original_max_position": L, "beta_fast": 32, "beta_slow": 1}`` (HF's ``rope_type`` and
+``original_max_position_embeddings`` accepted), stored in its canonical form (every YaRN key
+spelled out) so a checkpoint's ``to_dict()`` rebuilds the same tables; a config saved before
+the field existed loads as None. ``tinyllm.nn.positional.set_rope_scaling`` changes it on a
+built model.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     init_std: float = 0.02
     moe: dict | None = None  # llama: ``tinyllm.nn.moe.MoE`` arguments replacing the FFN
+    rope_scaling: dict | None = None  # llama: RoPE context extension (module docstring)
 
     def __post_init__(self) -> None:
         if self.arch not in ("gpt", "llama"):
@@ -60,6 +69,8 @@ class ModelConfig:
             raise ValueError("ModelConfig: moe (a mixture of experts) applies to llama only")
         if gpt and self.n_kv_head != self.n_head:
             raise ValueError("ModelConfig: the gpt family uses MHA (n_kv_head == n_head)")
+        if self.rope_scaling is not None:
+            self.rope_scaling = _check_rope_scaling(self.rope_scaling, gpt)
 
     @property
     def head_dim(self) -> int:
@@ -75,3 +86,24 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"ModelConfig: unknown keys {unknown}")
         return cls(**values)
+
+
+def _check_rope_scaling(scaling, gpt: bool) -> dict:
+    """The canonical dict of a valid ``rope_scaling`` (type linear/ntk/yarn, factor >= 1,
+    yarn's original_max_position given), else a ValueError naming the field."""
+    from tinyllm.functional.positional import parse_rope_scaling
+
+    if gpt:
+        raise ValueError(
+            "ModelConfig: rope_scaling applies to llama only (the gpt family has learned "
+            f"absolute positions, no RoPE), got {scaling!r}"
+        )
+    if not isinstance(scaling, dict):
+        raise ValueError(f"ModelConfig: rope_scaling must be a dict or None, got {scaling!r}")
+    spec = parse_rope_scaling(scaling, "ModelConfig: rope_scaling")
+    if spec.factor < 1:
+        raise ValueError(
+            f"ModelConfig: rope_scaling factor must be >= 1 (a context extension), got "
+            f"{spec.factor}"
+        )
+    return spec.as_dict()

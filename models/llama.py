@@ -45,6 +45,7 @@ class Llama(LanguageModel):
                         attn_dropout=config.dropout,
                         positional="rope",
                         rope_base=config.rope_base,
+                        attn_kwargs={"rope_scaling": config.rope_scaling},
                         moe=config.moe,
                     )  # fmt: skip
                     for _ in range(config.n_layer)

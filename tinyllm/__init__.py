@@ -9,7 +9,7 @@ x.grad            # d/dx sum(x tanh x)
 import numpy as _np
 
 from tinyllm import backward as _backward
-from tinyllm import functional, nn, optim, runtime  # noqa: F401  (runtime: tune_process() on request)
+from tinyllm import functional, nn, optim, runtime, utils  # noqa: F401  (runtime: tune_process(); utils: as torch.utils)
 from tinyllm.anomaly import detect_anomaly
 from tinyllm.backend import cuda_is_available, manual_seed
 from tinyllm.creation import (

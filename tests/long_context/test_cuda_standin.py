@@ -26,7 +26,9 @@ def _fwd_bwd(op, arrays, device):
     return out.detach().cpu().numpy(), [t.grad.cpu().numpy() for t in ts]
 
 
-@pytest.mark.parametrize("name", ["causal_linear_attention", "wkv4", "gateloop"])
+@pytest.mark.parametrize(
+    "name", ["causal_linear_attention", "wkv4", "gateloop", "gateloop_complex"]
+)
 def test_op_on_cuda_equals_cpu(name):
     rng = np.random.default_rng(0)
     if name == "wkv4":
@@ -34,9 +36,11 @@ def test_op_on_cuda_equals_cpu(name):
         arrays += [rng.standard_normal((2, 9, 3)) + 50.0, rng.standard_normal((2, 9, 3))]
     else:
         arrays = [rng.standard_normal((2, 70, 3)) for _ in range(3)]
-    if name == "gateloop":  # + gates in (0, 1); T = 70 > CHUNK: the chunked backward
+    if name.startswith("gateloop"):  # + gates in (0, 1); T = 70 > CHUNK: the chunked backward
         arrays.append(1 / (1 + np.exp(-rng.standard_normal((2, 70, 3)))))
-    op = getattr(F, name)
+    if name == "gateloop_complex":  # + phases: complex gates a e^{i theta}
+        arrays.append(rng.uniform(-np.pi, np.pi, (2, 70, 3)))
+    op = getattr(F, name.removesuffix("_complex"))
     out, grads = _fwd_bwd(op, arrays, "cpu")
     out_c, grads_c = _fwd_bwd(op, arrays, "cuda")
     # float64, the same arithmetic on another array module (wkv4: the CUDA kernels, emulated,

@@ -24,7 +24,21 @@ the Numba and CUDA tiers are tested against it; the Function here keeps the math
 Angles are computed in float64 and cast to x's dtype, so positions of 10^4 and more stay exact.
 Context extension (``scaling``): ``{"type": "linear", "factor": f}`` is position interpolation
 (positions m / f, Chen et al. 2023); ``{"type": "ntk", "factor": f}`` is NTK-aware scaling
-(base' = base * f^(D / (D - 2)): the highest frequency unchanged, the lowest divided by f).
+(base' = base * f^(D / (D - 2)): the highest frequency unchanged, the lowest divided by f);
+``{"type": "yarn", "factor": s, "original_max_position": L, "beta_fast": 32, "beta_slow": 1}``
+is YaRN (Peng et al. 2023; HF's ``_compute_yarn_parameters``): with r_i = L theta_i / (2 pi)
+the turns of pair i over the original context L and i_r = D ln(L / (2 pi r)) / (2 ln base)
+the index where a pair turns r times, low = max(floor(i_{beta_fast}), 0),
+high = min(ceil(i_{beta_slow}), D - 1) (high += 0.001 when equal, HF's guard),
+
+    gamma_i = clip((i - low) / (high - low), 0, 1)
+    theta'_i = theta_i (1 - gamma_i) + (theta_i / s) gamma_i
+
+(pairs turning more than beta_fast times keep theta_i, those turning less than beta_slow
+times are interpolated), and its attention temperature: cos and sin (hence q and k) are
+scaled by mscale = 0.1 ln s + 1 (1 for s <= 1), so q.k by mscale^2. HF's spelling
+(``rope_type``, ``original_max_position_embeddings``) is accepted. The backward is the same
+kernel call: the rotation is linear in (cos, sin), so scaled tables give mscale R^T dy.
 
 ALiBi (Press et al. 2022): bias[h, i, j] = -m_h |i - j| added to head h's scores, slopes
 m_h = 2^(-8h/n) for n = 2^k heads, and for other n the slopes of the closest lower power of two
@@ -43,6 +57,7 @@ Kernel tiers (RoPE only): reference (NumPy/CuPy), Numba, CUDA, picked by ``tinyl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,33 +100,117 @@ def _check_head_size(D, op: str) -> int:
     return D
 
 
-def _scaling(scaling, op: str) -> tuple[str | None, float]:
-    """(kind, factor) from None, a dict or an object with ``type``/``rope_type`` and ``factor``."""
-    if scaling is None:
-        return None, 1.0
+_SCALING_TYPES = ("linear", "ntk", "yarn")
+# keys of HF rope_scaling dicts this implementation does not honour: refused, not ignored
+_UNSUPPORTED_KEYS = ("attention_factor", "mscale", "mscale_all_dim", "low_freq_factor",
+                     "high_freq_factor", "truncate")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """A validated RoPE context-extension spec (``parse_rope_scaling``'s result)."""
+
+    type: str  # "linear" | "ntk" | "yarn"
+    factor: float
+    original_max_position: int | None = None  # yarn only: the training context L
+    beta_fast: float = 32.0  # yarn only
+    beta_slow: float = 1.0  # yarn only
+
+    def as_dict(self) -> dict:
+        """The canonical JSON-able dict (what ``ModelConfig.rope_scaling`` stores)."""
+        if self.type != "yarn":
+            return {"type": self.type, "factor": self.factor}
+        return {
+            "type": "yarn",
+            "factor": self.factor,
+            "original_max_position": self.original_max_position,
+            "beta_fast": self.beta_fast,
+            "beta_slow": self.beta_slow,
+        }
+
+
+def _positive_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(float(value)) and float(value) > 0
+
+
+def parse_rope_scaling(scaling, op: str) -> RopeScaling | None:
+    """Validate a scaling spec: None, a dict, or an object with attributes (an HF config's
+    ``rope_scaling``): ``type``/``rope_type``, ``factor``, and for yarn
+    ``original_max_position``/``original_max_position_embeddings``, ``beta_fast``,
+    ``beta_slow``. Errors name ``op`` and the argument."""
+    if scaling is None or isinstance(scaling, RopeScaling):
+        return scaling
     get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
     kind = get("type") or get("rope_type")
     factor = get("factor")
-    if kind not in ("linear", "ntk"):
-        raise ValueError(f"{op}: scaling type must be 'linear' or 'ntk', got {kind!r}")
-    if factor is None or not math.isfinite(float(factor)) or float(factor) <= 0:
+    if kind not in _SCALING_TYPES:
+        raise ValueError(f"{op}: scaling type must be 'linear', 'ntk' or 'yarn', got {kind!r}")
+    if factor is None or not _positive_number(factor):
         raise ValueError(f"{op}: scaling factor must be a positive number, got {factor!r}")
-    return kind, float(factor)
+    unsupported = [k for k in _UNSUPPORTED_KEYS if get(k) is not None]
+    if unsupported:
+        raise ValueError(f"{op}: scaling keys {unsupported} are not supported (got {scaling!r})")
+    if kind != "yarn":
+        return RopeScaling(kind, float(factor))
+    L = get("original_max_position")
+    L = get("original_max_position_embeddings") if L is None else L
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L <= 0:
+        raise ValueError(
+            f"{op}: yarn scaling needs original_max_position (the training context), an int "
+            f"> 0, got {L!r}"
+        )
+    fast = 32.0 if get("beta_fast") is None else get("beta_fast")
+    slow = 1.0 if get("beta_slow") is None else get("beta_slow")
+    if not (_positive_number(fast) and _positive_number(slow) and fast > slow):
+        raise ValueError(
+            f"{op}: yarn scaling needs beta_fast > beta_slow > 0, got {fast!r}, {slow!r}"
+        )
+    return RopeScaling("yarn", float(factor), int(L), float(fast), float(slow))
 
 
-def _inv_freq(xp, D: int, base: float, scaling, op: str):
-    """theta_i = base'^(-2i/D) (float64, [D/2]) with the scaling folded in."""
-    kind, factor = _scaling(scaling, op)
+def yarn_mscale(factor: float) -> float:
+    """YaRN's attention temperature factor: sqrt(1/t) = 0.1 ln s + 1 (1 for s <= 1)."""
+    return 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+
+def _yarn_inv_freq(xp, theta, D: int, base: float, spec: RopeScaling):
+    """YaRN's frequencies: theta (1 - gamma) + (theta / s) gamma, gamma the ramp (module doc)."""
+    s, L = spec.factor, spec.original_max_position
+
+    def index_turning(r: float) -> float:  # the (fractional) pair index turning r times over L
+        return D * math.log(L / (r * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(index_turning(spec.beta_fast)), 0)
+    high = min(math.ceil(index_turning(spec.beta_slow)), D - 1)
+    if high == low:
+        high = high + 0.001  # HF's guard against a zero-width ramp
+    gamma = xp.clip((xp.arange(D // 2, dtype=xp.float64) - low) / (high - low), 0.0, 1.0)
+    return theta * (1.0 - gamma) + (theta / s) * gamma
+
+
+def _inv_freq_mscale(xp, D: int, base: float, scaling, op: str):
+    """(theta float64 [D/2] with the scaling folded in, the factor scaling cos and sin)."""
+    spec = parse_rope_scaling(scaling, op)
+    kind = None if spec is None else spec.type
     if not base > 0:
         raise ValueError(f"{op}: base must be positive, got {base}")
     if kind == "ntk":
         if D <= 2:
             raise ValueError(f"{op}: NTK scaling needs a head size D > 2, got {D}")
-        base = base * factor ** (D / (D - 2))
+        base = base * spec.factor ** (D / (D - 2))
     theta = 1.0 / (base ** (xp.arange(0, D, 2, dtype=xp.float64) / D))
     if kind == "linear":  # angle (m / f) theta = m (theta / f)
-        theta = theta / factor
-    return theta
+        theta = theta / spec.factor
+    if kind == "yarn":
+        return _yarn_inv_freq(xp, theta, D, base, spec), yarn_mscale(spec.factor)
+    return theta, 1.0
+
+
+def _inv_freq(xp, D: int, base: float, scaling, op: str):
+    """theta_i = base'^(-2i/D) (float64, [D/2]) with the scaling folded in."""
+    return _inv_freq_mscale(xp, D, base, scaling, op)[0]
 
 
 def _positions_array(xp, T, positions, offset, op: str):
@@ -125,18 +224,22 @@ def _positions_array(xp, T, positions, offset, op: str):
 
 
 def _cos_sin(xp, T, D, base, scaling, offset, positions, op: str):
-    """cos and sin of the angles m * theta_i (float64, positions.shape + [D/2])."""
-    angles = _positions_array(xp, T, positions, offset, op)[..., None] * _inv_freq(
-        xp, D, base, scaling, op
-    )
-    return xp.cos(angles), xp.sin(angles)
+    """mscale cos and mscale sin of the angles m * theta_i (float64, positions.shape + [D/2]);
+    mscale is 1 but for YaRN (its attention temperature)."""
+    theta, mscale = _inv_freq_mscale(xp, D, base, scaling, op)
+    angles = _positions_array(xp, T, positions, offset, op)[..., None] * theta
+    if mscale == 1.0:
+        return xp.cos(angles), xp.sin(angles)
+    return xp.cos(angles) * mscale, xp.sin(angles) * mscale
 
 
 def rope_frequencies(D: int, base: float = 10000.0, scaling=None, *, dtype=None, device=None):
     """The rotary frequencies theta_i = base^(-2i/D), i < D/2, with ``scaling`` folded in.
 
     Linear scaling divides every theta by the factor (the same angles as positions / factor);
-    NTK scaling changes the base to base * factor^(D / (D - 2)).
+    NTK scaling changes the base to base * factor^(D / (D - 2)); YaRN mixes theta_i and
+    theta_i / s by its ramp gamma_i (module docstring). YaRN's temperature is not a frequency:
+    it is in ``rope_cos_sin``'s tables.
 
     >>> import tinyllm.functional as F
     >>> F.rope_frequencies(4, base=100.0, dtype="float64")
@@ -162,7 +265,8 @@ def rope_cos_sin(
     """(cos, sin) tables of the rotary angles, each [T, D/2] (or positions.shape + [D/2]).
 
     Row t holds cos/sin of (offset + t) * theta_i (or (positions[t] + offset) * theta_i): the
-    half-angle tables both layouts use, ready for a module's cache.
+    half-angle tables both layouts use, ready for a module's cache. With YaRN ``scaling`` both
+    are multiplied by its mscale = 0.1 ln s + 1 (the attention temperature, as HF does).
     """
     op = "rope_cos_sin"
     D = _check_head_size(D, op)
@@ -208,8 +312,10 @@ def rotary_embedding(
     (e.g. [B, 1, T] for per-sequence positions); default arange(T). ``offset`` is added to
     them (offset=p gives positions p, p+1, ... as for the tail of a longer sequence).
     ``layout``: "half" (NeoX/Llama rotate_half, pairs (i, i + D/2)) or "interleaved" (GPT-J,
-    pairs (2i, 2i+1)). ``scaling``: None, {"type": "linear", "factor": f} or
-    {"type": "ntk", "factor": f}. Positions carry no gradient.
+    pairs (2i, 2i+1)). ``scaling``: None, {"type": "linear", "factor": f},
+    {"type": "ntk", "factor": f} or {"type": "yarn", "factor": s, "original_max_position": L}
+    (optional "beta_fast" 32, "beta_slow" 1; YaRN also scales the output by its mscale).
+    Positions carry no gradient.
 
     >>> import tinyllm, tinyllm.functional as F
     >>> x = tinyllm.tensor([[1.0, 0.0], [1.0, 0.0]], dtype="float64")  # T = 2, D = 2

@@ -23,6 +23,7 @@ number of tokens already in the cache); keys are at positions 0 .. Tk - 1.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -31,6 +32,7 @@ import tinyllm.functional as F
 from tinyllm import backend
 from tinyllm.backend import get_array_module
 from tinyllm.functional.positional import RotaryEmbedding as _RotaryFunction
+from tinyllm.functional.positional import _inv_freq_mscale, parse_rope_scaling
 from tinyllm.nn import init
 from tinyllm.nn.module import Module
 from tinyllm.nn.parameter import Parameter
@@ -144,13 +146,15 @@ class RotaryEmbedding(Module):
     dims (i, i + D/2) (GPT-NeoX, HF Llama); ``"interleaved"`` pairs (2i, 2i + 1) (GPT-J, Meta
     Llama, DeepSeek). ``scaling``: None, {"type": "linear", "factor": f} (position
     interpolation), {"type": "ntk", "factor": f} or {"type": "yarn", "factor": f,
-    "original_max_position": L, "beta_fast": 32, "beta_slow": 1} (``yarn_frequencies``; its
-    attention temperature scales cos and sin by 0.1 ln f + 1, so q.k by its square, as HF).
-    The backward (rotation by -m theta_i, times the YaRN factor) is the fused
-    ``tinyllm.functional.rotary_embedding`` op's.
+    "original_max_position": L, "beta_fast": 32, "beta_slow": 1} (HF's ``rope_type`` /
+    ``original_max_position_embeddings`` too; its attention temperature scales cos and sin by
+    0.1 ln f + 1, so q.k by its square, as HF). The backward (rotation by -m theta_i, times
+    the YaRN factor) is the fused ``tinyllm.functional.rotary_embedding`` op's.
 
-    The half-angle tables cos, sin [T_max, D/2] are computed in float64 once (and regrown
-    when a position beyond them is asked for), then cast and cached per dtype and device.
+    The half-angle tables cos, sin [T_max, D/2] are ``F.rope_cos_sin``'s (float64, the
+    scaling and YaRN's temperature folded in: one implementation for the op, this module and
+    the cached ``Decoder``), computed once (and regrown when a position beyond them is asked
+    for), then cast and cached per dtype and device.
 
     forward(q [..., Tq, D], k [..., Tk, D], offset=0) -> (q', k'), both starting at absolute
     position ``offset`` (q and k of the same new tokens; Tq == Tk).
@@ -177,29 +181,20 @@ class RotaryEmbedding(Module):
             layout,
             scaling,
         )
-        # validate base/scaling now (raises a clear error), and size the first table
-        if _is_yarn(scaling):
-            self._yarn = yarn_frequencies(self.head_dim, self.base, **_yarn_args(scaling))
-        else:
-            self._yarn = None
-            F.rope_frequencies(self.head_dim, self.base, scaling)
+        # validate base/scaling now (raises a clear error naming the module), size the table
+        _inv_freq_mscale(np, self.head_dim, self.base, scaling, "RotaryEmbedding")
         self._max_position = int(max_position)
-        self._tables: dict = {}  # (device, dtype, T_max) -> (cos, sin) arrays [T_max, D/2]
+        self._tables: dict = {}  # (device, dtype) -> (cos, sin) arrays [T_max, D/2]
 
     def cos_sin(self, T: int, offset: int, like):
-        """(cos, sin) arrays [T, D/2] for positions offset .. offset + T - 1, like's dtype."""
+        """(cos, sin) arrays [T, D/2] for positions offset .. offset + T - 1, like's dtype
+        (``F.rope_cos_sin``'s float64 tables, YaRN's mscale included, cast once)."""
         needed = offset + T
         if needed > self._max_position:
             self._max_position = max(needed, 2 * self._max_position)
             self._tables.clear()
         device = backend.device_of(like)
         key = (device, np.dtype(like.dtype).str)
-        if key not in self._tables and self._yarn is not None:
-            inv_freq, mscale = self._yarn  # float64 [D/2], the temperature factor
-            xp = backend.xp_for(device)
-            angles = xp.arange(self._max_position, dtype=xp.float64)[:, None] * xp.asarray(inv_freq)
-            cos, sin = xp.cos(angles) * mscale, xp.sin(angles) * mscale
-            self._tables[key] = (cos.astype(like.dtype), sin.astype(like.dtype))
         if key not in self._tables:
             cos, sin = F.rope_cos_sin(
                 self._max_position,
@@ -231,24 +226,6 @@ class RotaryEmbedding(Module):
         return f"head_dim={self.head_dim}, base={self.base}, layout={self.layout!r}"
 
 
-def _is_yarn(scaling) -> bool:
-    if scaling is None:
-        return False
-    get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
-    return (get("type") or get("rope_type")) == "yarn"
-
-
-def _yarn_args(scaling) -> dict:
-    get = scaling.get if isinstance(scaling, dict) else lambda k: getattr(scaling, k, None)
-    args = {"factor": get("factor")}
-    for key, alias in (("original_max_position", "original_max_position_embeddings"),
-                       ("beta_fast", None), ("beta_slow", None)):  # fmt: skip
-        value = get(key) if get(key) is not None else (get(alias) if alias else None)
-        if value is not None:
-            args[key] = value
-    return args
-
-
 def yarn_frequencies(
     head_dim: int,
     base: float = 10000.0,
@@ -272,49 +249,42 @@ def yarn_frequencies(
 
     The attention temperature: softmax(q.k / (t sqrt D)) with sqrt(1/t) = 0.1 ln s + 1
     (``mscale``; 1 for s <= 1), applied by scaling cos and sin, hence q and k, by mscale.
-    At s = 1 it is plain RoPE.
+    At s = 1 it is plain RoPE. The tables themselves are ``F.rope_cos_sin(..., scaling=
+    {"type": "yarn", ...})``; this returns the same frequencies (one implementation).
     """
     op = "yarn_frequencies"
     if isinstance(head_dim, bool) or head_dim <= 0 or head_dim % 2:
         raise ValueError(f"{op}: head_dim must be even and positive, got {head_dim}")
-    if factor is None or not math.isfinite(float(factor)) or float(factor) <= 0:
-        raise ValueError(f"{op}: factor must be a positive number, got {factor!r}")
-    if not base > 0 or original_max_position is None or int(original_max_position) <= 0:
-        raise ValueError(
-            f"{op}: need base > 0 and original_max_position > 0, got {base}, "
-            f"{original_max_position}"
-        )
-    if not beta_fast > beta_slow > 0:
-        raise ValueError(f"{op}: need beta_fast > beta_slow > 0, got {beta_fast}, {beta_slow}")
-    D, s, L = int(head_dim), float(factor), int(original_max_position)
-    theta = 1.0 / (base ** (np.arange(0, D, 2, dtype=np.float64) / D))
-
-    def index_turning(r: float) -> float:
-        return D * math.log(L / (r * 2 * math.pi)) / (2 * math.log(base))
-
-    low = max(math.floor(index_turning(beta_fast)), 0)
-    high = min(math.ceil(index_turning(beta_slow)), D - 1)
-    if high == low:
-        high = high + 0.001  # HF's guard against a zero-width ramp
-    gamma = np.clip((np.arange(D // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
-    inv_freq = theta * (1.0 - gamma) + (theta / s) * gamma
-    mscale = 0.1 * math.log(s) + 1.0 if s > 1 else 1.0
+    scaling = {"type": "yarn", "factor": factor, "original_max_position": original_max_position,
+               "beta_fast": beta_fast, "beta_slow": beta_slow}  # fmt: skip
+    inv_freq, mscale = _inv_freq_mscale(np, int(head_dim), base, scaling, op)
     return inv_freq, mscale
 
 
 def set_rope_scaling(model: Module, scaling) -> int:
     """Give every ``RotaryEmbedding`` of ``model`` the context-extension ``scaling`` (None,
     linear, ntk or yarn; see ``RotaryEmbedding``): how a trained Llama is run past its
-    training context. Tables are rebuilt on the next call. Returns how many were changed."""
-    changed = 0
-    for _, module in model.named_modules():
-        if isinstance(module, RotaryEmbedding):
-            fresh = RotaryEmbedding(
-                module.head_dim, module.base, module.layout, scaling, module._max_position
-            )  # the constructor validates scaling
-            module.scaling, module._yarn, module._tables = scaling, fresh._yarn, {}
-            changed += 1
-    return changed
+    training context. Tables are rebuilt on the next call. A model with a ``config`` that has
+    a ``rope_scaling`` field (``ModelConfig``) gets a new config holding the canonical dict, so
+    a checkpoint saved with ``model.config.to_dict()`` remembers it. Everything is validated
+    before anything changes. Returns how many modules were changed."""
+    spec = parse_rope_scaling(scaling, "set_rope_scaling")
+    rotaries = [m for _, m in model.named_modules() if isinstance(m, RotaryEmbedding)]
+    for module in rotaries:  # the module's own checks (head size, NTK's D > 2)
+        _inv_freq_mscale(np, module.head_dim, module.base, spec, "set_rope_scaling")
+    config = getattr(model, "config", None)
+    new_config = None
+    if dataclasses.is_dataclass(config) and any(
+        f.name == "rope_scaling" for f in dataclasses.fields(config)
+    ):  # validated by the config's own __post_init__ (e.g. gpt refuses a scaling)
+        new_config = dataclasses.replace(
+            config, rope_scaling=None if spec is None else spec.as_dict()
+        )
+    for module in rotaries:
+        module.scaling, module._tables = scaling, {}
+    if new_config is not None:
+        model.config = new_config
+    return len(rotaries)
 
 
 class ALiBi(Module):

@@ -11,9 +11,10 @@ sum in primitive tinyllm ops (exp, *, sum, stack), whose autograd must equal the
 backward.
 
 gateloop: samples with leading dims [B, H], none, Dv != D, T = 1, gates of both signs and
-gates of 1 (linear attention), and T = 70 > CHUNK (the backward's chunked recomputation).
-Reference: the recurrence step by step in NumPy; composite: the attention (materialized) form
-in tinyllm ops (``gateloop_attention``).
+gates of 1 (linear attention), and T = 70 > CHUNK (the backward's chunked recomputation);
+the same again with complex gates (a phase theta in (-pi, pi), the fifth argument, so the
+gradcheck covers it). Reference: the recurrence step by step in NumPy (complex128 for complex
+gates); composite: the attention (materialized) form in tinyllm ops (``gateloop_attention``).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ register(
 
 
 # ---------------------------------------------------------------- gateloop
-def _gl_args(rng, dtype, lead, T, D, Dv, gates="sigmoid"):
+def _gl_args(rng, dtype, lead, T, D, Dv, gates="sigmoid", phase=False):
     q, k = randn(rng, dtype, *lead, T, D), randn(rng, dtype, *lead, T, D)
     v = randn(rng, dtype, *lead, T, Dv)
     if gates == "sigmoid":  # the usual data-controlled decay in (0, 1)
@@ -159,7 +160,10 @@ def _gl_args(rng, dtype, lead, T, D, Dv, gates="sigmoid"):
         a = 1.2 * np.tanh(randn(rng, dtype, *lead, T, D))
     else:  # a = 1: causal linear attention without normalization
         a = np.ones((*lead, T, D))
-    return q, k, v, a.astype(dtype)
+    if not phase:
+        return q, k, v, a.astype(dtype)
+    theta = rng.uniform(-np.pi, np.pi, (*lead, T, D))  # complex gates a e^{i theta}
+    return q, k, v, a.astype(dtype), theta.astype(dtype)
 
 
 def _gl_samples(rng, dtype):
@@ -170,16 +174,27 @@ def _gl_samples(rng, dtype):
         SampleInput(_gl_args(rng, dtype, (2,), 7, 2, 2, "signed"), name="signed gates"),
         SampleInput(_gl_args(rng, dtype, (1,), 4, 3, 2, "ones"), name="a = 1"),
         SampleInput(_gl_args(rng, dtype, (1,), 70, 2, 2), name="T = 70, two chunks"),
+        SampleInput(_gl_args(rng, dtype, (2, 2), 5, 3, 3, phase=True), name="complex [B, H]"),
+        SampleInput(_gl_args(rng, dtype, (), 6, 2, 3, phase=True), name="complex, Dv != D"),
+        SampleInput(_gl_args(rng, dtype, (1,), 1, 2, 2, phase=True), name="complex, T = 1"),
+        SampleInput(
+            _gl_args(rng, dtype, (2,), 7, 2, 2, "signed", phase=True), name="complex, signed a"
+        ),
+        SampleInput(_gl_args(rng, dtype, (1,), 70, 2, 2, phase=True), name="complex, T = 70"),
     ]
 
 
-def _gl_ref(q, k, v, a):
-    """Step by step: h = a[:, None] h + k v^T, y = h^T q (one row of the leading dims at once)."""
-    h = np.zeros(q.shape[:-2] + (q.shape[-1], v.shape[-1]))
+def _gl_ref(q, k, v, a, theta=None):
+    """Step by step: h = a[:, None] h + k v^T, y = h^T q (one row of the leading dims at once).
+
+    With theta: a complex128 state, alpha = a e^{i theta} in place of a, y = Re(h^T q).
+    """
+    alpha = a if theta is None else a * np.exp(1j * theta)
+    h = np.zeros(q.shape[:-2] + (q.shape[-1], v.shape[-1]), alpha.dtype)
     out = np.zeros(v.shape)
     for t in range(q.shape[-2]):
-        h = a[..., t, :, None] * h + k[..., t, :, None] * v[..., t, None, :]
-        out[..., t, :] = np.einsum("...d,...de->...e", q[..., t, :], h)
+        h = alpha[..., t, :, None] * h + k[..., t, :, None] * v[..., t, None, :]
+        out[..., t, :] = np.einsum("...d,...de->...e", q[..., t, :], h).real
     return out
 
 

@@ -270,11 +270,42 @@ def _rope_samples(rng, dtype):
             {"scaling": {"type": "ntk", "factor": 2.0}, "layout": "interleaved", "offset": 40},
             "ntk",
         ),
+        # base 100, D 8, L 64: the pairs turn 10.2, 3.2, 1.0, 0.3 times over L, so beta 8 / 0.5
+        # give a real ramp gamma = [0, 1/3, 2/3, 1]; output scaled by mscale = 1 + 0.1 ln 4
+        SampleInput((r(2, 5, 8),), {"scaling": _YARN_SAMPLE, "base": 100.0, "offset": 3}, "yarn"),
     ]
 
 
+_YARN_SAMPLE = {"type": "yarn", "factor": 4.0, "original_max_position": 64, "beta_fast": 8,
+                "beta_slow": 0.5}  # fmt: skip
+_YARN_HF = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 256}
+
+
+def _yarn_ref(D, base, scaling):
+    """YaRN restated from the paper (rotation counts): (frequencies [D/2], mscale)."""
+    s = scaling["factor"]
+    L = scaling.get("original_max_position", scaling.get("original_max_position_embeddings"))
+    fast, slow = scaling.get("beta_fast", 32), scaling.get("beta_slow", 1)
+
+    def dim_of(turns):  # the pair index at which base^(-2i/D) turns `turns` times over L
+        return D * math.log(L / (2 * math.pi * turns)) / (2 * math.log(base))
+
+    lo, hi = max(math.floor(dim_of(fast)), 0), min(math.ceil(dim_of(slow)), D - 1)
+    hi = hi + 0.001 if hi == lo else hi
+    out = []
+    for i in range(D // 2):
+        theta = base ** (-2.0 * i / D)
+        ramp = min(max((i - lo) / (hi - lo), 0.0), 1.0)  # 0: keep theta, 1: theta / s
+        out.append(theta / s * ramp + theta * (1 - ramp))
+    return np.array(out), (1 + 0.1 * math.log(s) if s > 1 else 1.0)
+
+
+def _scaling_type(scaling):
+    return None if scaling is None else scaling.get("type", scaling.get("rope_type"))
+
+
 def _rope_ref(x, positions=None, *, base=10000.0, layout="half", offset=0, scaling=None):
-    """RoPE as a complex multiplication: (a + ib) e^{i m theta}."""
+    """RoPE as a complex multiplication: (a + ib) e^{i m theta} (times YaRN's mscale)."""
     T, D = x.shape[-2:]
     pos = (np.arange(T) if positions is None else positions).astype(np.float64) + offset
     if scaling is not None and scaling["type"] == "linear":
@@ -282,7 +313,10 @@ def _rope_ref(x, positions=None, *, base=10000.0, layout="half", offset=0, scali
     if scaling is not None and scaling["type"] == "ntk":
         base = base * scaling["factor"] ** (D / (D - 2))
     theta = base ** (-2.0 * np.arange(D // 2) / D)
-    rotation = np.exp(1j * pos[..., None] * theta)
+    mscale = 1.0
+    if _scaling_type(scaling) == "yarn":
+        theta, mscale = _yarn_ref(D, base, scaling)
+    rotation = mscale * np.exp(1j * pos[..., None] * theta)
     if layout == "half":
         z = (x[..., : D // 2] + 1j * x[..., D // 2 :]) * rotation
         return np.concatenate([z.real, z.imag], axis=-1)
@@ -324,6 +358,8 @@ def _ref_theta(D, base):
 
 
 def _rope_frequencies_ref(D, base=10000.0, scaling=None, *, dtype=None):
+    if _scaling_type(scaling) == "yarn":
+        return _yarn_ref(D, base, scaling)[0]
     if scaling is not None and scaling["type"] == "ntk":
         return _ref_theta(D, base * scaling["factor"] ** (D / (D - 2)))
     if scaling is not None and scaling["type"] == "linear":
@@ -339,6 +375,8 @@ register(
             SampleInput((8,), {"dtype": dtype}, "default base"),
             SampleInput((6, 500.0, {"type": "linear", "factor": 2.0}), {"dtype": dtype}, "linear"),
             SampleInput((128, 10000.0, {"type": "ntk", "factor": 4.0}), {"dtype": dtype}, "ntk"),
+            SampleInput((8, 100.0, _YARN_SAMPLE), {"dtype": dtype}, "yarn"),
+            SampleInput((64, 10000.0, _YARN_HF), {"dtype": dtype}, "yarn, HF spelling"),
         ],
         _rope_frequencies_ref,
         family="positional",
@@ -350,7 +388,8 @@ register(
 def _rope_cos_sin_ref(T, D, base=10000.0, scaling=None, *, offset=0, positions=None, dtype=None):
     pos = np.arange(T) if positions is None else positions
     angles = np.multiply.outer(pos + offset, _rope_frequencies_ref(D, base, scaling))
-    return np.cos(angles), np.sin(angles)
+    mscale = _yarn_ref(D, base, scaling)[1] if _scaling_type(scaling) == "yarn" else 1.0
+    return mscale * np.cos(angles), mscale * np.sin(angles)
 
 
 register(
@@ -363,6 +402,7 @@ register(
             SampleInput(
                 (None, 6), {"positions": np.array([[3, 1], [0, 2]]), "dtype": dtype}, "positions"
             ),
+            SampleInput((6, 64, 10000.0, _YARN_HF), {"offset": 500, "dtype": dtype}, "yarn"),
         ],
         _rope_cos_sin_ref,
         family="positional",
