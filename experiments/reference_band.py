@@ -151,18 +151,21 @@ def curves_from_runs(run_dirs: list[str]) -> tuple[dict, dict, TrainConfig]:
     return curves, seconds, config
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; flags that would be ignored are errors (exit status 2): ``--moe-top-k``
+    without ``--moe-experts``, and ``--arch``/``--steps``/``--moe-*`` with ``--from-runs`` (the
+    runs' config.json gives the configuration)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="llama", choices=ARCHS)
+    parser.add_argument("--arch", default=None, choices=ARCHS, help="default: llama")
     parser.add_argument("--steps", type=int, default=None,
                         help="a shorter run (default: the TrainConfig default)")  # fmt: skip
-    parser.add_argument("--moe-experts", type=int, default=0,
-                        help="the MoE run with E experts per layer (0: dense)")  # fmt: skip
+    parser.add_argument("--moe-experts", type=int, default=None,
+                        help="the MoE run with E experts per layer (default 0: dense)")  # fmt: skip
     parser.add_argument(
         "--moe-top-k",
         type=int,
         default=None,
-        help="experts per token of the MoE run (default: TrainConfig's)",
+        help="experts per token of the MoE run (default: TrainConfig's; needs --moe-experts)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(OUT))
@@ -171,11 +174,30 @@ def main() -> None:
         "--from-runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="the band from run folders, finished or not (no training)",
+        help="the band from run folders, finished or not (no training; their config.json "
+        "gives the configuration)",
     )
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="merge band files of single seeds (no training)")  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.moe_top_k is not None and not args.moe_experts:
+        parser.error("--moe-top-k applies to an MoE run: give --moe-experts E (E > 0) with it")
+    if args.from_runs:
+        flags = {"--arch": args.arch, "--steps": args.steps, "--moe-experts": args.moe_experts,
+                 "--moe-top-k": args.moe_top_k}  # fmt: skip
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            parser.error(
+                f"--from-runs takes the configuration from the runs' config.json: "
+                f"{', '.join(given)} would be ignored (leave them out)"
+            )
+    args.arch = "llama" if args.arch is None else args.arch
+    args.moe_experts = 0 if args.moe_experts is None else args.moe_experts
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     runtime.tune_process()  # a training program of its own, like `tinyllm train`
 
     if args.from_runs:

@@ -71,6 +71,14 @@ API (shapes: R rows of C, V classes, F gate width, attention [B, H, T, D]):
         dD, dz, ddelta_bias)                        # selective_scan_associative: the oracle
     dequant_matmul(x, packed, scales, zeros, table, bits, group_size) -> x W_hat^T
         (W_hat dequantized from packed 1- to 8-bit codes group by group, never stored)
+    paged_attention_forward(q, k_cache, v_cache, block_tables, context_lens, scale=None)
+        -> o [N, H, D]                              # decode through a paged KV cache
+    paged_prefill_attention(q, k_cache, v_cache, block_table, context_len, scale=None)
+    im2col.im2col(x, kh, kw, stride, dilation, pads, pad_value=0.0)
+        -> cols [N, C, kh, kw, Ho, Wo]              # the module ``im2col``: its name is taken
+    im2col.col2im(cols, H, W, stride, dilation, pads) -> dx [N, C, H, W]   # the adjoint
+    wkv4_forward(w, u, k, v) -> wkv [B, T, C]       # RWKV-4's time mixing
+    wkv4_backward(w, u, k, v, gy) -> (dw, du, dk, dv)
 
 Threads: Numba kernels run rows in parallel on ``numba.get_num_threads()`` threads; below
 ``dispatch.SERIAL_BELOW`` elements of work their serial twin runs instead (the same body
@@ -90,6 +98,9 @@ Op names for ``last_tier``: the forward/backward function names above ("softmax_
 [[0.5, 0.5]]
 """
 
+# the module itself (``K.im2col.im2col``, ``K.im2col.col2im``), imported so that its kernels
+# declare their tiers: its function of the same name would shadow it
+from tinyllm.kernels import im2col as im2col
 from tinyllm.kernels.adamw import adamw_step, adamw_step_multi
 from tinyllm.kernels.attention import (
     attention_backward,
@@ -125,6 +136,11 @@ from tinyllm.kernels.norms import (
     rms_norm_backward,
     rms_norm_forward,
 )
+from tinyllm.kernels.paged_attention import (
+    gather_kv,
+    paged_attention_forward,
+    paged_prefill_attention,
+)
 from tinyllm.kernels.quant import dequant_matmul
 from tinyllm.kernels.rope import rope_backward, rope_forward
 from tinyllm.kernels.selective_scan import (
@@ -142,6 +158,7 @@ from tinyllm.kernels.softmax import (
     softmax_backward,
     softmax_forward,
 )
+from tinyllm.kernels.wkv import wkv4_backward, wkv4_forward
 
 __all__ = [
     "ENV_VAR",
@@ -159,6 +176,7 @@ __all__ = [
     "declare",
     "declared_kernels",
     "dequant_matmul",
+    "gather_kv",
     "geglu_backward",
     "geglu_forward",
     "glu_backward",
@@ -171,6 +189,8 @@ __all__ = [
     "log_softmax_forward",
     "naive_attention_backward",
     "naive_attention_forward",
+    "paged_attention_forward",
+    "paged_prefill_attention",
     "reset_counts",
     "rms_norm_backward",
     "rms_norm_forward",
@@ -186,4 +206,6 @@ __all__ = [
     "swiglu_forward",
     "tier_counts",
     "use",
+    "wkv4_backward",
+    "wkv4_forward",
 ]

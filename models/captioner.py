@@ -19,6 +19,7 @@ tanh'(0) = 1).
 ``Captioner``: a frozen-able ViT encoder (its patch tokens), a projector, and a small
 causal LM (token + learned positions, pre-LN ``TransformerBlock``s) with a gated
 cross-attention layer before each block; trained with next-word cross-entropy on captions.
+Cross-attention is ``models.encoder_decoder.CrossAttention`` (no mask here).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import tinyllm
 import tinyllm.functional as F
 from tinyllm.grad_mode import no_grad
+from tinyllm.models.encoder_decoder import CrossAttention  # re-exported: the one shared class
 from tinyllm.models.vit import VisionTransformer
 from tinyllm.nn import init
 from tinyllm.nn.containers import ModuleList
@@ -66,31 +68,6 @@ class MLPProjector(Module):
         return self.fc2(self.act(self.fc1(v)))
 
 
-class CrossAttention(Module):
-    """Multi-head attention of queries x [B, T, C] over context c [B, S, Cc] (no mask)."""
-
-    def __init__(self, dim: int, ctx_dim: int, heads: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"CrossAttention: dim {dim} not divisible by heads {heads}")
-        self.heads = heads
-        self.q = Linear(dim, dim, bias=False)
-        self.k = Linear(ctx_dim, dim, bias=False)
-        self.v = Linear(ctx_dim, dim, bias=False)
-        self.o = Linear(dim, dim, bias=False)
-
-    def forward(self, x, c):
-        B, T, C = x.shape
-        S, H = c.shape[1], self.heads
-
-        def split(t, n):
-            return t.reshape(B, n, H, C // H).transpose(1, 2)
-
-        o = F.scaled_dot_product_attention(split(self.q(x), T), split(self.k(c), S),
-                                           split(self.v(c), S))  # fmt: skip
-        return self.o(o.transpose(1, 2).reshape(B, T, C))
-
-
 class PerceiverResampler(Module):
     """Flamingo's resampler: ``num_latents`` learned queries read the visual tokens."""
 
@@ -102,7 +79,7 @@ class PerceiverResampler(Module):
         init.trunc_normal_(self.latents, std=0.02)
         self.ln_ctx = ModuleList([LayerNorm(lm_dim) for _ in range(depth)])
         self.ln_q = ModuleList([LayerNorm(lm_dim) for _ in range(depth)])
-        self.attn = ModuleList([CrossAttention(lm_dim, lm_dim, heads) for _ in range(depth)])
+        self.attn = ModuleList([CrossAttention(lm_dim, heads) for _ in range(depth)])
         self.ln_ff = ModuleList([LayerNorm(lm_dim) for _ in range(depth)])
         self.ff = ModuleList([MLP(lm_dim, 2 * lm_dim) for _ in range(depth)])
 
@@ -133,7 +110,7 @@ class GatedCrossAttention(Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.ln_attn, self.ln_ff = LayerNorm(dim), LayerNorm(dim)
-        self.attn = CrossAttention(dim, dim, heads)
+        self.attn = CrossAttention(dim, heads)
         self.ff = MLP(dim, 2 * dim)
         self.alpha_attn = Parameter(np.zeros((), dtype=np.float32))
         self.alpha_ff = Parameter(np.zeros((), dtype=np.float32))

@@ -33,18 +33,19 @@ composition of matmul/softmax.
         bidirectional over the prefix, causal after it). The mask goes through
         ``F.scaled_dot_product_attention`` like any boolean mask.
 
-Initialization is GPT-2's (``LanguageModel.init_weights``): N(0, 0.02) for every weight,
-the projections into the residual stream (``o_proj``, ``down_proj``) at 0.02 / sqrt(2 L).
+Initialization is GPT-2's (``models.lm.init_gpt2_``, which ``LanguageModel.init_weights``
+also calls): N(0, 0.02) for every weight, the projections into the residual stream
+(``o_proj``, ``down_proj``) at 0.02 / sqrt(2 L).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import tinyllm.functional as F
-from tinyllm.nn import Embedding, Linear, Module, ModuleList, init
+from tinyllm.models.lm import init_gpt2_
+from tinyllm.nn import Embedding, Linear, Module, ModuleList
 from tinyllm.nn.attention import Attention, check_heads
 from tinyllm.nn.feedforward import GatedMLP
 from tinyllm.nn.normalization import RMSNorm
@@ -96,7 +97,10 @@ def key_padding_mask(lengths, total: int):
 
 
 class CrossAttention(Module):
-    """Multi-head attention of queries x [B, T, C] over a memory m [B, S, C] (module docstring).
+    """Multi-head attention of queries x [B, T, C] over a memory m [B, S, C] (module
+    docstring). The one cross-attention of the repo: the encoder-decoder's (with a
+    key-padding mask over padded source tokens) and the captioner's gated cross-attention
+    and Perceiver resampler (no mask).
 
     forward(x, memory, memory_mask=None) -> [B, T, C]; ``memory_mask``: bool, True = a real
     source token, broadcastable to [B, 1, 1, S] (``key_padding_mask``)."""
@@ -194,15 +198,8 @@ class DecoderStack(Module):
 
 
 def _init_gpt2(model: Module, config: EncoderDecoderConfig, n_layers: int) -> None:
-    """N(0, std) weights; residual-stream projections at std / sqrt(2 n_layers)."""
-    residual = config.init_std / math.sqrt(2 * n_layers)
-    for name, module in model.named_modules():
-        if isinstance(module, Linear):
-            last = name.rsplit(".", 1)[-1]
-            std = residual if last in ("o_proj", "down_proj") else config.init_std
-            init.normal_(module.weight, 0.0, std)
-        elif isinstance(module, Embedding):
-            init.normal_(module.weight, 0.0, config.init_std)
+    """``init_gpt2_``: N(0, std) weights; residual-stream projections at std / sqrt(2 n_layers)."""
+    init_gpt2_(model, config.init_std, n_layers, ("o_proj", "down_proj"))
 
 
 def _check_ids(name: str, ids) -> None:

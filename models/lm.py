@@ -25,26 +25,62 @@ from tinyllm.nn import Embedding, Linear, Module, init
 from tinyllm.nn.moe import routing_token_ids
 
 
+def init_gpt2_(
+    model: Module, std: float, n_layer: int, residual_projections: tuple[str, ...]
+) -> None:
+    """GPT-2's init of every ``Linear`` and ``Embedding`` of ``model``, in module order:
+    weights N(0, std), biases 0, and the Linears named in ``residual_projections`` (those that
+    write into the residual stream) at std / sqrt(2 n_layer)."""
+    residual_std = std / math.sqrt(2 * n_layer)
+    for name, module in model.named_modules():
+        if isinstance(module, Linear):
+            last = name.rsplit(".", 1)[-1]
+            init.normal_(module.weight, 0.0, residual_std if last in residual_projections else std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, Embedding):
+            init.normal_(module.weight, 0.0, std)
+
+
+def check_generate_args(idx, max_new_tokens: int) -> None:
+    """``generate``'s argument checks, shared by every model's ``generate``."""
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+def sampling_step(
+    last: np.ndarray,
+    tokens,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    logits_processor: Callable | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """The next token of every sequence (int64 [B], on the host), the step every model's
+    ``generate`` shares: ``logits_processor(tokens [B, T'], last [B, V])`` if given, then
+    ``sample_next`` (greedy at temperature 0; else temperature, top-k, top-p, one uniform
+    draw per row from ``rng``), then ``callback`` with the first sequence's token."""
+    if logits_processor is not None:
+        last = logits_processor(backend.to_numpy(tokens), last)
+    nxt = sample_next(last, rng, temperature, top_k, top_p)
+    if callback is not None:
+        callback(int(nxt[0]))
+    return nxt
+
+
 class LanguageModel(Module):
     """Base class: subclasses define ``blocks`` (a ModuleList) and ``forward(idx, caches)``."""
 
     config = None
 
     def init_weights(self, residual_projections: tuple[str, ...]) -> None:
-        """GPT-2's init: N(0, 0.02) for weights, zeros for biases, and the projections that
-        write into the residual stream scaled by 1/sqrt(2 n_layer)."""
-        std = self.config.init_std
-        residual_std = std / math.sqrt(2 * self.config.n_layer)
-        for name, module in self.named_modules():
-            if isinstance(module, Linear):
-                last = name.rsplit(".", 1)[-1]
-                init.normal_(
-                    module.weight, 0.0, residual_std if last in residual_projections else std
-                )
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-            elif isinstance(module, Embedding):
-                init.normal_(module.weight, 0.0, std)
+        """GPT-2's init (``init_gpt2_``): N(0, 0.02) for weights, zeros for biases, and the
+        projections that write into the residual stream scaled by 1/sqrt(2 n_layer)."""
+        init_gpt2_(self, self.config.init_std, self.config.n_layer, residual_projections)
 
     def uses_moe(self) -> bool:
         """True when some layer is a mixture of experts."""
@@ -82,10 +118,7 @@ class LanguageModel(Module):
         ``Decoder.unsupported``) cannot: it decodes by the uncached forward whatever
         ``use_cache`` says. Hash-routed layers read the context's token ids.
         """
-        if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_generate_args(idx, max_new_tokens)
         rng = generator if generator is not None else np.random.default_rng()
         if use_cache and Decoder.unsupported(self) is not None:
             use_cache = False  # a token's FFN output depends on other tokens: no cache
@@ -110,11 +143,8 @@ class LanguageModel(Module):
                 with routing_token_ids(self, context):  # hash-routed MoE layers read the ids
                     logits = self(context)
                 last = backend.to_numpy(logits.data[:, -1, :])
-            if logits_processor is not None:
-                last = logits_processor(backend.to_numpy(tokens), last)
-            nxt = sample_next(last, rng, temperature, top_k, top_p)
-            if callback is not None:
-                callback(int(nxt[0]))
+            nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
+                                callback)  # fmt: skip
             pending = xp.asarray(nxt[:, None])  # host to device, no sync
             tokens = xp.concatenate([tokens, pending], axis=1)
             if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache

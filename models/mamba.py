@@ -25,7 +25,7 @@ import numpy as np
 
 import tinyllm
 from tinyllm import backend
-from tinyllm.generation.sampling import sample_next
+from tinyllm.models.lm import check_generate_args, sampling_step
 from tinyllm.nn import Embedding, Linear, Module, ModuleDict, ModuleList, init
 from tinyllm.nn.mamba import Mamba, MambaState
 from tinyllm.nn.normalization import RMSNorm
@@ -154,18 +154,17 @@ class MambaLM(Module):
         generator: np.random.Generator | None = None,
         callback: Callable[[int], None] | None = None,
         use_cache: bool = True,
+        logits_processor: Callable | None = None,
     ):
         """Continue ``idx`` [batch, T] by ``max_new_tokens`` sampled tokens -> [batch, T+N].
 
-        The arguments of ``LanguageModel.generate``. With ``use_cache`` (the default) the
-        prompt and each new token go through ``step`` (constant cost per token, no context
-        limit); ``use_cache=False`` reruns the full forward over all tokens at each step
-        (the same tokens: a test checks it).
+        The arguments of ``LanguageModel.generate``, and its sampling step
+        (``models.lm.sampling_step``: logits processor, temperature, top-k, top-p). With
+        ``use_cache`` (the default) the prompt and each new token go through ``step``
+        (constant cost per token, no context limit); ``use_cache=False`` reruns the full
+        forward over all tokens at each step (the same tokens: a test checks it).
         """
-        if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"generate: idx must be [B, T] with T >= 1, got {tuple(idx.shape)}")
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_generate_args(idx, max_new_tokens)
         rng = generator if generator is not None else np.random.default_rng()
         was_training = self.training
         self.eval()
@@ -181,10 +180,9 @@ class MambaLM(Module):
             else:
                 logits = self(tinyllm.tensor(tokens, device=idx.device))
                 last = backend.to_numpy(logits.data[:, -1, :])
-            nxt = sample_next(last, rng, temperature, top_k, top_p)
+            nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
+                                callback)  # fmt: skip
             tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-            if callback is not None:
-                callback(int(nxt[0]))
             pending = nxt[:, None]
         self.train(was_training)
         return tinyllm.tensor(tokens, device=idx.device)

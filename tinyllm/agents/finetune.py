@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 import tinyllm
-import tinyllm.functional as F
 from tinyllm import backend
 from tinyllm.agents.toolkit import agent_registry
 from tinyllm.agents.traces import EOS, VOCAB_SIZE, sample_tasks, training_example
@@ -77,12 +76,11 @@ def build_batch(
 
 
 def masked_lm_loss(model, x: np.ndarray, y: np.ndarray):
-    """Mean cross-entropy over the trained target positions (``IGNORE`` elsewhere)."""
-    logits = model(tinyllm.tensor(x))
-    B, T, V = logits.shape
-    return F.cross_entropy(
-        logits.reshape(B * T, V), tinyllm.tensor(y.reshape(-1)), ignore_index=IGNORE
-    )
+    """Mean cross-entropy over the trained target positions (``IGNORE`` elsewhere):
+    ``tinyllm.train.loop.lm_loss`` with ``ignore_index=IGNORE``."""
+    from tinyllm.train.loop import lm_loss
+
+    return lm_loss(model, x, y, "cpu", ignore_index=IGNORE)
 
 
 @dataclass

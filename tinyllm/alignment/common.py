@@ -254,6 +254,26 @@ def plot_reward_kl(log_path: Path, out_png: Path, band: dict | None = None, titl
     return out_png
 
 
+class OnlineTrainer:
+    """The construction PPOTrainer and GRPOTrainer share: the validated config, the policy
+    and the frozen reference, the task and its reward (``reward_fn(prompts, completions)``,
+    default ``task.rewards(completions)``), AdamW over the policy's parameters (betas
+    (0.9, 0.95), no weight decay, ``config.learning_rate``) and the run's generator
+    (``config.seed``), which draws prompts, samples and mini-batch orders."""
+
+    def __init__(self, config, policy, ref_model, task, base_config, reward_fn=None,
+                 echo=print) -> None:  # fmt: skip
+        config.validate()
+        self.config, self.policy, self.ref_model, self.task = config, policy, ref_model, task
+        self.base_config = base_config
+        self.reward_fn = reward_fn or (lambda prompts, completions: task.rewards(completions))
+        self.echo = echo
+        self.opt = tinyllm.optim.AdamW(
+            policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
+        )
+        self.rng = np.random.default_rng(config.seed)
+
+
 class AlignmentRun:
     """Run folder bookkeeping: config, JSONL log, periodic evaluation, band, plot, summary."""
 

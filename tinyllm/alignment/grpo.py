@@ -21,7 +21,7 @@ import numpy as np
 
 import tinyllm
 from tinyllm.alignment.advantages import group_advantages
-from tinyllm.alignment.common import AlignConfig, AlignmentRun, alignment_tax
+from tinyllm.alignment.common import AlignConfig, AlignmentRun, OnlineTrainer, alignment_tax
 from tinyllm.alignment.losses import grpo_loss
 from tinyllm.alignment.pipeline import build_batch, generate_completions, policy_logprobs
 
@@ -47,7 +47,10 @@ class GRPOConfig(AlignConfig):
             raise ValueError(f"num_generations must be >= 2, got {self.num_generations}")
 
 
-class GRPOTrainer:
+class GRPOTrainer(OnlineTrainer):
+    """``GRPOTrainer(config, policy_lm, ref_model, task, base_config)``: ``OnlineTrainer``'s
+    construction (no value head, no KL controller); ``train()`` returns the run summary."""
+
     def __init__(
         self,
         config: GRPOConfig,
@@ -58,15 +61,7 @@ class GRPOTrainer:
         reward_fn=None,
         echo=print,
     ) -> None:
-        config.validate()
-        self.config, self.policy, self.ref_model, self.task = config, policy_lm, ref_model, task
-        self.base_config = base_config
-        self.reward_fn = reward_fn or (lambda prompts, completions: task.rewards(completions))
-        self.echo = echo
-        self.opt = tinyllm.optim.AdamW(
-            policy_lm.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
-        )
-        self.rng = np.random.default_rng(config.seed)
+        super().__init__(config, policy_lm, ref_model, task, base_config, reward_fn, echo)
 
     @tinyllm.no_grad()
     def rollout(self) -> dict:

@@ -31,7 +31,7 @@ from tinyllm.alignment.advantages import (
     compute_gae,
     compute_token_rewards,
 )
-from tinyllm.alignment.common import AlignConfig, AlignmentRun, alignment_tax
+from tinyllm.alignment.common import AlignConfig, AlignmentRun, OnlineTrainer, alignment_tax
 from tinyllm.alignment.losses import ppo_policy_loss, ppo_value_loss
 from tinyllm.alignment.models import CausalLMWithValueHead
 from tinyllm.alignment.ops import entropy_from_logits, masked_mean, masked_whiten
@@ -83,8 +83,9 @@ def explained_variance(values: np.ndarray, returns: np.ndarray, mask: np.ndarray
     return float("nan") if var == 0 else float(1 - (r - v).var() / var)
 
 
-class PPOTrainer:
-    """``PPOTrainer(config, policy, ref_model, task)``; ``train()`` returns the run summary."""
+class PPOTrainer(OnlineTrainer):
+    """``PPOTrainer(config, policy, ref_model, task)``; ``train()`` returns the run summary.
+    Construction: ``OnlineTrainer``'s, plus the KL controller (adaptive or fixed)."""
 
     def __init__(
         self,
@@ -96,20 +97,12 @@ class PPOTrainer:
         reward_fn=None,
         echo=print,
     ) -> None:
-        config.validate()
-        self.config, self.policy, self.ref_model, self.task = config, policy, ref_model, task
-        self.base_config = base_config
-        self.reward_fn = reward_fn or (lambda prompts, completions: task.rewards(completions))
-        self.echo = echo
-        self.opt = tinyllm.optim.AdamW(
-            policy.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
-        )
+        super().__init__(config, policy, ref_model, task, base_config, reward_fn, echo)
         self.kl_ctl = (
             AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
             if config.adaptive_kl
             else FixedKLController(config.kl_coef)
         )
-        self.rng = np.random.default_rng(config.seed)
 
     @tinyllm.no_grad()
     def rollout(self) -> dict:

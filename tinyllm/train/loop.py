@@ -20,6 +20,11 @@ are done.
 
 Host syncs: the micro-batch losses are summed on the device and read back once per step,
 together with the gradient norm (one transfer per step, whatever ``grad_accum``).
+
+The loop is the same for every objective; what differs (the model, the batches, the loss,
+the evaluation, the plot and the sample) is a task: ``CausalLMTask`` (objective "clm",
+described above) or ``tinyllm.objectives.trainer.ObjectiveTask`` (mlm, prefixlm, span),
+chosen by ``task_for``; ``CausalLMTask``'s docstring lists the hooks.
 """
 
 from __future__ import annotations
@@ -114,11 +119,17 @@ def make_optimizer(model, config: TrainConfig) -> AdamW:
     return AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
-def lm_loss(model, x: np.ndarray, y: np.ndarray, device: str):
-    """Mean next-token cross-entropy (nats per token) of ``model`` on one batch."""
+def lm_loss(model, x: np.ndarray, y: np.ndarray, device: str, ignore_index: int = -100):
+    """Mean next-token cross-entropy (nats per token) of ``model`` on one batch; targets equal
+    to ``ignore_index`` count neither in the sum nor in the mean (PyTorch's
+    ``cross_entropy`` semantics: the mean is over the other targets)."""
     logits = model(tinyllm.tensor(x, device=device))
     B, T, V = logits.shape
-    return F.cross_entropy(logits.reshape(B * T, V), tinyllm.tensor(y.reshape(-1), device=device))
+    return F.cross_entropy(
+        logits.reshape(B * T, V),
+        tinyllm.tensor(y.reshape(-1), device=device),
+        ignore_index=ignore_index,
+    )
 
 
 def _validation_batches(data: TokenData, config: TrainConfig):
@@ -212,6 +223,8 @@ def save_state(
         "rng_state": rng_state,
         "world_size": world_size,
     }
+    if hasattr(getattr(model, "config", None), "to_dict"):  # e.g. rope_scaling, for the loader
+        metadata["model_config"] = model.config.to_dict()
     if scaler is not None and scaler.is_enabled():  # fp16: the loss scale and its tracker
         metadata["grad_scaler"] = scaler.state_dict()
     save_checkpoint(path, arrays, metadata)
@@ -364,30 +377,135 @@ def _read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+class CausalLMTask:
+    """The default task of ``train``: next-token prediction with a causal model (``arch``),
+    losses in nats per token, validation in bits per byte against the reference band.
+
+    A task is what ``train`` asks of a training objective; the loop owns everything else
+    (optimizer, schedule, mixed precision, data parallelism, checkpoints, resume, Ctrl-C,
+    the JSONL log). Its hooks, in the order the loop calls them:
+
+    - ``build_model(config, data)``: the freshly initialized model (after ``manual_seed``);
+    - ``start(model, data, config, run_dir)``: loads what the task needs, returns the lines
+      to print before the first step;
+    - ``batch(data, config, rng, dp)``: one micro-batch, every random choice from ``rng``
+      (the checkpointed batch generator), drawn for the global batch and sharded to this
+      rank; returns (batch, labelled targets in the global micro-batch);
+    - ``loss(model, batch, config)``: the scalar this rank backpropagates; its mean over the
+      ranks is the global micro-batch's loss (what the log records);
+    - ``throughput(targets, seconds)``: the log line's rate fields for one step;
+    - ``evaluate(model, data, config)``: (metrics for the log record, text for the console);
+      ``val_key`` names the metric that marks an evaluation record in the log;
+    - ``band_verdict(step, metrics)``: a comparison with a reference, or None;
+    - ``plot(log_path, out_png)`` and ``sample(model, data, config)`` after the last step.
+    """
+
+    progress_desc = "training"
+    rate_label = "tok_s"
+    val_key = "val_bits_per_byte"
+
+    def __init__(self) -> None:
+        self.band, self.use_band = None, False
+
+    def build_model(self, config: TrainConfig, data: TokenData):
+        from tinyllm.models import build_model
+
+        return build_model(model_config_for(config, data.vocab_size))
+
+    def start(self, model, data: TokenData, config: TrainConfig, run_dir: Path) -> list[str]:
+        band_key = reference_band.band_key(config.to_dict())  # an MoE run: never the dense band
+        self.band = reference_band.load_band(band_key)
+        mismatched = reference_band.band_mismatches(self.band, config.to_dict())  # MoE too
+        self.use_band = self.band is not None and not mismatched
+        lines = [
+            f"{config.arch}: {model.num_parameters():,} parameters, vocab {data.vocab_size}, "
+            f"{len(data.train):,} training tokens; run folder {run_dir}",
+            describe_evaluation(evaluation_plan(data, config)),
+        ]
+        if self.band is None:
+            lines.append(
+                f"no reference band for arch {band_key!r} (measure one with: python "
+                f"experiments/reference_band.py --arch {config.arch}"
+                + (
+                    f" --moe-experts {config.moe_experts} --moe-top-k {config.moe_top_k})"
+                    if config.moe_experts
+                    else ")"
+                )
+            )
+        elif not self.use_band:
+            why = ", ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+            lines.append(
+                "no reference band for this configuration (the band covers the default run"
+                + (f"; this run differs in {why})" if why else ")")
+            )
+        return lines
+
+    def batch(self, data: TokenData, config: TrainConfig, rng: np.random.Generator, dp):
+        # every rank draws the global batch and keeps its rows (one process: all)
+        rows = dp.global_batch_size(config.batch_size)
+        x, y = dp.shard(*random_windows(data.train, rows, config.seq_len, rng))
+        return (x, y), rows * config.seq_len
+
+    def loss(self, model, batch, config: TrainConfig):
+        x, y = batch
+        return lm_loss(model, x, y, config.device)
+
+    def throughput(self, targets: int, seconds: float) -> dict:
+        return {"tokens_per_s": targets / seconds}
+
+    def evaluate(self, model, data: TokenData, config: TrainConfig) -> tuple[dict, str]:
+        val_nats, val_bits = evaluate(model, data, config)
+        metrics = {"val_nats_per_byte": val_nats, "val_bits_per_byte": val_bits}
+        return metrics, f"val {val_bits:.4f} bits/byte"
+
+    def band_verdict(self, step: int, metrics: dict) -> str | None:
+        if not self.use_band:
+            return None
+        return reference_band.check(self.band, step, metrics[self.val_key])
+
+    def plot(self, log_path: Path, out_png: Path) -> None:
+        from tinyllm.train.plots import plot_run
+
+        plot_run(log_path, out_png, self.band if self.use_band else None)
+
+    def sample(self, model, data: TokenData, config: TrainConfig) -> str:
+        return sample_after_training(model, data, config)
+
+
+def task_for(config: TrainConfig):
+    """The task of ``config.objective``: ``CausalLMTask`` for "clm", else the objective's
+    ``tinyllm.objectives.trainer.ObjectiveTask``."""
+    if config.objective == "clm":
+        return CausalLMTask()
+    from tinyllm.objectives.trainer import ObjectiveTask
+
+    return ObjectiveTask(config)
+
+
 def train(
-    config: TrainConfig, resume: bool = False, progress: bool = True, echo=print
+    config: TrainConfig, resume: bool = False, progress: bool = True, echo=print, task=None
 ) -> RunResult:
     """Run (or resume) training as configured; returns the final numbers.
+
+    ``task`` (default ``task_for(config)``: the causal LM for objective "clm") supplies the
+    model, the batches, the loss and the evaluation (see ``CausalLMTask``); the loop is the
+    same for every task.
 
     Ctrl-C saves a checkpoint at the number of optimizer steps completed: an interrupted step
     is rolled back (its batches are drawn again on resume), a completed one is kept, so a
     resumed run reproduces the uninterrupted run's losses bit for bit.
     """
-    if config.objective != "clm":  # masked, prefix and span objectives: their own loop
-        from tinyllm.objectives.trainer import train_objective
-
-        return train_objective(config, resume=resume, progress=progress, echo=echo)
     from tqdm import tqdm
 
-    from tinyllm.models import build_model
-
     config.validate()
+    if task is None:
+        task = task_for(config)
     # data parallelism under mpiexec (one process otherwise), set up before the model: the
     # NCCL group picks this rank's GPU
     dp = DataParallel(init_process_group(config.device))
     tinyllm.manual_seed(config.seed)
     data = load_tokens(config.data, config.tokenizer)
-    model = build_model(model_config_for(config, data.vocab_size))
+    model = task.build_model(config, data)
     if config.device != "cpu":
         model.to(config.device)
     opt = make_optimizer(model, config)
@@ -420,38 +538,13 @@ def train(
     if main:
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    band_key = reference_band.band_key(config.to_dict())  # an MoE run: never the dense band
-    band = reference_band.load_band(band_key)
-    mismatched = reference_band.band_mismatches(band, config.to_dict())  # MoE fields included
-    use_band = band is not None and not mismatched
     recorder = None
     if config.log_grads:
         from tinyllm.gradflow import GradFlowRecorder
 
         recorder = GradFlowRecorder(model)
-
-    echo(
-        f"{config.arch}: {model.num_parameters():,} parameters, vocab {data.vocab_size}, "
-        f"{len(data.train):,} training tokens; run folder {run_dir}"
-    )
-    echo(describe_evaluation(evaluation_plan(data, config)))
-    if band is None:
-        echo(
-            f"no reference band for arch {band_key!r} (measure one with: python "
-            f"experiments/reference_band.py --arch {config.arch}"
-            + (
-                f" --moe-experts {config.moe_experts} --moe-top-k {config.moe_top_k})"
-                if config.moe_experts
-                else ")"
-            )
-        )
-    elif not use_band:
-        why = ", ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
-        echo(
-            "no reference band for this configuration (the band covers the default run"
-            + (f"; this run differs in {why})" if why else ")")
-        )
-    tokens_per_step = dp.global_batch_size(config.batch_size) * config.seq_len * config.grad_accum
+    for line in task.start(model, data, config, run_dir):
+        echo(line)
     history: list[dict] = []
     val_nats = val_bits = None
     loss_value = float("nan")
@@ -460,29 +553,31 @@ def train(
     moe_load = np.zeros((len(moe_layers), config.moe_experts), np.int64) if moe_layers else None
 
     def run_evaluation(done: int, loss_value: float, write) -> tuple[float, float]:
-        val_nats, val_bits = evaluate(model, data, config)
-        record = {"step": done, "val_nats_per_byte": val_nats, "val_bits_per_byte": val_bits}
-        message = f"step {done}: train loss {loss_value:.4f}, val {val_bits:.4f} bits/byte"
+        metrics, text = task.evaluate(model, data, config)
+        record = {"step": done, **metrics}
+        message = f"step {done}: train loss {loss_value:.4f}, {text}"
         if moe_load is not None:  # rows per expert, per layer, since the last evaluation
             record["expert_load"] = moe_load.tolist()
             moe_load[...] = 0
-        if use_band:
-            verdict = reference_band.check(band, done, val_bits)
+        verdict = task.band_verdict(done, metrics)
+        if verdict is not None:
             record["band"] = verdict
             message += f" — {verdict}"
         _write_jsonl(log_path, record)
         history.append(record)
         write(message)
-        return val_nats, val_bits
+        return metrics.get("val_nats_per_byte"), metrics.get("val_bits_per_byte")
 
     if resume and start > 0:
         # a run interrupted during an evaluation resumes at that step without its record
         old = _read_log(log_path)
         losses = [r["loss"] for r in old if "loss" in r]
         loss_value = losses[-1] if losses else loss_value
-        vals = [r for r in old if r.get("step") == start and "val_bits_per_byte" in r]
+        vals = [r for r in old if r.get("step") == start and task.val_key in r]
         if vals:
-            val_nats, val_bits = vals[-1]["val_nats_per_byte"], vals[-1]["val_bits_per_byte"]
+            history.append(vals[-1])
+            val_nats = vals[-1].get("val_nats_per_byte")
+            val_bits = vals[-1].get("val_bits_per_byte")
         elif main and (start % config.eval_interval == 0 or start == config.steps):
             val_nats, val_bits = run_evaluation(start, loss_value, echo)
 
@@ -491,7 +586,7 @@ def train(
     snapshot = None  # (batch sampler's state, get_rng_state()) the current step started from
     interrupted = False
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-               desc="training", unit="step", dynamic_ncols=True)  # fmt: skip
+               desc=task.progress_desc, unit="step", dynamic_ncols=True)  # fmt: skip
     try:
         for step in bar:
             # the random states this step starts from (a new device epoch, unless a checkpoint
@@ -505,12 +600,12 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             loss_sum = None  # sum of loss / grad_accum in float64, on the loss's device
+            targets = 0  # labelled targets in the step's global batch
             for _ in range(config.grad_accum):
-                # every rank draws the global batch and keeps its rows (one process: all)
-                x, y = dp.shard(*random_windows(data.train, dp.global_batch_size(
-                    config.batch_size), config.seq_len, batch_rng))  # fmt: skip
+                batch, count = task.batch(data, config, batch_rng, dp)
+                targets += count
                 with autocast_region:
-                    loss = lm_loss(model, x, y, config.device)
+                    loss = task.loss(model, batch, config)
                     total = loss
                     if moe_layers:  # the routers' balancing losses join the objective, not the log
                         moe_load += np.stack([m.last_load for m in moe_layers])
@@ -537,17 +632,21 @@ def train(
                     for record in recorder.after_step(done):
                         write_log(log_path, {"kind": "grad", **record})
                 seconds = time.perf_counter() - t0
+                rates = task.throughput(targets, seconds)
                 if done % config.log_interval == 0 or done == config.steps:
                     record = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                              "tokens_per_s": tokens_per_step / seconds,
-                              "elapsed_s": time.perf_counter() - t_start}  # fmt: skip
+                              **rates, "elapsed_s": time.perf_counter() - t_start}  # fmt: skip
                     if scaler.is_enabled():  # the scale this step used; skipped: it backed off
                         record["loss_scale"] = scale
                         record["skipped"] = scaler.get_scale() < scale
                     write_log(log_path, record)
                     history.append(record)
             bar.set_postfix(
-                loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / seconds:,.0f}"
+                {
+                    "loss": f"{loss_value:.3f}",
+                    "lr": f"{lr:.2e}",
+                    task.rate_label: f"{targets / seconds:,.0f}",
+                }  # fmt: skip
             )
             if main and (done % config.eval_interval == 0 or done == config.steps):
                 val_nats, val_bits = run_evaluation(
@@ -573,14 +672,12 @@ def train(
         return result
     save_state(ckpt_path, model, opt, done, batch_rng, config, backend.get_rng_state(), scaler,
                dp.size)  # fmt: skip
-    from tinyllm.train.plots import plot_run
-
-    plot_run(log_path, run_dir / "loss.png", band if use_band else None)
+    task.plot(log_path, run_dir / "loss.png")
     if recorder is not None:
         from tinyllm.gradflow import plot_gradflow
 
         plot_gradflow(log_path, run_dir / "gradflow.png")
-    result.sample = sample_after_training(model, data, config)
+    result.sample = task.sample(model, data, config)
     return result
 
 
