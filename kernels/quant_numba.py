@@ -82,9 +82,9 @@ def dequant_matmul_rows(x, packed, scales, zeros, table, bits, group_size, y):
                         v = np.uint64(0)
                         for bb in range(bits):
                             v = (v << np.uint64(8)) | np.uint64(row[j + bb])
-                        for c in range(8):
-                            q = (v >> np.uint64(bits * (7 - c))) & np.uint64(mask)
-                            t[i + c] = table[np.int64(q)] - z
+                        for cc in range(8):  # not c: the prange index above
+                            q = (v >> np.uint64(bits * (7 - cc))) & np.uint64(mask)
+                            t[i + cc] = table[np.int64(q)] - z
                         i += 8
                 while i < m:
                     t[i] = table[_code(row, k0 + i, bits, mask)] - z

@@ -20,8 +20,10 @@ causal attention over the cache (query pos + j sees keys 0 .. pos + j):
     s = q K[:, :, :pos+T]^T / sqrt(D) + mask,  mask[j, t] = -inf where t > pos + j
     logits = norm_f(x[:, -1]) W_head^T                           [B, V] (last position only)
 
-Quantized layers (``tinyllm.quant.QuantLinear``) are not snapshotted: the decoder calls their
-own forward (packed kernels, activation quantization), concatenating q/k/v's outputs. An
+Quantized layers (``tinyllm.quant.QuantLinear``) are not snapshotted on the CPU: the decoder
+calls their own forward (packed kernels, activation quantization), concatenating q/k/v's
+outputs. On a GPU (their packed operands live on the host) it multiplies their dequantized
+weights, without activation quantization. An
 LLM.int8() layer, whose outlier columns depend on all the rows of a call, is refused.
 
 It computes exactly what the module path computes (the tests compare the tokens and the
@@ -50,8 +52,11 @@ RoPE is not re-implemented here: the tables come from the attention module's own
 ``RotaryEmbedding`` (same base, layout and scaling: the Llama builds it from
 ``config.rope_scaling`` and ``set_rope_scaling`` changes both together; its tables are
 ``F.rope_cos_sin``'s, YaRN's temperature included) and the rotation is
-``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. This is the one
-place a model calls a kernel directly: the decoder is array code, as a Function's body is.
+``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. The norms and
+the FFN activation are the module path's kernels too (``rms_norm_forward`` /
+``layer_norm_forward``, ``swiglu_forward`` / ``activation_forward``): at batch 1 one kernel call
+costs less than the ~7 array ops it replaces. This is the one place a model calls kernels
+directly: the decoder is array code, as a Function's body is.
 """
 
 from __future__ import annotations
@@ -62,7 +67,13 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.functional.moe import _scatter_add_rows, expert_permutation
-from tinyllm.kernels import rope_forward
+from tinyllm.kernels import (
+    activation_forward,
+    layer_norm_forward,
+    rms_norm_forward,
+    rope_forward,
+    swiglu_forward,
+)
 from tinyllm.nn.moe import MoE, SoftMoE
 from tinyllm.nn.moe.routing import topk_indices
 
@@ -145,7 +156,8 @@ class Decoder:
             why = _moe_unsupported(block.mlp) or _int8_outliers_unsupported(block)
             if why is not None:
                 return f"layer {i}: {why}"
-        return None
+        why = _int8_outliers_unsupported(model.lm_head)
+        return None if why is None else f"lm_head: {why}"
 
     def __init__(self, model, batch_size: int, max_len: int) -> None:
         why = Decoder.unsupported(model)
@@ -201,9 +213,9 @@ class Decoder:
 
     def _projection(self, modules):
         """The linear layers ``modules`` (same input) as one callable: their weights fused
-        into one GEMM, or, for quantized layers, their own forward."""
-        if any(_is_quantized(m) for m in modules):
-            return _Quantized(modules, self.dtype)
+        into one GEMM, or, for quantized layers on the CPU, their own forward."""
+        if any(_is_quantized(m) for m in modules) and self.xp is np:
+            return _Quantized(modules, self.dtype)  # on a GPU: the dequantized weights below
         w = self.xp.concatenate([self._array(m.weight) for m in modules])
         b = None
         if modules[0].bias is not None:  # Llama: bias=True gives every projection one
@@ -244,18 +256,12 @@ class Decoder:
 
     # ---------------------------------------------------------------- the pieces
     def _apply_norm(self, x, norm):
+        """RMSNorm (Llama) or LayerNorm (GPT) through the norm kernels the module path runs:
+        one call instead of ~7 array ops, which is what a batch-1 step is made of."""
         weight, bias, eps = norm
-        xp = self.xp
         if self.llama:
-            y = x * (1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps))
-        else:
-            c = x - x.mean(axis=-1, keepdims=True)
-            y = c * (1.0 / xp.sqrt((c * c).mean(axis=-1, keepdims=True) + eps))
-        if weight is not None:
-            y *= weight
-        if bias is not None:
-            y += bias
-        return y
+            return rms_norm_forward(x, weight, eps)[0]
+        return layer_norm_forward(x, weight, bias, eps)[0]
 
     def _rope(self, qk, pos, rotary):
         """q and k heads [B, H + Hkv, D] rotated to position ``pos`` as the module does."""
@@ -324,13 +330,8 @@ class Decoder:
         if layer["moe"] is not None:
             return self._moe_ffn(h, tokens, layer["moe"])
         u = layer["up"](h)
-        if self.llama:
-            F = u.shape[-1] // 2
-            gate, up = u[..., :F], u[..., F:]
-            act = gate / (1.0 + self.xp.exp(-gate)) * up  # silu(gate) * up
-        else:
-            c = math.sqrt(2.0 / math.pi)
-            act = 0.5 * u * (1.0 + self.xp.tanh(c * (u + 0.044715 * u * u * u)))  # gelu (tanh)
+        # silu(gate) * up of u = [gate | up] (Llama) or gelu-tanh(u) (GPT), by the kernels
+        act = swiglu_forward(u) if self.llama else activation_forward(u, "gelu_tanh")
         return layer["down"](act)
 
     # ---------------------------------------------------------------- one step

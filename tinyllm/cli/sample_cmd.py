@@ -51,6 +51,7 @@ def parse_rope_scaling_flag(text: str, train_context: int) -> dict | None:
     if text.strip().lower() == "none":
         return None
     kind, _, factor = text.partition(":")
+    kind = kind.strip().lower()
     kinds = ("linear", "ntk", "yarn")
     try:
         value = float(factor)

@@ -24,8 +24,8 @@ all on the packed kernel; ``Int8Weight`` (LLM.int8()) runs its mixed decompositi
 - ``threshold`` (LLM.int8()): the outlier threshold of the decomposition.
 
 ``layer.weight`` returns the dequantized float weight as a Tensor (W_hat / s when there is an
-input scale) so code that snapshots ``.weight`` (the lean decoder of ``tinyllm.models``) keeps
-working; ``layer(x)`` never builds it.
+input scale) for code that wants a float matrix (the lean decoder of ``tinyllm.models`` uses it
+on a GPU only; on the CPU it calls ``layer(x)``); ``layer(x)`` never builds it.
 """
 
 from __future__ import annotations

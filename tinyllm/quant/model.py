@@ -274,6 +274,14 @@ def quantize_model(
         raise ValueError(f"quantize_model: {method} needs calibration batches")
     forward = forward or (lambda m, batch: m(batch))
     lkd_steps = int(options.pop("lkd_steps", 0) or 0)
+    if lkd_steps < 0:
+        raise ValueError(f"quantize_model: lkd_steps must be >= 0, got {lkd_steps}")
+    if lkd_steps and (layer_bits or tuple(exclude) != tuple(DEFAULT_EXCLUDE)):
+        raise ValueError("quantize_model: lkd_steps quantizes every block linear layer at "
+                         "`bits`; layer_bits and exclude are not supported with it")  # fmt: skip
+    for pattern, b in (layer_bits or {}).items():
+        if not isinstance(b, (int, np.integer)) or not 1 <= b <= 8:
+            raise ValueError(f"quantize_model: layer_bits[{pattern!r}] must be 1..8, got {b!r}")
     lkd_lr = float(options.pop("lkd_lr", 1e-4))
     lkd_bar = bool(options.pop("lkd_progress_bar", False))
     if lkd_steps > 0:
@@ -432,8 +440,9 @@ def load_quantized(run_dir: str | Path) -> Module:
     quantized MiniLM), in eval mode.
 
     ``model(idx)`` runs the packed layers (and their activation quantization);
-    ``model.generate`` decodes with the lean decoder, which multiplies the dequantized float
-    weights and does not quantize activations (tests/quant/test_sampling_path.py)."""
+    ``model.generate`` decodes with the lean decoder, which calls each quantized layer's own
+    forward (an LLM.int8() model decodes by the uncached forward instead;
+    tests/quant/test_sampling_path.py)."""
     from tinyllm.io.checkpoint import CheckpointError, load_checkpoint
 
     run_dir = Path(run_dir)
