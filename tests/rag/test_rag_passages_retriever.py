@@ -107,3 +107,25 @@ def test_cli_build_and_query(tmp_path, capsys):
     assert args.func(args) == 0
     args = parser.parse_args(["rag", "query", "--store", str(tmp_path / "missing"), "x"])
     assert args.func(args) == 2
+
+
+def test_cli_documents_mode_on_a_bm25_store(tmp_path, capsys):
+    """A store without a dense index answers --mode documents from BM25 alone (distinct
+    topics); modes that need the dense index are refused by name."""
+    from tinyllm.cli import rag_cmd
+
+    parser = argparse.ArgumentParser(prog="tinyllm")
+    rag_cmd.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "store"
+    build = parser.parse_args(["rag", "build", "--out", str(out)])
+    assert build.func(build) == 0 and not (out / "dense.npz").exists()
+    capsys.readouterr()
+    args = parser.parse_args(["rag", "query", "--store", str(out), "catch an exception",
+                              "--mode", "documents", "-k", "3"])  # fmt: skip
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    topics = [line.split("[", 1)[1].split("]", 1)[0] for line in printed.splitlines()
+              if line[:1].isdigit() and ". [" in line]  # fmt: skip
+    assert len(topics) == 3 and len(set(topics)) == 3, printed
+    args = parser.parse_args(["rag", "query", "--store", str(out), "x", "--mode", "dense"])
+    assert args.func(args) == 2 and "needs a dense index" in capsys.readouterr().err

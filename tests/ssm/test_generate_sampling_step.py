@@ -51,13 +51,6 @@ def test_generate_equals_the_naive_sampling_loop(arch, setting):
         assert seen == want[0, 5:].tolist()  # the callback gets the first sequence's tokens
 
 
-def test_both_models_use_the_one_sampling_step():
-    import tinyllm.models.lm as lm
-    import tinyllm.models.mamba as mamba
-
-    assert mamba.sampling_step is lm.sampling_step
-
-
 def test_mamba_generate_takes_a_logits_processor():
     """A processor that bans the greedy choice changes the tokens exactly as in the naive
     loop (the processor sees the tokens so far and the last logits [B, V])."""

@@ -84,7 +84,8 @@ def explained_variance(values: np.ndarray, returns: np.ndarray, mask: np.ndarray
 
 
 class PPOTrainer(OnlineTrainer):
-    """``PPOTrainer(config, policy, ref_model, task)``; ``train()`` returns the run summary.
+    """``PPOTrainer(config, policy, ref_model, task, base_config)``;
+    ``train()`` returns the run summary.
     Construction: ``OnlineTrainer``'s, plus the KL controller (adaptive or fixed)."""
 
     def __init__(

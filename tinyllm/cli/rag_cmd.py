@@ -84,7 +84,9 @@ def register(subparsers) -> None:
     query = commands.add_parser("query", help="print the top passages for a query")
     query.add_argument("--store", required=True, help="directory written by 'rag build'")
     query.add_argument("text", help="the query")
-    query.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
+    query.add_argument(
+        "-k", type=int, default=5, help="number of results: topics in mode documents, else passages"
+    )
     query.add_argument(
         "--mode",
         choices=["auto", "bm25", "dense", "hybrid", "hybrid_score", "documents"],
@@ -169,7 +171,7 @@ def run_query(args: argparse.Namespace) -> int:
         return 2
     if args.mode == "auto":
         args.mode = "documents" if store.has_dense else "bm25"
-    if args.mode != "bm25" and not store.has_dense:
+    if args.mode not in ("bm25", "documents") and not store.has_dense:  # documents: BM25 alone
         print(
             f"tinyllm rag query: mode {args.mode!r} needs a dense index; "
             "rebuild with 'tinyllm rag build --dense tfidf'",
