@@ -41,14 +41,11 @@ from tinyllm.grad_mode import no_grad
 from tinyllm.nn.layers import Linear
 from tinyllm.nn.module import Module
 from tinyllm.nn.parameter import Parameter
+from tinyllm.quant.model import _run_hooked, _Stop
 from tinyllm.quant.schemes import compute_qparams, quantize_weight
 from tinyllm.tensor import Tensor
 
 __all__ = ["fake_quantize_ste", "lkd_quantize"]
-
-
-class _Stop(Exception):
-    """Raised by the capturing hook once block 0 has seen its input."""
 
 
 class FakeQuantizeSTE(Function):
@@ -168,18 +165,9 @@ def capture_block_inputs(
 
     def hook(x, *args, **kwargs):
         seen.append((backend.to_numpy(x.data).copy(), args, kwargs))
-        raise _Stop
+        raise _Stop  # the rest of the pass is not needed
 
-    object.__setattr__(block, "forward", hook)
-    try:
-        with no_grad():
-            for batch in batches:
-                try:
-                    forward(model, batch)
-                except _Stop:
-                    pass
-    finally:
-        object.__delattr__(block, "forward")
+    _run_hooked(model, batches, forward, {block: hook})
     return seen
 
 

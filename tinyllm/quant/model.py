@@ -116,8 +116,15 @@ def _collect(
 
         return hook
 
-    for layer, sink in zip(layers, sinks):
-        object.__setattr__(layer, "forward", make_hook(layer, sink))
+    _run_hooked(model, batches, forward, {layer: make_hook(layer, sink)
+                                          for layer, sink in zip(layers, sinks)})  # fmt: skip
+
+
+def _run_hooked(model: Module, batches: Sequence, forward: Callable, hooks: dict) -> None:
+    """``forward(model, batch)`` for each batch under ``no_grad``, with ``hooks[layer]`` in
+    place of each layer's forward (a hook may raise ``_Stop`` to end that pass early)."""
+    for layer, hook in hooks.items():
+        object.__setattr__(layer, "forward", hook)
     try:
         with no_grad():
             for batch in batches:
@@ -126,7 +133,7 @@ def _collect(
                 except _Stop:
                     pass
     finally:
-        for layer in layers:
+        for layer in hooks:
             object.__delattr__(layer, "forward")
 
 
