@@ -1,4 +1,9 @@
+import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -18,3 +23,57 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mpiexec_run():
+    """``run(args, ranks=2, timeout=180, single_thread=True)``: ``mpiexec -n ranks python
+    *args`` from the repository root (on PYTHONPATH), asserted to exit 0; the test is skipped
+    when mpi4py or mpiexec is missing. ``single_thread`` pins each rank's thread pools to one
+    thread (ranks share the cores)."""
+    pytest.importorskip("mpi4py", reason="MPI tests need mpi4py (pip install mpi4py mpich)")
+    here = Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(here) if here.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("mpiexec not found (pip install mpich)")
+
+    def run(args, ranks=2, timeout=180, single_thread=True):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path)}
+        if single_thread:
+            env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+        proc = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=str(REPO))  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run():
+    """``make(path, **train_config)``: a run folder as ``tinyllm train`` writes it (config.json
+    and a checkpoint at step 0) holding an untrained byte-level model, by default a 1-layer
+    Llama with d_model 32, 2 heads, seq_len 16; returns ``path``."""
+
+    def make(path, **overrides):
+        import tinyllm
+        from tinyllm.io.checkpoint import save_checkpoint
+        from tinyllm.models import build_model
+        from tinyllm.train.config import TrainConfig
+        from tinyllm.train.loop import model_config_for
+
+        config = TrainConfig(**{"d_model": 32, "n_layer": 1, "n_head": 2, "seq_len": 16,
+                                **overrides})  # fmt: skip
+        tinyllm.manual_seed(0)
+        model = build_model(model_config_for(config, 256))
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps(config.to_dict()))
+        arrays = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
+        save_checkpoint(path / "checkpoint.safetensors", arrays, {"step": 0})
+        return path
+
+    return make

@@ -76,27 +76,6 @@ def test_gradflow_demo_default_output_does_not_depend_on_the_working_directory(t
     assert str(want) in " ".join(out.split())
 
 
-def _tiny_run(path, device="cpu"):
-    """A run folder as `tinyllm train` writes it (config.json, checkpoint.safetensors), for
-    an untrained 1-layer Llama on bytes: what `tinyllm sample` and `quantize` read."""
-    import json
-
-    import tinyllm
-    from tinyllm.io.checkpoint import save_checkpoint
-    from tinyllm.models import build_model
-    from tinyllm.train.config import TrainConfig
-    from tinyllm.train.loop import model_config_for
-
-    config = TrainConfig(d_model=32, n_layer=1, n_head=2, seq_len=16, device=device)
-    tinyllm.manual_seed(0)
-    model = build_model(model_config_for(config, 256))
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(config.to_dict()))
-    arrays = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-    save_checkpoint(path / "checkpoint.safetensors", arrays, {"step": 0})
-    return path
-
-
 def _greedy_text(model, prompt, n):
     import numpy as np
 
@@ -115,14 +94,14 @@ def _no_cuda(monkeypatch):
 
 
 def test_sample_device_defaults_to_the_run_and_cuda_errors_in_one_line(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, tiny_run
 ):
     """--device cpu|cuda; the default is the run's config.json device. Asking for (or
     defaulting to) cuda where CUDA is unusable: exit status 2, one line naming the cause."""
     from tinyllm.cli.sample_cmd import load_run
 
     _no_cuda(monkeypatch)
-    cpu_run = _tiny_run(tmp_path / "cpu")
+    cpu_run = tiny_run(tmp_path / "cpu")
     want = _greedy_text(load_run(cpu_run)[0], "ab", 6)
     flags = ["--prompt", "ab", "--max-new-tokens", "6", "--temperature", "0"]
     for device in ([], ["--device", "cpu"]):
@@ -133,7 +112,7 @@ def test_sample_device_defaults_to_the_run_and_cuda_errors_in_one_line(
     err = captured.err.strip()
     assert captured.out == "" and "\n" not in err
     assert err.startswith("tinyllm sample: --device cuda, but CUDA check failed (import)")
-    gpu_run = _tiny_run(tmp_path / "gpu", device="cuda")  # trained on a GPU, sampled here
+    gpu_run = tiny_run(tmp_path / "gpu", device="cuda")  # trained on a GPU, sampled here
     assert main(["sample", str(gpu_run), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert "the run's device is cuda" in err and "pass --device cpu" in err and "\n" not in err
@@ -144,13 +123,13 @@ def test_sample_device_defaults_to_the_run_and_cuda_errors_in_one_line(
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 
 
-def test_sample_a_quantized_run(tmp_path, capsys):
+def test_sample_a_quantized_run(tmp_path, capsys, tiny_run):
     """`tinyllm quantize` writes quant.json beside the checkpoint; `tinyllm sample` then
     loads the quantized layers (tinyllm.quant.load_quantized) and samples from them."""
     from tinyllm.cli.sample_cmd import load_run
     from tinyllm.quant import QuantLinear, load_quantized
 
-    run = _tiny_run(tmp_path / "run")
+    run = tiny_run(tmp_path / "run")
     qrun = tmp_path / "run-rtn"
     assert main(["quantize", str(run), "--method", "rtn", "--bits", "4", "--group-size", "16",
                  "--out", str(qrun)]) == 0  # fmt: skip

@@ -10,9 +10,6 @@
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,34 +21,15 @@ from tinyllm.distributed import DataParallel, ProcessGroup, SingleProcessGroup, 
 from tinyllm.distributed.process_group import launched_world
 
 HERE = Path(__file__).parent
-REPO = HERE.parents[1]
 
 
-def _mpiexec() -> str | None:
-    here = Path(sys.executable).with_name("mpiexec")
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
-def _launch(args, timeout=180):
-    pytest.importorskip("mpi4py", reason="data parallelism needs mpi4py (pip install mpi4py mpich)")
-    mpiexec = _mpiexec()
-    if mpiexec is None:
-        pytest.skip("mpiexec not found (pip install mpich)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}  # fmt: skip
-    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=str(REPO))  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path):
+def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, mpiexec_run):
     """float64: the averaged gradient (g_0 + g_1) / 2 of two B-row means equals the gradient
     of the 2B-row mean up to the order of additions (~1e-16 relative); 5 AdamW steps with
     clipping carry that to 6e-15 measured. Tolerance 1e-12: above that rounding noise, and
     ~1e10 below the gap to a run that sees only half of each batch (the control, ~7e-2)."""
     out = tmp_path / "dp.json"
-    _launch([str(HERE / "_dp_worker.py"), str(out)])
+    mpiexec_run([str(HERE / "_dp_worker.py"), str(out)])
     r = json.loads(out.read_text())
     assert r["ranks"] == 2
     assert r["rank_spread"] == 0.0  # every rank took exactly the same steps
@@ -104,8 +82,8 @@ def _records(run_dir):
     return [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_mpiexec_train_writes_once_matches_one_process_and_resumes(tmp_path):
-    proc = _launch(_train_args(tmp_path, "dp", 2, 4))
+def test_mpiexec_train_writes_once_matches_one_process_and_resumes(tmp_path, mpiexec_run):
+    proc = mpiexec_run(_train_args(tmp_path, "dp", 2, 4))
     assert proc.stdout.count("done: 4 steps") == 1  # rank 0 reports, rank 1 is silent
     run = tmp_path / "dp"
     assert sorted(p.name for p in run.iterdir()) == [
@@ -130,8 +108,8 @@ def test_mpiexec_train_writes_once_matches_one_process_and_resumes(tmp_path):
     np.testing.assert_allclose([r["loss"] for r in records if "loss" in r], losses, rtol=1e-5)
 
     # 2 ranks for 2 steps, then --resume to 4: equal to the 4-step 2-rank run bit for bit
-    _launch(_train_args(tmp_path, "part", 2, 2))
-    proc = _launch(["-m", "tinyllm", "train", "--resume", "--out-dir", str(tmp_path),
+    mpiexec_run(_train_args(tmp_path, "part", 2, 2))
+    proc = mpiexec_run(["-m", "tinyllm", "train", "--resume", "--out-dir", str(tmp_path),
                     "--name", "part", "--steps", "4", "--no-progress"])  # fmt: skip
     assert proc.stdout.count("resumed") == 1
     resumed, _ = _state(tmp_path / "part")

@@ -5,10 +5,6 @@ it is skipped, with the reason, when mpi4py or mpiexec is absent.
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,23 +14,10 @@ pytest.importorskip("mpi4py", reason="expert parallelism needs mpi4py (pip insta
 WORKER = Path(__file__).with_name("_ep_worker.py")
 
 
-def _mpiexec() -> str | None:
-    here = Path(sys.executable).with_name("mpiexec")
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
 @pytest.mark.parametrize("ranks", [2, 4])
-def test_ranks_equal_one_process_outputs_and_every_gradient(tmp_path, ranks):
-    mpiexec = _mpiexec()
-    if mpiexec is None:
-        pytest.skip("mpiexec not found (pip install mpich)")
+def test_ranks_equal_one_process_outputs_and_every_gradient(tmp_path, ranks, mpiexec_run):
     out = tmp_path / "ep.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKER.parents[2])] + sys.path)}
-    proc = subprocess.run(
-        [mpiexec, "-n", str(ranks), sys.executable, str(WORKER), str(out)],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mpiexec_run([WORKER, out], ranks=ranks, timeout=120, single_thread=False)
     result = json.loads(out.read_text())
     assert result["ranks"] == ranks
     for rank in result["per_rank"]:

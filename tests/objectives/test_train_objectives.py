@@ -147,29 +147,7 @@ def test_objectives_train_in_mixed_precision(tmp_path, precision, capsys):
         assert _records(tmp_path / precision, "loss_scale")[0] == (1, 2.0**16)
 
 
-def _mpiexec_two_ranks(args, timeout=240):
-    """``mpiexec -n 2 python args`` (the pattern of tests/distributed), skipped without MPI."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("mpi4py", reason="data parallelism needs mpi4py (pip install mpi4py mpich)")
-    here = Path(sys.executable).with_name("mpiexec")
-    mpiexec = str(here) if here.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
-        pytest.skip("mpiexec not found (pip install mpich)")
-    repo = Path(__file__).parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo)] + sys.path),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}  # fmt: skip
-    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=str(repo))  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def test_two_rank_objective_run_equals_one_process_with_twice_the_batch(tmp_path):
+def test_two_rank_objective_run_equals_one_process_with_twice_the_batch(tmp_path, mpiexec_run):
     """``mpiexec -n 2`` with batch 2 per rank = one process with batch 4: both draw the same
     4 rows and masks from the batch generator; each rank's loss is its summed loss x 2 / N
     (N masked tokens in the 4 rows), so the ranks' average is the 4-row mean even though the
@@ -185,7 +163,7 @@ def test_two_rank_objective_run_equals_one_process_with_twice_the_batch(tmp_path
               "1", "--n-head", "2", "--seq-len", "16", "--lr", "3e-3", "--warmup", "0",
               "--steps", "4", "--eval-interval", "4", "--eval-batches", "1", "--log-interval",
               "1", "--no-progress", "--out-dir", str(tmp_path)]  # fmt: skip
-    proc = _mpiexec_two_ranks([*common, "--name", "dp", "--batch-size", "2"])
+    proc = mpiexec_run([*common, "--name", "dp", "--batch-size", "2"], timeout=240)
     assert proc.stdout.count("done: 4 steps") == 1  # rank 0 reports
     assert main(["train", *common[3:], "--name", "one", "--batch-size", "4"]) == 0
     assert main(["train", *common[3:], "--name", "half", "--batch-size", "2"]) == 0

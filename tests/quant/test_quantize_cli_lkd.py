@@ -8,27 +8,10 @@ import tinyllm
 from tinyllm.cli.main import main
 
 
-def _tiny_run(path):
-    """A run folder as `tinyllm train` writes it: an untrained 1-layer Llama on bytes."""
-    from tinyllm.io.checkpoint import save_checkpoint
-    from tinyllm.models import build_model
-    from tinyllm.train.config import TrainConfig
-    from tinyllm.train.loop import model_config_for
-
-    config = TrainConfig(d_model=32, n_layer=1, n_head=2, seq_len=16, batch_size=4)
-    tinyllm.manual_seed(0)
-    model = build_model(model_config_for(config, 256))
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(config.to_dict()))
-    arrays = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-    save_checkpoint(path / "checkpoint.safetensors", arrays, {"step": 0})
-    return path
-
-
-def test_quantize_zeroquant_with_lkd_writes_a_loadable_checkpoint(tmp_path, capsys):
+def test_quantize_zeroquant_with_lkd_writes_a_loadable_checkpoint(tmp_path, capsys, tiny_run):
     from tinyllm.quant import QuantLinear, load_quantized
 
-    run = _tiny_run(tmp_path / "run")
+    run = tiny_run(tmp_path / "run", batch_size=4)
     outs = {}
     for name, extra in (("plain", []), ("lkd", ["--lkd-steps", "20", "--lkd-lr", "1e-3"])):
         out = tmp_path / name
@@ -51,7 +34,7 @@ def test_quantize_zeroquant_with_lkd_writes_a_loadable_checkpoint(tmp_path, caps
     assert outs["lkd"](idx).shape == (1, 3, 256)
 
 
-def test_lkd_steps_only_for_zeroquant(tmp_path, capsys):
-    run = _tiny_run(tmp_path / "run")
+def test_lkd_steps_only_for_zeroquant(tmp_path, capsys, tiny_run):
+    run = tiny_run(tmp_path / "run", batch_size=4)
     assert main(["quantize", str(run), "--method", "rtn", "--lkd-steps", "5"]) == 2
     assert "--lkd-steps is ZeroQuant's distillation" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """`tinyllm serve` on a free port, talked to with the official `openai` client."""
 
 import codecs
-import json
 import socket
 import subprocess
 import sys
@@ -17,23 +16,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 
-def _tiny_run(path):
-    import tinyllm
-    from tinyllm.io.checkpoint import save_checkpoint
-    from tinyllm.models import build_model
-    from tinyllm.train.config import TrainConfig
-    from tinyllm.train.loop import model_config_for
-
-    config = TrainConfig(d_model=32, n_layer=1, n_head=2, seq_len=64, device="cpu")
-    tinyllm.manual_seed(0)
-    model = build_model(model_config_for(config, 256))
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(config.to_dict()))
-    arrays = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-    save_checkpoint(path / "checkpoint.safetensors", arrays, {"step": 0})
-    return path
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,8 +23,8 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    run = _tiny_run(tmp_path_factory.mktemp("serve") / "tiny")
+def server(tmp_path_factory, tiny_run):
+    run = tiny_run(tmp_path_factory.mktemp("serve") / "tiny", seq_len=64)
     port = _free_port()
     proc = subprocess.Popen(
         [
