@@ -25,6 +25,17 @@ from tinyllm.rag.passages import Passage
 _UNDERLINE = re.compile(r"^([=\-*~])\1{2,}\s*$")
 
 
+def is_heading(line: str, next_line: str) -> bool:
+    """Whether ``line`` is a title underlined by ``next_line`` (a run of one of = - * ~ at
+    least as long as the title, give or take two characters), as the help topics write them."""
+    title = line.strip()
+    return (
+        bool(title)
+        and bool(_UNDERLINE.match(next_line))
+        and (len(next_line.strip()) >= len(title) - 2)
+    )
+
+
 def topic_headings(text: str) -> list[tuple[int, str]]:
     """``[(offset, heading), ...]`` of ``text``: every underlined title line, ``offset`` its
     character position in the whitespace-normalised text (``" ".join(text.split())``)."""
@@ -32,8 +43,8 @@ def topic_headings(text: str) -> list[tuple[int, str]]:
     out = []
     position = 0  # character position of the current line in ``text``
     for above, line in zip(lines, lines[1:]):
-        title = above.strip()
-        if title and _UNDERLINE.match(line) and len(line.strip()) >= len(title) - 2:
+        if is_heading(above, line):
+            title = above.strip()
             prefix = " ".join(text[:position].split())
             out.append((len(prefix) + (1 if prefix else 0), " ".join(title.split())))
         position += len(above) + 1

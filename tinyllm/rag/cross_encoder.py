@@ -33,13 +33,12 @@ the encoder is frozen, so the reranker is opt-in (``tinyllm rag query --rerank``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-HEADING_UNDERLINE = re.compile(r"^([=\-*~])\1{2,}\s*$")
+from tinyllm.rag.context import is_heading
 
 
 def corpus_headings(topics: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -51,12 +50,7 @@ def corpus_headings(topics: Mapping[str, str]) -> list[tuple[str, str]]:
         seen = set()
         for above, line in zip(lines, lines[1:]):
             title = above.strip()
-            if (
-                title
-                and HEADING_UNDERLINE.match(line)
-                and len(line.strip()) >= len(title) - 2
-                and title not in seen
-            ):
+            if is_heading(above, line) and title not in seen:
                 seen.add(title)
                 out.append((title.replace('"', ""), topic))
     return out
