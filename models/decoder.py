@@ -67,6 +67,7 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.functional.moe import _scatter_add_rows, expert_permutation
+from tinyllm.grad_mode import no_grad
 from tinyllm.kernels import (
     activation_forward,
     layer_norm_forward,
@@ -76,6 +77,7 @@ from tinyllm.kernels import (
 )
 from tinyllm.nn.moe import MoE, SoftMoE
 from tinyllm.nn.moe.routing import topk_indices
+from tinyllm.tensor import Tensor
 
 
 def _array(t):
@@ -136,12 +138,9 @@ class _Quantized:
         self.modules, self.dtype = modules, dtype
 
     def __call__(self, x):
-        from tinyllm import tensor
-        from tinyllm.grad_mode import no_grad
-
         xp = backend.get_array_module(x)
         with no_grad():
-            outs = [m(tensor(x)).data for m in self.modules]
+            outs = [m(Tensor(x)).data for m in self.modules]
         y = outs[0] if len(outs) == 1 else xp.concatenate(outs, axis=-1)
         return y.astype(self.dtype, copy=False)
 
