@@ -525,14 +525,21 @@ class CachingEmbedder:
         return np.stack([self.memory[t] for t in texts])
 
 
-def document_rankings(store, queries, weights, title_weight, collapse=True):
+def document_rankings(store, queries, weights, title_weight, collapse=True, centroid_weight=0.0):
     """Passage-id rankings (depth DEPTH): one best passage per document with ``collapse``,
-    else the fused passage list; and the mean ms per query."""
+    else the fused passage list; and the mean ms per query. ``centroid_weight`` 0 (the
+    second round's pipeline, as the "documents" part chose it) unless given."""
     start = time.perf_counter()
     out = []
     for q in queries:
         if collapse:
-            hits = store.search_documents(q, DEPTH, weights=weights, title_weight=title_weight)
+            hits = store.search_documents(
+                q,
+                DEPTH,
+                weights=weights,
+                title_weight=title_weight,
+                centroid_weight=centroid_weight,
+            )
             out.append([p.id for _, p, _ in hits])
         else:
             hits = store.search(q, DEPTH, "hybrid_score", fetch_k=DEPTH, weights=weights)
@@ -654,14 +661,361 @@ def document_experiment(args, embed, embed_name) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Third round of ideas (part "ideas"): dev half only, never the held-out half.
+
+FOLDS = 5
+# (form, λ of the pull to the identity) of the query adapters
+ADAPTER_GRID = tuple(("full", lam) for lam in (1e-3, 1e-2, 1e-1, 1.0, 10.0)) + tuple(
+    ("diagonal", lam) for lam in (1e-3, 1e-2, 1e-1)
+)
+ADAPTER_SCALE = 20.0  # InfoNCE logit scale (1 / temperature) for unit vectors
+TEMPLATES_PER_TOPIC = 40
+CENTROID_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+HEADING_REPEATS = (2, 3)
+
+
+def dev_folds(questions: list[dict], by_topic: bool) -> np.ndarray:
+    """Fold of every question: the i-th question (id order) in fold i mod 5, which spreads
+    each topic's questions over the folds as the dev/held-out split does; with ``by_topic``
+    all questions of one first topic share a fold (the topics sorted, topic j in fold j mod
+    5), so a fold's topics are never seen in training."""
+    if by_topic:
+        names = sorted({q["topics"][0] for q in questions})
+        fold_of = {name: j % FOLDS for j, name in enumerate(names)}
+        return np.array([fold_of[q["topics"][0]] for q in questions])
+    order = np.argsort([q["id"] for q in questions], kind="stable")
+    folds = np.empty(len(questions), dtype=np.int64)
+    folds[order] = np.arange(len(questions)) % FOLDS
+    return folds
+
+
+def reciprocal_ranks(rankings, gold, homes) -> np.ndarray:
+    """Per question: 1 / rank of the first relevant passage (0 if none), as ranking_metrics."""
+    out = []
+    for ranking, topics in zip(rankings, gold):
+        topics = set(topics)
+        first = next((r for r, pid in enumerate(ranking, start=1) if homes[pid] & topics), None)
+        out.append(0.0 if first is None else 1.0 / first)
+    return np.array(out)
+
+
+def fold_summary(rr: np.ndarray, folds: np.ndarray, base: np.ndarray | None = None) -> dict:
+    """hit@1, hit@5, MRR over all questions, the MRR of each fold, and (with ``base``, the
+    baseline's reciprocal ranks) the per-fold MRR gain: mean, standard deviation, folds
+    gained."""
+    per_fold = [float(rr[folds == f].mean()) for f in range(FOLDS)]
+    row = {
+        "hit@1": float(np.mean(rr == 1.0)),
+        "hit@5": float(np.mean(rr >= 0.2)),
+        "mrr": float(rr.mean()),
+        "fold_mrr": [round(m, 4) for m in per_fold],
+        "fold_mrr_mean": float(np.mean(per_fold)),
+        "fold_mrr_std": float(np.std(per_fold, ddof=1)),
+    }
+    if base is not None:
+        gains = np.array([rr[folds == f].mean() - base[folds == f].mean() for f in range(FOLDS)])
+        row.update(
+            gain_mean=float(gains.mean()),
+            gain_std=float(gains.std(ddof=1)),
+            folds_gained=int((gains > 0).sum()),
+            clear_gain=bool(gains.mean() > gains.std(ddof=1) and (gains > 0).sum() >= 4),
+        )
+    return row
+
+
+def idea_rankings(store, queries, adapter=None, centroids=None, centroid_weight=0.0):
+    """Passage-id rankings of the default document pipeline (search_documents with the
+    shipped weights), optionally with a query adapter and a per-topic term μ · cos(q, c_t)
+    added to the title term, ``centroids`` = (topic names, unit rows c_t)."""
+    from tinyllm.rag.collapse import document_ranking
+    from tinyllm.rag.retriever import DOCUMENT_FETCH_K, FUSION_WEIGHTS, TITLE_WEIGHT
+
+    store.query_adapter = adapter
+    out = []
+    for q in queries:
+        lexical = store._bm25_ranking(q, DOCUMENT_FETCH_K)
+        dense = store._dense_ranking(q, DOCUMENT_FETCH_K)
+        fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
+        prior = store._title_cosines(q)
+        if centroid_weight:
+            names, matrix = centroids
+            extra = matrix @ store._query_vector(q)
+            prior = {
+                n: prior[n] + centroid_weight / TITLE_WEIGHT * float(c)
+                for n, c in zip(names, extra)
+            }
+        ranked = document_ranking(fused, store.memberships, prior, TITLE_WEIGHT)
+        out.append([pid for _, pid, _ in ranked[:DEPTH]])
+    store.query_adapter = None
+    return out
+
+
+def topic_centroids(store, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Unit mean of the passage vectors of every topic (a passage counts for all its topics)."""
+    names = sorted({d for m in store.memberships for d in m})
+    index = {n: i for i, n in enumerate(names)}
+    sums = np.zeros((len(names), vectors.shape[1]), np.float64)
+    for pid, members in enumerate(store.memberships):
+        for d in members:
+            sums[index[d]] += vectors[pid]
+    return names, normalize(sums).astype(np.float32)
+
+
+def positives_mask(answers: list, homes) -> np.ndarray:
+    """(questions, passages) True where a passage's homes meet the question's topics."""
+    return np.array([[bool(h & set(a)) for h in homes] for a in answers])
+
+
+def ideas_experiment(args, embed, embed_name) -> dict:
+    """Ideas of the third round, each against the shipped default on the dev half only:
+    (1) a query adapter fitted on template questions made from the corpus (no labels);
+    (2) a query adapter fitted on dev questions, scored by 5-fold cross-validation (folds
+    interleaved within topics, and folds by topic); (3) neighbouring passage text in the
+    dense embedding, a per-topic centroid term, BM25 heading field weights. A row is a
+    clear gain when its mean per-fold MRR gain exceeds the gains' standard deviation and
+    4 of the 5 folds gain (rule fixed before the runs)."""
+    from tinyllm.rag.context import contextualize
+    from tinyllm.rag.query_adapter import fit_query_adapter
+    from tinyllm.rag.retriever import PASSAGE_WORDS, corpus_retriever
+    from tinyllm.rag.template_questions import template_questions
+
+    topics = default_corpus_topics()
+    low, high = PASSAGE_WORDS
+    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
+    store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
+    homes = passage_homes(store.passages, topics)
+    vectors = store.dense_index._vectors
+    dev = load_questions("dev")
+    queries = [q["question"] for q in dev]
+    gold = [q["topics"] for q in dev]
+    question_vectors = np.concatenate([wrapped(queries[i : i + 32]) for i in range(0, 105, 32)])
+    folds = dev_folds(dev, by_topic=False)
+    topic_folds = dev_folds(dev, by_topic=True)
+
+    base_rankings = idea_rankings(store, queries)
+    previous = [
+        [p.id for _, p, _ in store.search_documents(q, DEPTH, centroid_weight=0.0)] for q in queries
+    ]
+    assert base_rankings == previous, "idea_rankings must reproduce search_documents"
+    base = reciprocal_ranks(base_rankings, gold, homes)
+    rows = [{"idea": "shipped default", **fold_summary(base, folds)}]
+
+    def add(idea: str, rr: np.ndarray, split=folds, **extra) -> None:
+        row = {"idea": idea, **extra, **fold_summary(rr, split, base)}
+        rows.append(row)
+        print(
+            f"{idea:64s} MRR {row['mrr']:.3f} hit@5 {row['hit@5']:.3f} gain/fold "
+            f"{row['gain_mean']:+.3f} ± {row['gain_std']:.3f} ({row['folds_gained']}/5)",
+            flush=True,
+        )
+
+    print(f"shipped default: MRR {rows[0]['mrr']:.3f} hit@5 {rows[0]['hit@5']:.3f}")
+
+    # (1) template questions from the corpus, no labels; λ chosen on dev (reported per λ)
+    pairs = template_questions(topics, per_topic=TEMPLATES_PER_TOPIC, seed=args.seed)
+    template_vectors = cached_vectors(
+        embed, [t for t, _ in pairs], args.cache, f"template-questions-{TEMPLATES_PER_TOPIC}"
+    )
+    template_positives = positives_mask([a for _, a in pairs], homes)
+    print(f"{len(pairs)} template questions")
+    for form, decay in ADAPTER_GRID:
+        adapter = fit_query_adapter(
+            template_vectors, vectors, template_positives, ADAPTER_SCALE, decay, form=form
+        )
+        rr = reciprocal_ranks(idea_rankings(store, queries, adapter), gold, homes)
+        add(f"(1) template-question adapter, {form}, λ={decay:g}", rr, templates=len(pairs))
+
+    # (2) supervised adapter on dev questions, 5-fold CV (interleaved / by topic)
+    dev_positives = positives_mask(gold, homes)
+    for name, split in (("interleaved folds", folds), ("folds by topic", topic_folds)):
+        base_split = fold_summary(base, split)
+        rows.append({"idea": f"shipped default ({name})", **base_split})
+        for with_templates in (False, True):
+            for form, decay in ADAPTER_GRID:
+                rr = np.zeros(len(dev))
+                for f in range(FOLDS):
+                    train, test = split != f, split == f
+                    train_q, train_p = question_vectors[train], dev_positives[train]
+                    if with_templates:
+                        train_q = np.concatenate([train_q, template_vectors])
+                        train_p = np.concatenate([train_p, template_positives])
+                    adapter = fit_query_adapter(
+                        train_q, vectors, train_p, ADAPTER_SCALE, decay, form=form
+                    )
+                    test_queries = [q for q, t in zip(queries, test) if t]
+                    rr[test] = reciprocal_ranks(
+                        idea_rankings(store, test_queries, adapter),
+                        [g for g, t in zip(gold, test) if t],
+                        homes,
+                    )
+                data = "dev + template questions" if with_templates else "dev questions"
+                add(f"(2) adapter on {data}, CV {name}, {form}, λ={decay:g}", rr, split)
+
+    # (3a) a per-topic centroid term next to the title term
+    centroids = topic_centroids(store, vectors)
+    for mu in CENTROID_WEIGHTS:
+        rr = reciprocal_ranks(
+            idea_rankings(store, queries, centroids=centroids, centroid_weight=mu), gold, homes
+        )
+        add(f"(3a) + {mu:g} x cos(query, topic centroid)", rr)
+
+    # (3a') the same term with c_t = the embedding of the topic's outline (title and every
+    # section heading), a topic-level summary instead of the mean of its passages
+    from tinyllm.rag.context import topic_headings
+
+    names = centroids[0]
+    outlines = [
+        ". ".join(dict.fromkeys([store.titles[n]] + [h for _, h in topic_headings(topics[n])]))
+        for n in names
+    ]
+    outline_vectors = np.asarray(embed(outlines), dtype=np.float32)
+    for mu in CENTROID_WEIGHTS[:3]:
+        rr = reciprocal_ranks(
+            idea_rankings(store, queries, centroids=(names, outline_vectors), centroid_weight=mu),
+            gold,
+            homes,
+        )
+        add(f"(3a') + {mu:g} x cos(query, topic outline: title + headings)", rr)
+
+    # (3b) BM25 field weight: the title/heading line repeated r times in BM25's text
+    from tinyllm.rag.bm25 import BM25
+
+    texts = contextualize(store.passages, topics)
+    for repeats in HEADING_REPEATS:
+        heads = [t.split("\n\n", 1)[0] for t in texts]
+        bm25_texts = [
+            " ".join([h] * repeats) + "\n\n" + p.text for h, p in zip(heads, store.passages)
+        ]
+        original = store.bm25
+        store.bm25 = BM25().fit(bm25_texts)
+        rr = reciprocal_ranks(idea_rankings(store, queries), gold, homes)
+        store.bm25 = original
+        add(f"(3b) BM25 with the title/heading line x{repeats}", rr)
+
+    # (3c) the dense vector of a passage embeds it with its neighbour's text (same topic)
+    from tinyllm.rag.exact import ExactIndex
+
+    for side in ("next", "previous"):
+        joined = []
+        for i, (text, passage) in enumerate(zip(texts, store.passages)):
+            j = i + 1 if side == "next" else i - 1
+            same = 0 <= j < len(store.passages) and store.passages[j].topic == passage.topic
+            neighbour = store.passages[j].text if same else ""
+            joined.append(
+                text + "\n\n" + neighbour if side == "next" else (neighbour + "\n\n" + text)
+            )
+        neighbour_vectors = cached_vectors(
+            embed, joined, args.cache, f"passages-ctx-{side}-{low}-{high}"
+        )
+        original = store.dense_index
+        store.dense_index = ExactIndex(neighbour_vectors.shape[1], metric="cosine")
+        store.dense_index.add(neighbour_vectors)
+        rr = reciprocal_ranks(idea_rankings(store, queries), gold, homes)
+        store.dense_index = original
+        add(f"(3c) dense text = passage + {side} passage of its topic", rr)
+    return {"embedder": embed_name, "rows": rows, "heldout_looks": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Part "round3": the one held-out look of the third round, for the pipeline frozen in
+# experiments/results/rag_round3_frozen.json (written before the look).
+
+FROZEN = Path("experiments/results/rag_round3_frozen.json")
+
+
+def round3_experiment(args, embed, embed_name) -> dict:
+    """Score the shipped defaults (checked against the frozen config) on dev and held-out,
+    next to the second round's pipeline (the same without the centroid term), by passage
+    homes as the other document rows and strictly by the returned topic's name."""
+    from tinyllm.rag.retriever import (
+        CENTROID_WEIGHT,
+        DOCUMENT_FETCH_K,
+        FUSION_WEIGHTS,
+        PASSAGE_WORDS,
+        TITLE_WEIGHT,
+        corpus_retriever,
+    )
+
+    frozen = json.loads(FROZEN.read_text())["pipeline"]
+    shipped = {
+        "passage_words": list(PASSAGE_WORDS),
+        "context": True,
+        "fusion_weights": list(FUSION_WEIGHTS),
+        "fetch_k": DOCUMENT_FETCH_K,
+        "title_weight": TITLE_WEIGHT,
+        "centroid_weight": CENTROID_WEIGHT,
+        "embedder": embed_name,
+    }
+    if shipped != frozen:
+        raise ValueError(f"round3: shipped defaults {shipped} differ from {FROZEN}: {frozen}")
+    topics = default_corpus_topics()
+    low, high = PASSAGE_WORDS
+    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
+    store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
+    homes = passage_homes(store.passages, topics)
+    pipelines = (
+        ("round 3: + topic-centroid term (shipped default)", CENTROID_WEIGHT),
+        ("round 2 default (no centroid term)", 0.0),
+    )
+    rows = []
+    for split in ("dev", "heldout"):
+        questions = load_questions(split)
+        queries = [q["question"] for q in questions]
+        gold = [q["topics"] for q in questions]
+        for label, mu in pipelines:
+            store.embedder.memory.clear()  # the latency includes embedding each question
+            store._last_query = None
+            rankings, ms = document_rankings(
+                store, queries, FUSION_WEIGHTS, TITLE_WEIGHT, centroid_weight=mu
+            )
+            strict = []
+            for q in queries:
+                names = [d for d, _, _ in store.search_documents(q, 10, centroid_weight=mu)]
+                strict.append(names)
+            first = [
+                next((i for i, d in enumerate(names) if d in g), None)
+                for names, g in zip(strict, gold)
+            ]
+            n = len(questions)
+            row = {
+                "split": split,
+                "method": label,
+                "centroid_weight": mu,
+                **ranking_metrics(rankings, gold, homes),
+                "strict_hit@1": sum(r == 0 for r in first) / n,
+                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
+                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n,
+                "ms_per_query": round(ms, 2),
+                "questions": n,
+            }
+            rows.append(row)
+            print(
+                f"{split:8s} {label:50s} {row['hit@1']:.3f} {row['hit@5']:.3f} "
+                f"{row['mrr']:.3f} strict {row['strict_hit@1']:.3f} {row['strict_hit@5']:.3f} "
+                f"{row['strict_mrr']:.3f} {ms:7.2f} ms",
+                flush=True,
+            )
+    return {"frozen": frozen, "rows": rows, "heldout_looks_overall": 3}
+
+
 def write_outputs(results: dict, out: Path) -> None:
     """Markdown table, JSON and PNG of the question results (and the keyword levels). Parts
-    not run this time are kept from the previous ``rag_questions.json`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    not run this time are kept from the previous ``rag_questions.json`` in ``out``, which
+    must have been written with the same embedder (else ValueError, before anything is
+    written: a merged file would mix two embedders' numbers under one name)."""
     previous = out / "rag_questions.json"
     if previous.is_file():
-        for key, value in json.loads(previous.read_text()).items():
+        earlier = json.loads(previous.read_text())
+        if earlier.get("embedder") != results["embedder"]:
+            raise ValueError(
+                f"write_outputs: {previous} holds results of embedder "
+                f"{earlier.get('embedder')!r}, this run used {results['embedder']!r}; "
+                "write to another --out (or move the old file away) instead of merging"
+            )
+        for key, value in earlier.items():
             results.setdefault(key, value)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "rag_questions.json").write_text(json.dumps(results, indent=1) + "\n")
     chosen = results["questions"]["chosen"]
     rows = results["questions"]["rows"]
@@ -775,7 +1129,7 @@ def main(argv=None) -> int:
         "--parts",
         nargs="+",
         default=["keyword", "questions", "rerank", "documents"],
-        choices=["keyword", "questions", "rerank", "documents", "strict"],
+        choices=["keyword", "questions", "rerank", "documents", "strict", "ideas", "round3"],
     )
     parser.add_argument(
         "--cache",
@@ -815,6 +1169,14 @@ def main(argv=None) -> int:
         results["documents"] = document_experiment(args, embed, embed_name)
     if "strict" in args.parts:
         print(json.dumps({"strict_topic_scores": strict_document_scores(args, embed)}))
+    if "ideas" in args.parts:  # dev half only; its own output file
+        ideas = ideas_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_ideas_dev.json").write_text(json.dumps(ideas, indent=1) + "\n")
+    if "round3" in args.parts:  # the third held-out look: run once
+        final = round3_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round3.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

@@ -113,6 +113,30 @@ def test_document_ranking_matches_the_naive_max_over_passages(seed):
             assert s - weight * (prior[d] if weight else 0.0) == pytest.approx(dict(scores)[pid])
 
 
+def test_document_ranking_does_not_depend_on_input_order():
+    # scores on a coarse grid, so that passages and documents tie often
+    rng = np.random.default_rng(3)
+    docs = [f"d{i}" for i in range(6)]
+    memberships = [
+        set(rng.choice(docs, size=int(rng.integers(1, 3)), replace=False)) for _ in range(25)
+    ]
+    scores = [(pid, float(rng.integers(0, 4)) / 4) for pid in range(25)]
+    prior = {d: float(rng.integers(0, 2)) for d in docs}
+    for weight in (0.0, 0.5):
+        want = document_ranking(scores, memberships, prior if weight else None, weight)
+        for trial in range(5):
+            shuffled = [scores[i] for i in rng.permutation(len(scores))]
+            got = document_ranking(shuffled, memberships, prior if weight else None, weight)
+            assert got == want, trial
+        # the rule itself: ties go to the lower passage id, then the earlier best passage
+        for d, pid, _ in want:
+            best = max(s for p, s in scores if d in memberships[p])
+            assert pid == min(p for p, s in scores if d in memberships[p] and s == best)
+    # passage 0 (document "b") is met first in either input order, so "b" ranks first
+    for given in ([(1, 0.5), (0, 0.5)], [(0, 0.5), (1, 0.5)]):
+        assert document_ranking(given, [{"b"}, {"a"}]) == [("b", 0, 0.5), ("a", 1, 0.5)]
+
+
 def test_document_ranking_errors():
     with pytest.raises(ValueError, match="prior_weight given without a prior"):
         document_ranking([(0, 1.0)], [{"a"}], None, 0.5)
@@ -134,7 +158,7 @@ def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
     homes = passage_homes(store.passages, TOPICS)
     assert [set(m) for m in store.memberships] == [set(h) for h in homes]
     query = "how do I catch an exception and clean up"
-    hits = store.search_documents(query, 10, title_weight=0.0)
+    hits = store.search_documents(query, 10, title_weight=0.0, centroid_weight=0.0)
     assert len({d for d, _, _ in hits}) == 10
     # reference: the passage-level hybrid_score list over the same depth, first hit per topic
     fused = store.search(query, 100, "hybrid_score", fetch_k=100)
@@ -155,6 +179,36 @@ def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
     ]
     with pytest.raises(ValueError, match="k must be a positive integer"):
         store.search_documents(query, 0)
+
+
+def test_centroid_term_matches_a_naive_reference(tfidf_store):
+    """S(t) = max fused passage score + 0.3 cos(q, title_t) + μ cos(q, c_t), c_t the unit mean
+    of t's passage vectors, recomputed here topic by topic from the raw vectors."""
+    from tinyllm.rag.retriever import CENTROID_WEIGHT, TITLE_WEIGHT
+
+    store = tfidf_store
+    query = "how do I catch an exception and clean up"
+    vectors = np.asarray(store.dense_index.vectors, np.float64)
+    q = store.embedder([query])[0].astype(np.float64)
+    fused = {p.id: s for p, s in store.search(query, 100, "hybrid_score", fetch_k=100)}
+    titles = {n: store.embedder([store.titles[n]])[0] for n in store.titles}
+    want = {}
+    for topic in store.titles:
+        members = [pid for pid, m in enumerate(store.memberships) if topic in m]
+        centroid = vectors[members].mean(0)
+        centroid /= np.linalg.norm(centroid)
+        best = max((fused[pid] for pid in members if pid in fused), default=None)
+        if best is not None:
+            want[topic] = best + TITLE_WEIGHT * titles[topic] @ q + CENTROID_WEIGHT * centroid @ q
+    got = store.search_documents(query, 10)
+    expected = sorted(want.items(), key=lambda kv: -kv[1])[:10]
+    assert [d for d, _, _ in got] == [d for d, _ in expected]
+    # float32 vectors: the terms agree to ~1e-6
+    np.testing.assert_allclose([s for _, _, s in got], [v for _, v in expected], atol=1e-5)
+    names, centroids = store.topic_centroids()
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
+    without = store.search_documents(query, 10, centroid_weight=0.0)
+    assert [s for _, _, s in without] != [s for _, _, s in got]  # the term is on by default
 
 
 def test_contextualized_index_matches_section_headings(tfidf_store):

@@ -50,6 +50,20 @@ def test_min_max_score_fusion_by_hand():
     fused = dict(score_fusion([bm25, dense], weights=[0.5, 0.5]))
     assert fused == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.0})
     order = [d for d, _ in score_fusion([bm25, dense])]
-    assert order == ["a", "b", "c", "d"]  # ties keep first appearance
+    # a, b, c tie at 1.0: first appearance scanning BM25 best first (a 10, c 7, b 4)
+    assert order == ["a", "c", "b", "d"]
     assert min_max_normalize({"x": 3.0, "y": 3.0}) == {"x": 1.0, "y": 1.0}
     assert min_max_normalize({}) == {}
+
+
+def test_score_fusion_does_not_depend_on_insertion_order():
+    rng = np.random.default_rng(0)
+    # scores on a coarse grid, so that fused scores tie often
+    lists = [{i: float(rng.integers(0, 3)) for i in rng.permutation(12)[:9]} for _ in range(2)]
+    want = score_fusion(lists, weights=[0.5, 1.0])
+    for _ in range(5):
+        shuffled = [{k: m[k] for k in rng.permutation(list(m))} for m in lists]
+        assert score_fusion(shuffled, weights=[0.5, 1.0]) == want
+    # ids that do not compare: sorted by score alone, still a full fusion
+    mixed = score_fusion([{"a": 1.0, 2: 3.0}])
+    assert mixed == [(2, 1.0), ("a", 0.0)]

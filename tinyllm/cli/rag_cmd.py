@@ -9,12 +9,12 @@ indexed with its topic title and section heading in front (``--no-context``: the
 Ranking (``--mode auto``) is BM25 on a store without a dense index; on a store with one it is
 ``documents``: min-max score fusion of BM25 and dense (weights 0.25 / 1) over the top 100
 passages, collapsed to one result per help topic (its best passage) plus 0.3 x the cosine of
-the query and the topic title (:meth:`tinyllm.rag.retriever.PassageRetriever.
+the query and the topic title and 0.75 x the cosine of the query and the topic's centroid
+(the unit mean of its passage vectors; :meth:`tinyllm.rag.retriever.PassageRetriever.
 search_documents`). Passage size, context, mode and weights were chosen on the development
 half of the natural-language question set (``tinyllm/data/rag_questions.json``;
-``experiments/rag_retrieval.py``): with MiniLM, hit@5 0.962 and MRR 0.886 on dev (held-out
-0.933 / 0.761), against 0.924 / 0.807 (held-out 0.885 / 0.750) for the previous default,
-passage-level fusion of 150-300-word passages. ``--rerank`` reorders the fused top 20
+``experiments/rag_retrieval.py``); the README section "Retrieval judged on natural-language
+questions" lists the dev and held-out scores. ``--rerank`` reorders the fused top 20
 passages with the MiniLM cross-encoder head of :mod:`tinyllm.rag.cross_encoder` (a MiniLM
 store only).
 
@@ -92,8 +92,8 @@ def register(subparsers) -> None:
         choices=["auto", "bm25", "dense", "hybrid", "hybrid_score", "documents"],
         default="auto",
         help="auto (default: documents on a store with a dense index, else bm25); "
-        "documents = hybrid_score collapsed to one passage per help topic, plus a title "
-        "term; dense, hybrid (RRF) and hybrid_score need a dense index",
+        "documents = hybrid_score collapsed to one passage per help topic, plus title and "
+        "topic-centroid terms; dense, hybrid (RRF) and hybrid_score need a dense index",
     )
     query.add_argument(
         "--rerank",

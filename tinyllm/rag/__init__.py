@@ -4,16 +4,20 @@ Vector search: :mod:`~tinyllm.rag.similarity` (cosine, dot, L2), :mod:`~tinyllm.
 (brute force with argpartition), :mod:`~tinyllm.rag.ivf` (k-means inverted lists),
 :mod:`~tinyllm.rag.lsh` (random hyperplanes), :mod:`~tinyllm.rag.hnsw` (Malkov & Yashunin,
 Numba kernels). Lexical: :mod:`~tinyllm.rag.bm25`. Hybrid: :mod:`~tinyllm.rag.fusion` (RRF,
-min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE). Context side:
+min-max score fusion). Query side: :mod:`~tinyllm.rag.query` (RM3, HyDE),
+:mod:`~tinyllm.rag.query_adapter` (a near-identity linear map on query vectors, InfoNCE;
+measured, not a default) and :mod:`~tinyllm.rag.template_questions` (question-like pairs made
+from a corpus). Context side:
 :mod:`~tinyllm.rag.compress` (extractive, surprisal), :mod:`~tinyllm.rag.rerank` (MMR,
 cross-encoder; :mod:`~tinyllm.rag.cross_encoder`, a MiniLM cross-encoder with a fitted head).
 Judging: :mod:`~tinyllm.rag.evaluation` (the natural-language question set, hit@k, MRR).
 Passages and the store: :mod:`~tinyllm.rag.passages`, :mod:`~tinyllm.rag.context` (title and
 section heading in front of each passage), :mod:`~tinyllm.rag.collapse` (one result per
-document, MaxP plus a title prior), :mod:`~tinyllm.rag.retriever` (``corpus_retriever``, the
-dev-chosen store; ``search_documents``). Embedders: :class:`TfidfProjectionEmbedder` (no model) and
-:class:`MiniLMEmbedder` (all-MiniLM-L6-v2, from :mod:`tinyllm.embeddings`). Nothing is
-compiled at import; Numba kernels compile on first use (and are cached beside the sources).
+document, MaxP plus title and topic-centroid priors), :mod:`~tinyllm.rag.retriever`
+(``corpus_retriever``, the dev-chosen store; ``search_documents``). Embedders:
+:class:`TfidfProjectionEmbedder` (no model) and :class:`MiniLMEmbedder` (all-MiniLM-L6-v2,
+from :mod:`tinyllm.embeddings`). Nothing is compiled at import; Numba kernels compile on first
+use (and are cached beside the sources).
 """
 
 from tinyllm.embeddings import MiniLMEmbedder
@@ -33,6 +37,7 @@ from tinyllm.rag.lsh import LSHIndex
 from tinyllm.rag.passages import Passage, corpus_passages, split_passages
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.query import hyde_search, hyde_vector, multi_query_fusion, rm3_expand, rm3_search
+from tinyllm.rag.query_adapter import QueryAdapter, fit_query_adapter
 from tinyllm.rag.rerank import cross_encoder_rerank, mmr
 from tinyllm.rag.retriever import PassageRetriever, corpus_retriever
 from tinyllm.rag.similarity import cosine_similarity, dot_similarity, l2_distance, normalize
@@ -49,6 +54,7 @@ __all__ = [
     "MiniLMEmbedder",
     "Passage",
     "PassageRetriever",
+    "QueryAdapter",
     "TfidfProjectionEmbedder",
     "bm25_idf",
     "contextualize",
@@ -60,6 +66,7 @@ __all__ = [
     "dot_similarity",
     "exact_search",
     "extractive_compress",
+    "fit_query_adapter",
     "hyde_search",
     "hyde_vector",
     "kmeans",

@@ -11,8 +11,12 @@ t scores
 per-document score for the query, e.g. the cosine of the query and the document's title
 embedding (a title field, as in multi-field BM25F-style ranking), weighted by λ. Every
 document is returned once, with its best passage, so the top k name k distinct documents;
-the same passage may stand for two documents that share its text. Ties keep the order in
-which documents are first met scanning the passages best first.
+the same passage may stand for two documents that share its text.
+
+Ties do not depend on the order of the input: the passages are scanned sorted by (score
+descending, passage id), a document's best passage is the first one met in that order, and
+documents with equal S are ordered by the rank of their best passage in that scan, then by
+name.
 """
 
 from __future__ import annotations
@@ -34,24 +38,28 @@ def document_ranking(
     """
     if prior_weight != 0.0 and prior is None:
         raise ValueError("document_ranking: prior_weight given without a prior")
-    best: dict[str, tuple[int, float]] = {}
-    for pid, score in passage_scores:
+    scored = [(int(pid), float(score)) for pid, score in passage_scores]
+    for pid, _ in scored:
         if not 0 <= pid < len(memberships):
             raise IndexError(
                 f"document_ranking: passage id {pid} outside memberships of {len(memberships)}"
             )
         if not memberships[pid]:
             raise ValueError(f"document_ranking: passage {pid} belongs to no document")
-        for document in sorted(memberships[pid]):
-            if document not in best or score > best[document][1]:
-                best[document] = (pid, float(score))
+    # scan best first (ties: lower passage id), so the result does not depend on input order
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    best: dict[str, tuple[int, float, int]] = {}  # document -> (passage, score, scan rank)
+    for rank, (pid, score) in enumerate(scored):
+        for document in memberships[pid]:
+            if document not in best:
+                best[document] = (pid, score, rank)
     out = []
-    for document, (pid, score) in best.items():
+    for document, (pid, score, rank) in best.items():
         bonus = 0.0
         if prior_weight != 0.0:
             if document not in prior:
                 raise KeyError(f"document_ranking: no prior for document {document!r}")
             bonus = prior_weight * float(prior[document])
-        out.append((document, pid, score + bonus))
-    # stable sort: equal scores keep first-appearance order
-    return sorted(out, key=lambda item: -item[2])
+        out.append((document, pid, score + bonus, rank))
+    out.sort(key=lambda item: (-item[2], item[3], item[0]))
+    return [(document, pid, score) for document, pid, score, _ in out]

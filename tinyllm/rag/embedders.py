@@ -134,3 +134,19 @@ class TfidfProjectionEmbedder:
         embedder.idf = arrays["idf"].astype(np.float64)
         embedder._draw_projection()
         return embedder
+
+
+def describe_embedder(embedder) -> str:
+    """A name for ``embedder`` that a store records and checks on load: its ``name``
+    attribute when it has one, the settings of a :class:`TfidfProjectionEmbedder`, else the
+    module and qualified name of the callable (of its class for an instance)."""
+    if isinstance(embedder, TfidfProjectionEmbedder):
+        return (
+            f"TfidfProjectionEmbedder(dim={embedder.dim}, char_ngram={embedder.char_ngram}, "
+            f"seed={embedder.seed})"
+        )
+    name = getattr(embedder, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    owner = embedder if hasattr(embedder, "__qualname__") else type(embedder)
+    return f"{owner.__module__}.{owner.__qualname__}"

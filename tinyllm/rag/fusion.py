@@ -15,8 +15,11 @@ normalised per query, s' = (s − min) / (max − min) (all ones when max = min)
 with absent documents contributing 0. Unlike RRF it depends on the score scales, which is why
 the per-query normalisation is needed.
 
-Ties are broken by first appearance (the order in which documents are first met scanning the
-lists in order), so results are deterministic.
+Ties are broken by first appearance: the order in which documents are first met scanning the
+lists in order, each list best first. For RRF a list is a ranking, so its order is its
+meaning; :func:`score_fusion` sorts every ``{id: score}`` map by (score descending, id) itself
+(by score alone when the ids do not compare), so its result does not depend on the maps'
+insertion order.
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ def score_fusion(
     weights = _check_weights("score_fusion", weights, len(score_lists))
     totals: dict = {}
     for scores, weight in zip(score_lists, weights):
-        for doc, s in min_max_normalize(scores).items():
-            totals[doc] = totals.get(doc, 0.0) + weight * s
+        normalized = min_max_normalize(scores)
+        for doc in _best_first(scores):
+            totals[doc] = totals.get(doc, 0.0) + weight * normalized[doc]
     return _sorted_items(totals)
+
+
+def _best_first(scores: Mapping[Hashable, float]) -> list[Hashable]:
+    """The ids of ``scores`` sorted by (score descending, id); by score alone (stable) when
+    the ids do not compare with each other."""
+    try:
+        return [doc for doc, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+    except TypeError:
+        return [doc for doc, _ in sorted(scores.items(), key=lambda kv: -kv[1])]

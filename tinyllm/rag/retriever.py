@@ -23,7 +23,9 @@ question set (``tinyllm/data/rag_questions.json``, ``experiments/rag_retrieval.p
 ``tinyllm rag query`` on a store built with memberships and titles: the hybrid score fusion
 of the top ``fetch_k`` (100) of both lists, collapsed by :func:`tinyllm.rag.collapse.
 document_ranking` to one result per document (its best passage), plus ``title_weight`` (λ =
-:data:`TITLE_WEIGHT`) times the cosine of the query and the document's title embedding. The
+:data:`TITLE_WEIGHT`) times the cosine of the query and the document's title embedding, plus
+``centroid_weight`` (μ = :data:`CENTROID_WEIGHT`) times the cosine of the query and the
+document's centroid (the unit mean of its passages' dense vectors). The
 indexes may be built over ``index_texts`` instead of the passage texts, e.g. the passages
 with their title and section heading in front (:func:`tinyllm.rag.context.contextualize`).
 
@@ -46,7 +48,7 @@ import numpy as np
 from tinyllm.io.atomic import atomic_write
 from tinyllm.rag.bm25 import BM25
 from tinyllm.rag.collapse import document_ranking
-from tinyllm.rag.embedders import TfidfProjectionEmbedder
+from tinyllm.rag.embedders import TfidfProjectionEmbedder, describe_embedder
 from tinyllm.rag.exact import ExactIndex
 from tinyllm.rag.fusion import RRF_K, reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.hnsw import HNSWIndex
@@ -56,6 +58,7 @@ from tinyllm.rag.persistence import load_index
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
 FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
 TITLE_WEIGHT = 0.3  # λ of the title cosine in search_documents, chosen on the dev questions
+CENTROID_WEIGHT = 0.75  # μ of the topic-centroid cosine in search_documents, chosen on dev
 DOCUMENT_FETCH_K = 100
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -97,7 +100,11 @@ class PassageRetriever:
         ]
         self.titles = dict(titles or {})
         self._title_vectors: tuple[list[str], np.ndarray] | None = None
-        self._last_query: tuple[str, np.ndarray] | None = None
+        self._centroids: tuple[list[str], np.ndarray] | None = None
+        self._last_query: tuple[str, object, np.ndarray] | None = None
+        # optional map on query vectors only (e.g. tinyllm.rag.query_adapter.QueryAdapter);
+        # passages and titles keep the embedder's vectors
+        self.query_adapter: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -188,11 +195,15 @@ class PassageRetriever:
         return [(self.passages[i], float(s)) for i, s in ranked]
 
     def _query_vector(self, query: str) -> np.ndarray:
-        """The query's embedding (D,), kept for the last query so that one search embeds it
-        once."""
-        if self._last_query is None or self._last_query[0] != query:
-            self._last_query = (query, np.asarray(self.embedder([query]), dtype=np.float32)[0])
-        return self._last_query[1]
+        """The query's embedding (D,), mapped by ``query_adapter`` when one is set; kept for
+        the last (query, adapter) so that one search embeds it once."""
+        last = self._last_query
+        if last is None or last[0] != query or last[1] is not self.query_adapter:
+            vector = np.asarray(self.embedder([query]), dtype=np.float32)
+            if self.query_adapter is not None:
+                vector = np.asarray(self.query_adapter(vector), dtype=np.float32)
+            self._last_query = (query, self.query_adapter, vector[0])
+        return self._last_query[2]
 
     def _title_cosines(self, query: str) -> dict[str, float]:
         """Cosine of the query and every document title (embedded once, on first use)."""
@@ -203,6 +214,24 @@ class PassageRetriever:
         names, vectors = self._title_vectors
         return dict(zip(names, (vectors @ self._query_vector(query)).tolist()))
 
+    def topic_centroids(self) -> tuple[list[str], np.ndarray]:
+        """(documents sorted, unit rows c_t): the normalised mean of the dense vectors of the
+        passages of each document (a shared passage counts for each of its documents);
+        computed once, on first use."""
+        if not self.has_dense:
+            raise RuntimeError("PassageRetriever.topic_centroids: this store has no dense index")
+        if self._centroids is None:
+            names = sorted({d for m in self.memberships for d in m})
+            row = {name: i for i, name in enumerate(names)}
+            vectors = np.asarray(self.dense_index.vectors, dtype=np.float64)
+            sums = np.zeros((len(names), vectors.shape[1]))
+            for pid, members in enumerate(self.memberships):
+                for document in members:
+                    sums[row[document]] += vectors[pid]
+            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+            self._centroids = (names, (sums / norms).astype(np.float32))
+        return self._centroids
+
     def search_documents(
         self,
         query: str,
@@ -210,10 +239,13 @@ class PassageRetriever:
         fetch_k: int = DOCUMENT_FETCH_K,
         weights: Sequence[float] = FUSION_WEIGHTS,
         title_weight: float = TITLE_WEIGHT,
+        centroid_weight: float = CENTROID_WEIGHT,
     ) -> list[tuple[str, Passage, float]]:
         """The k best documents for ``query`` as ``[(document, best passage, score), ...]``,
-        best first (see the module docstring). Without a dense index the passage scores are
-        BM25's alone and no title term is added."""
+        best first (see the module docstring): S(t) = max passage score + ``title_weight`` ·
+        cos(q, title_t) + ``centroid_weight`` · cos(q, c_t), c_t from
+        :meth:`topic_centroids`. Without a dense index the passage scores are BM25's alone
+        and neither term is added."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(
                 f"PassageRetriever.search_documents: k must be a positive integer, got {k!r}"
@@ -233,6 +265,14 @@ class PassageRetriever:
                 raise ValueError(
                     f"PassageRetriever.search_documents: no title for {sorted(missing)[:3]}"
                 )
+        if self.has_dense and centroid_weight != 0.0:
+            names, centroids = self.topic_centroids()
+            cosines = centroids @ self._query_vector(query)
+            base = {d: weight * v for d, v in prior.items()} if prior is not None else {}
+            prior = {
+                d: base.get(d, 0.0) + centroid_weight * float(c) for d, c in zip(names, cosines)
+            }
+            weight = 1.0
         ranked = document_ranking(fused, self.memberships, prior, weight)[:k]
         return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
 
@@ -251,6 +291,7 @@ class PassageRetriever:
                 "memberships": [list(m) for m in self.memberships],
                 "titles": self.titles,
                 "dense": self.has_dense,
+                "embedder": describe_embedder(self.embedder) if self.has_dense else None,
                 "note": note,
             },
         )
@@ -263,12 +304,24 @@ class PassageRetriever:
 
     @classmethod
     def load(cls, directory: str | Path, embedder: Embedder | None = None) -> PassageRetriever:
-        """Read a store written by :meth:`save`."""
+        """Read a store written by :meth:`save`. An ``embedder`` passed for a dense store
+        must be the one the store was built with (compared by :func:`~tinyllm.rag.embedders.
+        describe_embedder`; stores saved before the name was recorded are not checked):
+        passage vectors of one model searched with query vectors of another rank nonsense."""
         directory = Path(directory)
         manifest = directory / "passages.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"PassageRetriever.load: no passages.json in {directory}")
         payload = json.loads(manifest.read_text(encoding="utf-8"))
+        recorded = payload.get("embedder")
+        if payload.get("dense") and embedder is not None and recorded is not None:
+            given = describe_embedder(embedder)
+            if given != recorded:
+                raise ValueError(
+                    f"PassageRetriever.load: the store in {directory} was built with embedder "
+                    f"{recorded!r}, but embedder {given!r} was given; rebuild the store with "
+                    "that embedder or pass the one it was built with"
+                )
         passages = [Passage(**item) for item in payload["passages"]]
         bm25 = BM25.load(directory / "bm25.npz")
         dense = None

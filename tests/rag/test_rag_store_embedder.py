@@ -1,0 +1,90 @@
+"""A store or a results file built with one embedder is never silently combined with another:
+``PassageRetriever.load`` and the experiment's ``write_outputs`` merge refuse, naming both."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyllm.rag.embedders import TfidfProjectionEmbedder, describe_embedder
+from tinyllm.rag.passages import corpus_passages
+from tinyllm.rag.retriever import PassageRetriever
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hashing_embedder(texts):
+    """A deterministic stand-in model: 16 hashed word counts per text, unit rows."""
+    out = np.zeros((len(texts), 16), np.float32)
+    for row, text in enumerate(texts):
+        for word in text.lower().split():
+            out[row, sum(map(ord, word)) % 16] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _other_embedder(texts):
+    return _hashing_embedder([t[::-1] for t in texts])
+
+
+def test_load_refuses_an_embedder_other_than_the_one_the_store_was_built_with(tmp_path):
+    passages = corpus_passages(50, 100)[:40]
+    store = PassageRetriever.build(passages, embedder=_hashing_embedder)
+    store.save(tmp_path / "store")
+    recorded = json.loads((tmp_path / "store" / "passages.json").read_text())["embedder"]
+    assert recorded == describe_embedder(_hashing_embedder)
+    with pytest.raises(ValueError) as error:
+        PassageRetriever.load(tmp_path / "store", embedder=_other_embedder)
+    assert "_hashing_embedder" in str(error.value) and "_other_embedder" in str(error.value)
+    loaded = PassageRetriever.load(tmp_path / "store", embedder=_hashing_embedder)
+    query = passages[7].text
+    assert [p.id for p, _ in loaded.search(query, 3, "dense")] == [
+        p.id for p, _ in store.search(query, 3, "dense")
+    ]
+
+
+def test_tfidf_settings_are_part_of_the_name(tmp_path):
+    texts = [p.text for p in corpus_passages(50, 100)[:40]]
+    small, large = (TfidfProjectionEmbedder(dim=d).fit(texts) for d in (16, 32))
+    assert describe_embedder(small) != describe_embedder(large)
+    store = PassageRetriever.build(corpus_passages(50, 100)[:40], embedder=small)
+    store.save(tmp_path / "store")
+    with pytest.raises(ValueError, match=r"dim=16.*dim=32"):
+        PassageRetriever.load(tmp_path / "store", embedder=large)
+    assert PassageRetriever.load(tmp_path / "store").has_dense  # the saved one is reloaded
+
+
+def test_a_store_saved_without_the_name_still_loads(tmp_path):
+    store = PassageRetriever.build(corpus_passages(50, 100)[:10], embedder=_hashing_embedder)
+    store.save(tmp_path / "store")
+    manifest = tmp_path / "store" / "passages.json"
+    payload = json.loads(manifest.read_text())
+    del payload["embedder"]  # as written before the name was recorded
+    manifest.write_text(json.dumps(payload))
+    assert PassageRetriever.load(tmp_path / "store", embedder=_other_embedder).has_dense
+
+
+def _experiment():
+    spec = importlib.util.spec_from_file_location(
+        "rag_retrieval_experiment", ROOT / "experiments" / "rag_retrieval.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_write_outputs_refuses_to_merge_results_of_another_embedder(tmp_path):
+    experiment = _experiment()
+    previous = tmp_path / "rag_questions.json"
+    before = json.dumps({"embedder": "tfidf-projection-256", "keyword_levels": []})
+    previous.write_text(before)
+    results = {"embedder": "tinyllm.embeddings:MiniLMEmbedder", "machine": "test"}
+    with pytest.raises(ValueError) as error:
+        experiment.write_outputs(results, tmp_path)
+    assert "tfidf-projection-256" in str(error.value)
+    assert "tinyllm.embeddings:MiniLMEmbedder" in str(error.value)
+    assert previous.read_text() == before  # nothing written
+    assert not (tmp_path / "rag_questions.md").exists()
