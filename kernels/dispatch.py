@@ -131,11 +131,17 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-# Below this much work (elements touched), a Numba kernel runs as its serial twin: waking the
-# OpenMP team costs ~50 us (measured: softmax of 64 x 96 takes 61 us on 2 threads, 13 us on
-# one), more than small kernels save, and even on one thread a parallel kernel's launch costs
-# ~2 us against ~0.6 us for the plain function. Results do not depend on the choice.
-SERIAL_BELOW = 1 << 16
+# Below this much work (elements touched), a Numba kernel runs as its serial twin. Waking the
+# kernel threads costs ~50 us (softmax of 64 x 96: 61 us on 2 threads, 13 us on one), and
+# inside a training step a parallel kernel also competes with the BLAS pool between GEMMs and
+# with whatever else runs on the machine: the default Llama step (kernels of 0.26-1.4 M
+# elements) took 155-159 ms with every kernel serial against 172-174 ms with kernels parallel
+# from 65 k elements (2 cores, quiet, 3 alternating process pairs; a second series on another
+# day: 171-173 against 174-179 ms), and the parallel kernels stalled the step for seconds
+# with one busy process on the machine. Kernels of millions of
+# elements still gain from threads (the causal softmax of a T = 1024 step: 152-158 ms per step
+# parallel, 190 ms serial), hence 4 M. Results do not depend on the choice.
+SERIAL_BELOW = 1 << 22
 
 _twins: dict[Any, Any] = {}
 _NOT_COPIED = ("parallel", "nopython")  # nopython is njit's own and warns when passed

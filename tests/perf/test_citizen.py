@@ -48,6 +48,10 @@ PROBE = textwrap.dedent(
             s["torch_interop_threads"] = torch.get_num_interop_threads()
         return s
     import numpy, numba
+    try:  # imported before the first snapshot: its import sets KMP_DUPLICATE_LIB_OK
+        import threadpoolctl
+    except ImportError:
+        pass
     before = snapshot()
     exec(sys.argv[1])
     after = snapshot()
@@ -118,7 +122,7 @@ KERNEL_RUN = """
     import tinyllm.kernels as K
     from tinyllm import runtime
     from tinyllm.kernels import dispatch
-    x = np.random.default_rng(0).standard_normal((8, dispatch.SERIAL_BELOW), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((1, dispatch.SERIAL_BELOW), dtype=np.float32)
     y = K.softmax_forward(x)
     ok = bool(np.allclose(y, K.softmax_forward(x.astype(np.float64)), atol=1e-6))
     import numba
@@ -173,11 +177,14 @@ def test_parallel_kernels_from_several_threads_do_not_abort():
         import json, threading
         import numpy as np
         import tinyllm.kernels as K
-        x = np.random.default_rng(0).standard_normal((64, 4096), dtype=np.float32)
+        from tinyllm.kernels import dispatch
+        # work at the parallel threshold, so that every call asks for the parallel kernel
+        x = np.random.default_rng(0).standard_normal((16, dispatch.SERIAL_BELOW // 16),
+                                                     dtype=np.float32)
         want = K.softmax_forward(x)
         bad = []
         def work():
-            for _ in range(30):
+            for _ in range(10):
                 if not np.array_equal(K.softmax_forward(x), want):
                     bad.append(1)
         threads = [threading.Thread(target=work) for _ in range(4)]

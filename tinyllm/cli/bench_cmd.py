@@ -280,7 +280,7 @@ def run_kernels(args) -> int:
     dtype = np.float32
     rng = np.random.default_rng(0)
     # one parallel launch: loads Numba and applies tinyllm's thread policy (runtime.py)
-    K.softmax_forward(np.zeros((2, dispatch.SERIAL_BELOW), dtype))
+    K.softmax_forward(np.zeros((1, dispatch.SERIAL_BELOW), dtype))
     import numba
 
     from tinyllm import runtime
