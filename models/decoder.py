@@ -55,8 +55,13 @@ RoPE is not re-implemented here: the tables come from the attention module's own
 ``tinyllm.kernels.rope_forward``, the kernel the module path's rotary op runs. The norms and
 the FFN activation are the module path's kernels too (``rms_norm_forward`` /
 ``layer_norm_forward``, ``swiglu_forward`` / ``activation_forward``): at batch 1 one kernel call
-costs less than the ~7 array ops it replaces. This is the one place a model calls kernels
-directly: the decoder is array code, as a Function's body is.
+costs less than the ~7 array ops it replaces. On the CPU with the Numba tier, a step's rows
+[B, C] go straight to the kernels' serial bodies with the weights prepared once
+(:class:`_StepKernels`): the public functions' checks and dispatch cost ~5 us a call, about
+as much as the kernel itself at B = 1 (9 norm and 4 activation calls per token of the
+default model). A ``kernels.use("reference")`` block, prefill blocks [B, T, C] and other
+devices take the public functions. This is the one place a model calls kernels directly:
+the decoder is array code, as a Function's body is.
 """
 
 from __future__ import annotations
@@ -70,11 +75,13 @@ from tinyllm.functional.moe import _scatter_add_rows, expert_permutation
 from tinyllm.grad_mode import no_grad
 from tinyllm.kernels import (
     activation_forward,
+    dispatch,
     layer_norm_forward,
     rms_norm_forward,
     rope_forward,
     swiglu_forward,
 )
+from tinyllm.kernels.glu import ACTIVATIONS
 from tinyllm.nn.moe import MoE, SoftMoE
 from tinyllm.nn.moe.routing import topk_indices
 from tinyllm.tensor import Tensor
@@ -145,6 +152,61 @@ class _Quantized:
         return y.astype(self.dtype, copy=False)
 
 
+class _StepKernels:
+    """The serial Numba bodies of the norm and activation kernels for one step's rows
+    [B, C] (NumPy, float32/64), called without the public functions' checks and dispatch.
+
+    ``norm`` / ``activation`` return None when the fast path does not apply (another tier
+    requested, a block of rows [B, T, C], more than ``dispatch.SERIAL_BELOW`` elements, a
+    dtype other than the weights'); the caller then takes the public function."""
+
+    def __init__(self) -> None:
+        from tinyllm.kernels import glu_numba, norms_numba
+
+        self.norm_rows = dispatch.serial_twin(norms_numba.norm_rows)
+        self.act_rows = dispatch.serial_twin(glu_numba.act_rows)
+        self.glu_rows = dispatch.serial_twin(glu_numba.glu_rows)
+
+    @staticmethod
+    def applies(x, dtype) -> bool:
+        return (
+            x.ndim == 2
+            and x.dtype == dtype
+            and x.size < dispatch.SERIAL_BELOW
+            and dispatch.requested_tier() != "reference"
+        )
+
+    @staticmethod
+    def prepare_norm(weight, bias, eps, dtype, center: bool) -> tuple:
+        """(weight, bias, eps, center) as the kernel takes them: contiguous arrays of
+        ``dtype`` (ones / zeros for an absent weight / bias), eps as a ``dtype`` scalar."""
+        C = None if weight is None else weight.shape[0]
+        C = bias.shape[0] if C is None and bias is not None else C
+        w = np.ones(C, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
+        b = np.zeros(w.shape, dtype) if bias is None else np.ascontiguousarray(bias, dtype)
+        return w, b, dtype.type(eps), center
+
+    def norm(self, x, prepared):
+        w, b, eps, center = prepared
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        stats = np.empty((2, x.shape[0]), x.dtype)  # mean, rstd: not needed here
+        self.norm_rows(x, x, w, b, eps, center, False, y, y, stats[0], stats[1])
+        return y
+
+    def activation(self, u, code: int):
+        u = np.ascontiguousarray(u)
+        out = np.empty_like(u)
+        self.act_rows(u, code, u, out, False)
+        return out
+
+    def glu(self, u, code: int):
+        u = np.ascontiguousarray(u)
+        out = np.empty((u.shape[0], u.shape[1] // 2), u.dtype)
+        self.glu_rows(u, code, out, out, u, False)
+        return out
+
+
 class Decoder:
     """Token-by-token inference for a ``GPT`` or ``Llama`` built from ``tinyllm.models``."""
 
@@ -180,6 +242,9 @@ class Decoder:
             final = model.transformer["ln_f"]
         self.dtype = self.embed.dtype
         xp = self.xp = backend.get_array_module(self.embed)
+        self.kernels = None  # the kernels' serial bodies for a step's rows (CPU, Numba tier)
+        if xp is np and dispatch.select_tier("rms_norm_forward", np, self.dtype) == "numba":
+            self.kernels = _StepKernels()
         self.final = self._norm(final)
         self.head = self._projection([model.lm_head])
         self.layers = []
@@ -224,7 +289,13 @@ class Decoder:
     def _norm(self, module):
         weight = None if module.weight is None else self._array(module.weight)
         bias = getattr(module, "bias", None)
-        return (weight, None if bias is None else self._array(bias), module.eps)
+        bias = None if bias is None else self._array(bias)
+        prepared = None
+        if self.kernels is not None and (weight is not None or bias is not None):
+            prepared = _StepKernels.prepare_norm(
+                weight, bias, module.eps, self.dtype, center=not self.llama
+            )
+        return (weight, bias, module.eps, prepared)
 
     def _swiglu(self, expert):
         """An ``Expert`` as (W13^T [C, 2F], W2^T [F, C]): gate and up fused in one GEMM."""
@@ -257,7 +328,9 @@ class Decoder:
     def _apply_norm(self, x, norm):
         """RMSNorm (Llama) or LayerNorm (GPT) through the norm kernels the module path runs:
         one call instead of ~7 array ops, which is what a batch-1 step is made of."""
-        weight, bias, eps = norm
+        weight, bias, eps, prepared = norm
+        if prepared is not None and _StepKernels.applies(x, self.dtype):
+            return self.kernels.norm(x, prepared)
         if self.llama:
             return rms_norm_forward(x, weight, eps)[0]
         return layer_norm_forward(x, weight, bias, eps)[0]
@@ -330,7 +403,13 @@ class Decoder:
             return self._moe_ffn(h, tokens, layer["moe"])
         u = layer["up"](h)
         # silu(gate) * up of u = [gate | up] (Llama) or gelu-tanh(u) (GPT), by the kernels
-        act = swiglu_forward(u) if self.llama else activation_forward(u, "gelu_tanh")
+        if self.kernels is not None and _StepKernels.applies(u, self.dtype):
+            if self.llama:
+                act = self.kernels.glu(u, ACTIVATIONS["silu"])
+            else:
+                act = self.kernels.activation(u, ACTIVATIONS["gelu_tanh"])
+        else:
+            act = swiglu_forward(u) if self.llama else activation_forward(u, "gelu_tanh")
         return layer["down"](act)
 
     # ---------------------------------------------------------------- one step

@@ -171,6 +171,37 @@ def test_cached_decoding_equals_uncached_for_every_config_flag(arch, flags):
     assert model.training
 
 
+@pytest.mark.parametrize("arch,flags", [("gpt", {}), ("gpt", {"bias": False}), ("llama", {})])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_kernels_equal_the_public_kernel_functions(monkeypatch, arch, flags, dtype):
+    """The decoder's direct calls of the norm / activation kernels (CPU, Numba tier) give
+    bit for bit what the public functions give (they run the same serial body on the same
+    rows), they are taken on a step, and not under kernels.use("reference")."""
+    pytest.importorskip("numba")
+    from tinyllm.kernels import use as use_tier
+    from tinyllm.models import decoder as D
+
+    model = randomized(arch, **flags)
+    if dtype == np.float32:
+        model = model.float()
+    idx = np.random.default_rng(4).integers(0, 11, (2, 6))
+    calls = []
+    norm = D._StepKernels.norm
+    monkeypatch.setattr(D._StepKernels, "norm", lambda s, x, p: calls.append(1) or norm(s, x, p))
+
+    def steps():
+        decoder = D.Decoder(model, batch_size=2, max_len=8)
+        return np.stack([decoder.step(idx[:, t]) for t in range(6)], axis=1)
+
+    fast = steps()
+    assert len(calls) == 6 * (2 * 2 + 1)  # 2 norms per layer and the final one, per step
+    with use_tier("reference"):
+        steps()
+    assert len(calls) == 30  # the reference tier ran the public functions
+    monkeypatch.setattr(D._StepKernels, "applies", staticmethod(lambda x, dtype: False))
+    np.testing.assert_array_equal(fast, steps())
+
+
 def test_llama_with_bias_has_mlp_biases():
     """The flag the cached decoder used to ignore: Llama(bias=True) has SwiGLU biases."""
     names = set(tiny("llama", bias=True).state_dict())

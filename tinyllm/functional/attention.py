@@ -163,6 +163,12 @@ def _grouped_qkv(q, k, v, dtype=None):
     return q5, k5, v5, n_kv, group
 
 
+def _sum_groups(a):
+    """a [..., Hkv, G, T, D] summed over its G query heads: [..., Hkv, T, D] (a view when G
+    is 1, which saves a copy of the whole array)."""
+    return a[..., 0, :, :] if a.shape[-3] == 1 else a.sum(axis=-3)
+
+
 def _grouped_mask(mask, ndim: int, n_kv: int, group: int):
     """A mask broadcastable to [..., H, Tq, Tk], reshaped to broadcast to [..., Hkv, G, Tq, Tk]."""
     if mask is None:
@@ -362,14 +368,14 @@ class FusedScaledDotProductAttention(Function):
         dq = dk = dv = None
         if ctx.needs_input_grad[2]:
             # O = P V  =>  dV = P^T dO, summed over the G query heads of each kv head
-            dv = (p.swapaxes(-1, -2) @ do5).sum(axis=-3).reshape(v.shape)
+            dv = _sum_groups(p.swapaxes(-1, -2) @ do5).reshape(v.shape)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             # dP = dO V^T;  P = softmax(scale S)  =>  scale dS = scale P (dP - rowsum(dP P))
             ds = kernels.softmax_backward(do5 @ v5.swapaxes(-1, -2), p, ctx.scale)
             if ctx.needs_input_grad[0]:
                 dq = (ds @ k5).reshape(q.shape)  # S = Q K^T  =>  dQ = scale dS K
             if ctx.needs_input_grad[1]:
-                dk = (ds.swapaxes(-1, -2) @ q5).sum(axis=-3).reshape(k.shape)  # dK = scale dS^T Q
+                dk = _sum_groups(ds.swapaxes(-1, -2) @ q5).reshape(k.shape)  # dK = scale dS^T Q
         return dq, dk, dv, None, None, None
 
 
@@ -456,7 +462,7 @@ class GeneralScaledDotProductAttention(Function):
         if need_v:
             # O = P~ V  =>  dV = P~^T dO, summed over the G query heads of each kv head
             p_dropped = p if drop is None else p * drop
-            dv = (p_dropped.swapaxes(-1, -2) @ do5).sum(axis=-3)  # [..., Hkv, Tk, Dv]
+            dv = _sum_groups(p_dropped.swapaxes(-1, -2) @ do5)  # [..., Hkv, Tk, Dv]
             dv = dv.reshape(v.shape).astype(v.dtype, copy=False)
         if need_q or need_k or need_bias:
             # dP~ = dO V^T;  P~ = P * drop  =>  dP = dP~ * drop
@@ -473,7 +479,7 @@ class GeneralScaledDotProductAttention(Function):
                 dq = ((ds @ k5) * ctx.scale).reshape(q.shape).astype(q.dtype, copy=False)
             if need_k:
                 # S = scale Q K^T  =>  dK = scale dS^T Q, summed over the group
-                dk = ((ds.swapaxes(-1, -2) @ q5).sum(axis=-3) * ctx.scale).reshape(k.shape)
+                dk = (_sum_groups(ds.swapaxes(-1, -2) @ q5) * ctx.scale).reshape(k.shape)
                 dk = dk.astype(k.dtype, copy=False)
         return dq, dk, dv, None, dbias, None, None, None, None, None
 
