@@ -98,6 +98,11 @@ def test_train_step_compare_alternates_child_processes(arch, capsys):
         assert r["ratio"] == pytest.approx(r["tinyllm_ms"] / r["torch_ms"], rel=1e-3)
     assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
     assert result["torch_imported_tinyllm"] is False
+    # the GEMM-only comparison: both sides timed the same products, every round
+    for r in result["per_round"]:
+        assert r["gemm_ratio"] == pytest.approx(r["numpy_gemm_ms"] / r["torch_gemm_ms"], rel=1e-3)
+    gemm = result["gemm_only"]
+    assert gemm["numpy_ms"] > 0 and gemm["torch_ms"] > 0
     check = result["first_step_check"]
     assert check["agree_1e-4"], check
     assert check["params_missing"] == [] and check["torch_imported_tinyllm"] is False

@@ -119,8 +119,11 @@ def compare(args, kind: str, emit) -> dict:
     with tempfile.TemporaryDirectory(prefix="tinyllm-bench-") as folder:
         prep = prepare(args, folder, check=not args.no_check, device=device)
         spec = dict(prep["spec"], warmup=args.warmup)
+        gemm_spec = None
         if kind == "train-step":
             spec.update(mode="train", steps=args.steps)
+            if device == "cpu":
+                gemm_spec = _gemm_spec(prep["spec"]["config"], args)
         else:
             spec.update(mode="generate", new_tokens=args.new_tokens, runs=args.runs)
         rounds = []
@@ -132,6 +135,11 @@ def compare(args, kind: str, emit) -> dict:
                    "tinyllm_times_ms": ours["times_ms"], "torch_times_ms": theirs["times_ms"],
                    "tinyllm_peak_rss_mb": ours["peak_rss_mb"],
                    "torch_peak_rss_mb": theirs["peak_rss_mb"]}  # fmt: skip
+            if gemm_spec is not None:
+                numpy_gemms = run_child("tinyllm", gemm_spec)["ms"]
+                torch_gemms = run_child("torch", gemm_spec)["ms"]
+                row.update(numpy_gemm_ms=numpy_gemms, torch_gemm_ms=torch_gemms,
+                           gemm_ratio=round(numpy_gemms / torch_gemms, 4))  # fmt: skip
             if kind == "generate":
                 same = sum(a == b for a, b in zip(ours["tokens"], theirs["tokens"]))
                 row["same_tokens"] = f"{same}/{len(theirs['tokens'])}"
@@ -156,9 +164,27 @@ def compare(args, kind: str, emit) -> dict:
         "tinyllm_threads": ours.get("threads"),
         "per_round": rounds,
     }  # fmt: skip
+    if gemm_spec is not None:
+        result["gemm_only"] = {
+            "what": "the step's matrix products (tinyllm.bench.worker.step_gemms) timed back "
+                    "to back, NumPy's BLAS against torch.matmul, in child processes after each "
+                    "round's steps; ratio = NumPy / PyTorch",
+            "ratio_median": round(_median([r["gemm_ratio"] for r in rounds]), 4),
+            "numpy_ms": round(_median([r["numpy_gemm_ms"] for r in rounds]), 3),
+            "torch_ms": round(_median([r["torch_gemm_ms"] for r in rounds]), 3),
+        }  # fmt: skip
     if "first_step_check" in prep:
         result["first_step_check"] = prep["first_step_check"]
     return result
+
+
+def _gemm_spec(config: dict, args) -> dict:
+    """The worker spec of the GEMM-only comparison: every product of one training step."""
+    from tinyllm.bench.worker import step_gemms
+
+    gemms = step_gemms(config, args.batch, args.seq_len)
+    return {"mode": "gemm", "config": config, "batch_size": args.batch, "seq_len": args.seq_len,
+            "warmup": 2, "steps": 5, "gemms": [[a, b] for _, a, b in gemms]}  # fmt: skip
 
 
 def single(args, framework: str) -> dict:
@@ -203,12 +229,13 @@ mods = sorted(m for m in sys.modules if m == "tinyllm" or m.startswith("tinyllm.
 print(json.dumps({"ms": statistics.median(times), "tinyllm_imported": bool(mods)}))
 """
 
-# a tinyllm kernel (parallel: 4096 x 256 rows) run between GEMM loops: a pool left spinning
-# by the kernel would slow the next GEMMs down (the old OMP spin-wait starvation)
+# a tinyllm kernel (parallel: 4096 x 1024 rows, at dispatch.SERIAL_BELOW) run between GEMM
+# loops: a pool left spinning by the kernel would slow the next GEMMs down (the old OMP
+# spin-wait starvation)
 KERNEL_BETWEEN = """
 import numpy as np
 import tinyllm.kernels as K
-_x = np.random.default_rng(0).standard_normal((4096, 256), dtype=np.float32)
+_x = np.random.default_rng(0).standard_normal((4096, 1024), dtype=np.float32)
 def between():
     K.softmax_forward(_x)
 """

@@ -14,6 +14,9 @@ The worker's modes (``spec["mode"]``), each printing one JSON line on stdout:
 - ``check``: loads weights and a batch, writes the first step's loss and every gradient;
 - ``train``: times forward + backward + AdamW steps;
 - ``generate``: greedy decoding with a KV cache, batch 1; the tokens and ms per token;
+- ``gemm``: the matrix products ``spec["gemms"]`` ([shape of A, shape of B] pairs, the step's
+  products as tinyllm's worker lists them), timed back to back with ``torch.matmul(out=)``:
+  PyTorch's BLAS on the same products as NumPy's in the tinyllm worker's ``gemm`` mode;
 - ``encode``: a BERT sentence encoder (all-MiniLM-L6-v2: ``build_torch_bert``) with weights
   read by ``safetensors.numpy``, embedding padded token batches written by the parent
   (forward + mean pooling + L2 normalize under ``torch.inference_mode()``); sentences/s per
@@ -407,6 +410,27 @@ def _encode(spec: dict) -> dict:
             "sentences": sentences, "sentences_per_s": round(sentences / ms * 1000, 2)}  # fmt: skip
 
 
+def _gemm(spec: dict) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    pairs = [(tuple(a), tuple(b)) for a, b in spec["gemms"]]
+    arrays = {}
+    for a, b in pairs:
+        for shape in (a, b):
+            if shape not in arrays:
+                arrays[shape] = torch.randn(shape, dtype=torch.float32)
+    outs = {(a, b): torch.matmul(arrays[a], arrays[b]) for a, b in pairs}
+    times = []
+    for i in range(spec["warmup"] + spec["steps"]):
+        t0 = time.perf_counter()
+        for a, b in pairs:
+            torch.matmul(arrays[a], arrays[b], out=outs[(a, b)])
+        if i >= spec["warmup"]:
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"times_ms": [round(t, 3) for t in times], "ms": round(statistics.median(times), 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one worker spec (a JSON string or ``@file``); print one JSON line."""
     argv = sys.argv[1:] if argv is None else argv
@@ -421,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "probe":
         result: dict = {}
     else:
-        modes = {"check": _check, "train": _train, "generate": _generate, "encode": _encode}
+        modes = {"check": _check, "train": _train, "generate": _generate, "encode": _encode,
+                 "gemm": _gemm}  # fmt: skip
         result = modes[mode](spec)
         import torch
 
