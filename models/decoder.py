@@ -156,9 +156,10 @@ class _StepKernels:
     """The serial Numba bodies of the norm and activation kernels for one step's rows
     [B, C] (NumPy, float32/64), called without the public functions' checks and dispatch.
 
-    ``norm`` / ``activation`` return None when the fast path does not apply (another tier
-    requested, a block of rows [B, T, C], more than ``dispatch.SERIAL_BELOW`` elements, a
-    dtype other than the weights'); the caller then takes the public function."""
+    ``applies(x, dtype)`` says whether the fast path may run: not when another tier is
+    requested, for a block of rows [B, T, C], from ``dispatch.SERIAL_BELOW`` elements (the
+    public function launches the parallel kernel there) or for a dtype other than the
+    weights'; the caller then takes the public function."""
 
     def __init__(self) -> None:
         from tinyllm.kernels import glu_numba, norms_numba
