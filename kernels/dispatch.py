@@ -134,13 +134,14 @@ def numba_available() -> bool:
 # Below this much work (elements touched), a Numba kernel runs as its serial twin. Waking the
 # kernel threads costs ~50 us (softmax of 64 x 96: 61 us on 2 threads, 13 us on one), and
 # inside a training step a parallel kernel also competes with the BLAS pool between GEMMs and
-# with whatever else runs on the machine: the default Llama step (kernels of 0.26-1.4 M
-# elements) took 155-159 ms with every kernel serial against 172-174 ms with kernels parallel
-# from 65 k elements (2 cores, quiet, 3 alternating process pairs; a second series on another
-# day: 171-173 against 174-179 ms), and the parallel kernels stalled the step for seconds
-# with one busy process on the machine. Kernels of millions of
-# elements still gain from threads (the causal softmax of a T = 1024 step: 152-158 ms per step
-# parallel, 190 ms serial), hence 4 M. Results do not depend on the choice.
+# with whatever else runs on the machine. Measured on 2 cores, alternating processes: quiet,
+# thresholds of 64 k, 1 M and 4 M elements gave the same step times within noise (+-3 %) for
+# the default Llama and GPT steps and for T 512 and 1,024 (one series had the default Llama
+# step at 155-159 ms all serial against 172-174 ms parallel from 64 k); with one busy process
+# on the machine, kernels parallel from 64 k stalled the step for seconds, and the step with
+# serial kernels slowed down less than PyTorch's (README, "Threads and load"). Kernels of 4 M
+# elements and more (long-context attention, big batches) keep the threads. Results do not
+# depend on the choice.
 SERIAL_BELOW = 1 << 22
 
 _twins: dict[Any, Any] = {}
