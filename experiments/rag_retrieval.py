@@ -724,42 +724,20 @@ def fold_summary(rr: np.ndarray, folds: np.ndarray, base: np.ndarray | None = No
     return row
 
 
-def idea_rankings(store, queries, adapter=None, centroids=None, centroid_weight=0.0):
-    """Passage-id rankings of the default document pipeline (search_documents with the
-    shipped weights), optionally with a query adapter and a per-topic term μ · cos(q, c_t)
-    added to the title term, ``centroids`` = (topic names, unit rows c_t)."""
-    from tinyllm.rag.collapse import document_ranking
-    from tinyllm.rag.retriever import DOCUMENT_FETCH_K, FUSION_WEIGHTS, TITLE_WEIGHT
+def idea_rankings(store, queries, adapter=None, centroid_weight=0.0):
+    """Passage-id rankings of the shipped document pipeline (``document_rankings``: the
+    shipped fusion and title weights), with ``adapter`` as the store's query adapter and
+    ``centroid_weight`` for the topic-centroid term (0: the round-2 default)."""
+    from tinyllm.rag.retriever import FUSION_WEIGHTS, TITLE_WEIGHT
 
     store.query_adapter = adapter
-    out = []
-    for q in queries:
-        lexical = store._bm25_ranking(q, DOCUMENT_FETCH_K)
-        dense = store._dense_ranking(q, DOCUMENT_FETCH_K)
-        fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
-        prior = store._title_cosines(q)
-        if centroid_weight:
-            names, matrix = centroids
-            extra = matrix @ store._query_vector(q)
-            prior = {
-                n: prior[n] + centroid_weight / TITLE_WEIGHT * float(c)
-                for n, c in zip(names, extra)
-            }
-        ranked = document_ranking(fused, store.memberships, prior, TITLE_WEIGHT)
-        out.append([pid for _, pid, _ in ranked[:DEPTH]])
-    store.query_adapter = None
-    return out
-
-
-def topic_centroids(store, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Unit mean of the passage vectors of every topic (a passage counts for all its topics)."""
-    names = sorted({d for m in store.memberships for d in m})
-    index = {n: i for i, n in enumerate(names)}
-    sums = np.zeros((len(names), vectors.shape[1]), np.float64)
-    for pid, members in enumerate(store.memberships):
-        for d in members:
-            sums[index[d]] += vectors[pid]
-    return names, normalize(sums).astype(np.float32)
+    try:
+        rankings, _ = document_rankings(
+            store, queries, FUSION_WEIGHTS, TITLE_WEIGHT, centroid_weight=centroid_weight
+        )
+    finally:
+        store.query_adapter = None
+    return rankings
 
 
 def positives_mask(answers: list, homes) -> np.ndarray:
@@ -785,7 +763,7 @@ def ideas_experiment(args, embed, embed_name) -> dict:
     wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
     store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
     homes = passage_homes(store.passages, topics)
-    vectors = store.dense_index._vectors
+    vectors = store.dense_index.vectors
     dev = load_questions("dev")
     queries = [q["question"] for q in dev]
     gold = [q["topics"] for q in dev]
@@ -793,12 +771,7 @@ def ideas_experiment(args, embed, embed_name) -> dict:
     folds = dev_folds(dev, by_topic=False)
     topic_folds = dev_folds(dev, by_topic=True)
 
-    base_rankings = idea_rankings(store, queries)
-    previous = [
-        [p.id for _, p, _ in store.search_documents(q, DEPTH, centroid_weight=0.0)] for q in queries
-    ]
-    assert base_rankings == previous, "idea_rankings must reproduce search_documents"
-    base = reciprocal_ranks(base_rankings, gold, homes)
+    base = reciprocal_ranks(idea_rankings(store, queries), gold, homes)
     rows = [{"idea": "shipped default", **fold_summary(base, folds)}]
 
     def add(idea: str, rr: np.ndarray, split=folds, **extra) -> None:
@@ -852,31 +825,28 @@ def ideas_experiment(args, embed, embed_name) -> dict:
                 data = "dev + template questions" if with_templates else "dev questions"
                 add(f"(2) adapter on {data}, CV {name}, {form}, λ={decay:g}", rr, split)
 
-    # (3a) a per-topic centroid term next to the title term
-    centroids = topic_centroids(store, vectors)
+    # (3a) a per-topic centroid term next to the title term (PassageRetriever.topic_centroids)
     for mu in CENTROID_WEIGHTS:
-        rr = reciprocal_ranks(
-            idea_rankings(store, queries, centroids=centroids, centroid_weight=mu), gold, homes
-        )
+        rr = reciprocal_ranks(idea_rankings(store, queries, centroid_weight=mu), gold, homes)
         add(f"(3a) + {mu:g} x cos(query, topic centroid)", rr)
 
     # (3a') the same term with c_t = the embedding of the topic's outline (title and every
     # section heading), a topic-level summary instead of the mean of its passages
     from tinyllm.rag.context import topic_headings
 
-    names = centroids[0]
+    names, centroids = store.topic_centroids()
     outlines = [
         ". ".join(dict.fromkeys([store.titles[n]] + [h for _, h in topic_headings(topics[n])]))
         for n in names
     ]
     outline_vectors = np.asarray(embed(outlines), dtype=np.float32)
-    for mu in CENTROID_WEIGHTS[:3]:
-        rr = reciprocal_ranks(
-            idea_rankings(store, queries, centroids=(names, outline_vectors), centroid_weight=mu),
-            gold,
-            homes,
-        )
-        add(f"(3a') + {mu:g} x cos(query, topic outline: title + headings)", rr)
+    store._centroids = (names, outline_vectors)  # the centroid term, with outlines as c_t
+    try:
+        for mu in CENTROID_WEIGHTS[:3]:
+            rr = reciprocal_ranks(idea_rankings(store, queries, centroid_weight=mu), gold, homes)
+            add(f"(3a') + {mu:g} x cos(query, topic outline: title + headings)", rr)
+    finally:
+        store._centroids = (names, centroids)
 
     # (3b) BM25 field weight: the title/heading line repeated r times in BM25's text
     from tinyllm.rag.bm25 import BM25

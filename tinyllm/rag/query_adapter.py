@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.rag.persistence import load_arrays, save_arrays
+from tinyllm.rag.similarity import normalize
 
 
 def _check_inputs(
@@ -122,8 +123,7 @@ class QueryAdapter:
             )
         delta = self.delta.astype(vectors.dtype)
         z = vectors + (vectors @ delta if delta.ndim == 2 else vectors * delta)
-        norm = np.linalg.norm(z, axis=1, keepdims=True)
-        return (z / np.maximum(norm, 1e-12)).astype(vectors.dtype)
+        return normalize(z).astype(vectors.dtype)
 
     def save(self, path: str | Path) -> Path:
         """Write Δ (float32) and the metadata to ``path`` (``.npz``, atomic, no pickle)."""

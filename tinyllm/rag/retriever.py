@@ -54,6 +54,7 @@ from tinyllm.rag.fusion import RRF_K, reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.hnsw import HNSWIndex
 from tinyllm.rag.passages import Passage
 from tinyllm.rag.persistence import load_index
+from tinyllm.rag.similarity import normalize
 
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
 FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
@@ -228,8 +229,7 @@ class PassageRetriever:
             for pid, members in enumerate(self.memberships):
                 for document in members:
                     sums[row[document]] += vectors[pid]
-            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._centroids = (names, (sums / norms).astype(np.float32))
+            self._centroids = (names, normalize(sums).astype(np.float32))
         return self._centroids
 
     def search_documents(
