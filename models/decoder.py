@@ -20,11 +20,10 @@ causal attention over the cache (query pos + j sees keys 0 .. pos + j):
     s = q K[:, :, :pos+T]^T / sqrt(D) + mask,  mask[j, t] = -inf where t > pos + j
     logits = norm_f(x[:, -1]) W_head^T                           [B, V] (last position only)
 
-Quantized layers (``tinyllm.quant.QuantLinear``) are not snapshotted on the CPU: the decoder
-calls their own forward (packed kernels, activation quantization), concatenating q/k/v's
-outputs. On a GPU (their packed operands live on the host) it multiplies their dequantized
-weights, without activation quantization. An
-LLM.int8() layer, whose outlier columns depend on all the rows of a call, is refused.
+Quantized layers (``tinyllm.quant.QuantLinear``) are not snapshotted: the decoder calls their
+own forward (packed kernels, activation quantization), on the CPU or the GPU (``Module.to``
+moves their packed operands), concatenating q/k/v's outputs. An LLM.int8() layer, whose
+outlier columns depend on all the rows of a call, is refused.
 
 It computes exactly what the module path computes (the tests compare the tokens and the
 logits with ``model(idx)`` for every configuration flag: biases, GQA, tied embeddings, both
@@ -63,6 +62,17 @@ RMSNorm of 256 numbers), and a token of the default model makes 9 norm and 4 act
 calls. A ``kernels.use("reference")`` block, prefill blocks [B, T, C] and other
 devices take the public functions. This is the one place a model calls kernels directly:
 the decoder is array code, as a Function's body is.
+
+A dense model (no MoE or quantized layer) goes further on the CPU with the Numba tier: a
+whole step is one call of ``kernels/decode_numba.py``'s ``decode_step`` (:class:`_FusedStep`),
+with every layer's weights stacked into [L, ...] arrays (the per-layer projections keep views
+of them: the weights are held once). It runs the same serial norm, activation and RoPE
+bodies, ``np.dot`` for the matrix products and a loop per head for the attention over the
+cache, so the ~60 small array ops of a token between its 17 matrix-vector products cost no
+Python. It agrees with the per-op path to summation order (tests: every configuration flag,
+float32 and float64, interleaved RoPE and YaRN). RoPE tables are read from the layers' own
+``RotaryEmbedding`` at construction, for positions 0 .. max_len - 1; ``generate`` builds a
+decoder per call, so a ``set_rope_scaling`` between calls is seen.
 """
 
 from __future__ import annotations
@@ -209,6 +219,90 @@ class _StepKernels:
         return out
 
 
+class _FusedStep:
+    """A whole step of a dense model as one Numba call (``kernels/decode_numba.py``): every
+    layer's weights stacked into [L, ...] arrays. The decoder writes each layer's transposed
+    weights straight into them (``allocate``) and its ``_Dense`` projections keep views, so
+    the weights are held once; prefill and the per-op path use the same arrays.
+
+    ``unsupported(model, rotaries)`` says why a model cannot use it (MoE or quantized
+    layers, a norm without weight and bias, RoPE layouts that differ between layers), or None.
+    RoPE tables are read from the layers' ``RotaryEmbedding`` once, for positions 0 ..
+    max_len - 1 (the rows ``cos_sin(1, pos)`` returns step by step).
+    """
+
+    PROJECTIONS = ("qkv", "o", "up", "down")
+
+    @staticmethod
+    def unsupported(model, rotaries) -> str | None:
+        if any(isinstance(block.mlp, MoE) for block in model.blocks):
+            return "a mixture-of-experts layer"
+        if any(_is_quantized(m) for m in model.modules()):
+            return "a quantized layer"
+        norms = [n for block in model.blocks for n in (block.ln_1, block.ln_2)]
+        norms.append(model.model["norm"] if model.config.arch == "llama" else
+                     model.transformer["ln_f"])  # fmt: skip
+        if any(n.weight is None and getattr(n, "bias", None) is None for n in norms):
+            return "a norm without weight and bias"
+        if len({None if r is None else r.layout for r in rotaries}) > 1:
+            return "RoPE layouts differ between layers"
+        return None
+
+    @staticmethod
+    def allocate(layer_modules, dtype) -> dict:
+        """Uninitialized [L, in, out] arrays for each projection; ``layer_modules``: per layer,
+        a dict name -> the Linear modules fused into that projection."""
+        stacked = {}
+        for name in _FusedStep.PROJECTIONS:
+            first = layer_modules[0][name]
+            shape = (first[0].weight.shape[1], sum(m.weight.shape[0] for m in first))
+            stacked[name] = np.empty((len(layer_modules), *shape), dtype)
+        return stacked
+
+    def __init__(self, decoder, rotaries, stacked: dict) -> None:
+        from tinyllm import runtime
+        from tinyllm.kernels import decode_numba  # loads SciPy's BLAS, the kernel's np.dot
+
+        runtime.limit_late_blas_pools()
+        self.kernel = decode_numba.decode_step
+        dtype, layers = decoder.dtype, decoder.layers
+        self.w, self.b = stacked, {}  # the layers' _Dense projections view self.w
+        for name in self.PROJECTIONS:
+            zeros = np.zeros(stacked[name].shape[2], dtype)
+            self.b[name] = np.stack([zeros if layer[name].b is None else layer[name].b
+                                     for layer in layers])  # fmt: skip
+        norms = [n[3] for layer in layers for n in (layer["norm_1"], layer["norm_2"])]
+        norms.append(decoder.final[3])  # (weight, bias, eps, center) each
+        self.norm_w = np.stack([n[0] for n in norms])
+        self.norm_b = np.stack([n[1] for n in norms])
+        self.eps = np.array([n[2] for n in norms], dtype)
+        self.center = not decoder.llama
+        self.head_w = decoder.head.wT
+        self.head_b = decoder.head.b if decoder.head.b is not None else np.zeros(
+            self.head_w.shape[1], dtype)  # fmt: skip
+        self.rotary = rotaries[0] is not None
+        self.interleaved = self.rotary and rotaries[0].layout == "interleaved"
+        if self.rotary:
+            tables = [r.cos_sin(decoder.max_len, 0, decoder.embed) for r in rotaries]
+            self.cos = np.ascontiguousarray(np.stack([c for c, _ in tables]), dtype)
+            self.sin = np.ascontiguousarray(np.stack([s for _, s in tables]), dtype)
+        else:
+            self.cos = self.sin = np.zeros((len(layers), 1, 1), dtype)
+        # Llama: silu(gate) * up of [gate | up]; GPT: gelu-tanh (as ``Decoder._ffn``)
+        self.gated = decoder.llama
+        self.act = ACTIVATIONS["silu"] if decoder.llama else ACTIVATIONS["gelu_tanh"]
+        self.n_head = decoder.H
+
+    def __call__(self, x, pos: int, K, V):
+        return self.kernel(
+            x, pos, self.norm_w, self.norm_b, self.eps, self.center,
+            self.w["qkv"], self.b["qkv"], self.w["o"], self.b["o"],
+            self.w["up"], self.b["up"], self.w["down"], self.b["down"],
+            self.cos, self.sin, self.rotary, self.interleaved, self.gated, self.act,
+            self.n_head, K, V, self.head_w, self.head_b,
+        )  # fmt: skip
+
+
 class Decoder:
     """Token-by-token inference for a ``GPT`` or ``Llama`` built from ``tinyllm.models``."""
 
@@ -249,24 +343,34 @@ class Decoder:
             self.kernels = _StepKernels()
         self.final = self._norm(final)
         self.head = self._projection([model.lm_head])
-        self.layers = []
+        # the Linear modules fused into each projection, per layer (no "up"/"down" for MoE)
+        modules = []
         for block in blocks:
             attn, mlp = block.attn, block.mlp
+            layer = {"qkv": [attn.q_proj, attn.k_proj, attn.v_proj], "o": [attn.o_proj]}
+            if not isinstance(mlp, MoE):
+                up, down = (
+                    (mlp.gate_up_proj, mlp.down_proj) if self.llama else (mlp.c_fc, mlp.c_proj)
+                )
+                layer.update(up=[up], down=[down])
+            modules.append(layer)
+        rotaries = [getattr(block.attn, "rotary", None) for block in blocks]
+        stacked = None  # a whole step in one kernel call (CPU, Numba tier, dense layers)
+        if self.kernels is not None and _FusedStep.unsupported(model, rotaries) is None:
+            stacked = _FusedStep.allocate(modules, self.dtype)
+        self.layers = []
+        for i, block in enumerate(blocks):
             layer = {
-                "rotary": getattr(attn, "rotary", None),  # RotaryEmbedding, or None (GPT)
+                "rotary": rotaries[i],  # RotaryEmbedding, or None (GPT)
                 "norm_1": self._norm(block.ln_1),
                 "norm_2": self._norm(block.ln_2),
-                "qkv": self._projection([attn.q_proj, attn.k_proj, attn.v_proj]),
-                "o": self._projection([attn.o_proj]),
+                "moe": self._moe(block.mlp) if isinstance(block.mlp, MoE) else None,
             }
-            if isinstance(mlp, MoE):
-                layer["moe"] = self._moe(mlp)
-                self.layers.append(layer)
-                continue
-            layer["moe"] = None
-            up, down = (mlp.gate_up_proj, mlp.down_proj) if self.llama else (mlp.c_fc, mlp.c_proj)
-            layer["up"], layer["down"] = self._projection([up]), self._projection([down])
+            for name, fused in modules[i].items():
+                out = None if stacked is None else stacked[name][i]
+                layer[name] = self._projection(fused, out)
             self.layers.append(layer)
+        self.fused = None if stacked is None else _FusedStep(self, rotaries, stacked)
         shape = (len(self.layers), batch_size, self.Hkv, max_len, self.D)
         self.K = xp.zeros(shape, self.dtype)
         self.V = xp.zeros(shape, self.dtype)
@@ -277,16 +381,25 @@ class Decoder:
         weights)."""
         return self.xp.asarray(t.data, dtype=self.dtype)
 
-    def _projection(self, modules):
+    def _projection(self, modules, out=None):
         """The linear layers ``modules`` (same input) as one callable: their weights fused
-        into one GEMM, or, for quantized layers on the CPU, their own forward."""
-        if any(_is_quantized(m) for m in modules) and self.xp is np:
-            return _Quantized(modules, self.dtype)  # on a GPU: the dequantized weights below
-        w = self.xp.concatenate([self._array(m.weight) for m in modules])
+        into one GEMM, or, for quantized layers on the CPU, their own forward. ``out``: the
+        [in, out] array to write W^T into (a layer of the fused step's stack), else a new one;
+        each weight is copied once, transposed as it is written."""
+        if any(_is_quantized(m) for m in modules):
+            return _Quantized(modules, self.dtype)
+        weights = [self._array(m.weight) for m in modules]  # [out_i, in] each
+        if out is None:
+            shape = (weights[0].shape[1], sum(w.shape[0] for w in weights))
+            out = self.xp.empty(shape, self.dtype)
+        start = 0
+        for w in weights:
+            out[:, start : start + w.shape[0]] = w.T
+            start += w.shape[0]
         b = None
         if modules[0].bias is not None:  # Llama: bias=True gives every projection one
             b = self.xp.concatenate([self._array(m.bias) for m in modules])
-        return _Dense(self.xp.ascontiguousarray(w.T), b)
+        return _Dense(out, b)
 
     def _norm(self, module):
         weight = None if module.weight is None else self._array(module.weight)
@@ -426,6 +539,10 @@ class Decoder:
         x = self.embed[tokens]  # [B, C]
         if self.wpe is not None:
             x = x + self.wpe[pos]
+        if self.fused is not None and _StepKernels.applies(x, self.dtype):
+            logits = self.fused(np.ascontiguousarray(x), pos, self.K, self.V)
+            self.pos = pos + 1
+            return logits
         scale = 1.0 / math.sqrt(D)
         for i, layer in enumerate(self.layers):
             h = self._apply_norm(x, layer["norm_1"])

@@ -13,7 +13,8 @@ by a user's training script -- applies:
    trim thresholds keeps freed blocks in the heap for reuse, as PyTorch's caching allocator
    does. This makes the whole process keep more memory, so it is opt-in.
 2. When ``TINYLLM_NUM_THREADS`` is set: the BLAS pool (NumPy's OpenBLAS) is limited to that
-   many threads, so kernels and GEMMs share one pool size.
+   many threads, so kernels and GEMMs share one pool size (SciPy's OpenBLAS, loaded later
+   by the decoding kernel, gets the same limit then: ``limit_late_blas_pools``).
 
 ``TINYLLM_NO_RUNTIME_TUNING=1`` turns ``tune_process()`` into a no-op.
 
@@ -182,6 +183,14 @@ def set_blas_threads(n: int) -> int | None:
         for _, put in _openblas_functions():
             put(ctypes.c_int(n))
     return blas_threads()
+
+
+def limit_late_blas_pools() -> None:
+    """Give a BLAS library loaded after ``tune_process()`` the ``TINYLLM_NUM_THREADS`` limit
+    it applied (SciPy's OpenBLAS, a second pool that Numba's ``np.dot`` calls: the
+    whole-step decoding kernel loads it). A no-op unless ``tune_process()`` set a limit."""
+    if "blas_threads" in applied:
+        set_blas_threads(requested_threads())
 
 
 # ---------------------------------------------------------------- Numba (tinyllm's kernels)

@@ -130,6 +130,9 @@ CONFIG_FLAGS = [
 ]  # fmt: skip
 
 
+YARN = {"type": "yarn", "factor": 4.0, "original_max_position": 4}
+
+
 def randomized(arch, **overrides):
     """A float64 tiny model whose every parameter (biases and norm gains included) is drawn
     from N(0, 0.5^2): zero-initialized biases would hide a path that drops them."""
@@ -191,6 +194,7 @@ def test_step_kernels_equal_the_public_kernel_functions(monkeypatch, arch, flags
 
     def steps():
         decoder = D.Decoder(model, batch_size=2, max_len=8)
+        decoder.fused = None  # the per-op path (the whole-step kernel: the test below)
         return np.stack([decoder.step(idx[:, t]) for t in range(6)], axis=1)
 
     fast = steps()
@@ -200,6 +204,54 @@ def test_step_kernels_equal_the_public_kernel_functions(monkeypatch, arch, flags
     assert len(calls) == 30  # the reference tier ran the public functions
     monkeypatch.setattr(D._StepKernels, "applies", staticmethod(lambda x, dtype: False))
     np.testing.assert_array_equal(fast, steps())
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize(
+    "arch,flags",
+    CONFIG_FLAGS + [("llama", {"layout": "interleaved"}), ("llama", {"rope_scaling": YARN})],
+)
+def test_whole_step_kernel_equals_the_array_path(monkeypatch, arch, flags, dtype, tol):
+    """The one-call decoding step (kernels/decode_numba.py) gives the logits and the K/V
+    cache of the per-op path, for every configuration flag, and the layers' projections hold
+    views of its stacked weights (one copy). Tolerance: the two differ in the summation
+    order of the matrix products and the attention (BLAS GEMV against BLAS GEMM); float32:
+    the logits are O(10), a few ulp of the largest. It is not taken under
+    kernels.use("reference") or when the rows reach dispatch.SERIAL_BELOW."""
+    pytest.importorskip("numba")
+    from tinyllm.kernels import use as use_tier
+    from tinyllm.models import decoder as D
+
+    flags = dict(flags)
+    layout = flags.pop("layout", "half")
+    model = randomized(arch, **flags)
+    for block in model.blocks:  # RotaryEmbedding's pair layout (no config field sets it)
+        if block.attn.rotary is not None:
+            block.attn.rotary.layout = layout
+    if dtype == np.float32:
+        model.float()
+    idx = np.random.default_rng(4).integers(0, 11, (2, 8))
+    fused, plain = (D.Decoder(model, batch_size=2, max_len=8) for _ in range(2))
+    assert fused.fused is not None
+    assert np.shares_memory(fused.layers[1]["qkv"].wT, fused.fused.w["qkv"])
+    plain.fused = None
+    calls = []
+    kernel = D._FusedStep.__call__
+    monkeypatch.setattr(D._FusedStep, "__call__", lambda s, *a: calls.append(1) or kernel(s, *a))
+    for t in range(8):
+        got, want = fused.step(idx[:, t]), plain.step(idx[:, t])
+        assert got.dtype == dtype
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    assert len(calls) == 8
+    np.testing.assert_allclose(fused.K, plain.K, rtol=tol, atol=tol * np.abs(plain.K).max())
+    np.testing.assert_allclose(fused.V, plain.V, rtol=tol, atol=tol * np.abs(plain.V).max())
+    fused.reset()
+    with use_tier("reference"):
+        fused.step(idx[:, 0])
+    monkeypatch.setattr(D.dispatch, "SERIAL_BELOW", 1)
+    fused.step(idx[:, 1])
+    assert len(calls) == 8
 
 
 def test_llama_with_bias_has_mlp_biases():

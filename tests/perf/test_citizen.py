@@ -169,6 +169,28 @@ def test_tinyllm_num_threads_1_runs_serial_twins_and_tune_process_limits_blas():
     assert "mallopt" in r["applied"]
 
 
+def test_tinyllm_num_threads_reaches_the_blas_that_the_decode_kernel_loads():
+    """The whole-step decoding kernel calls SciPy's OpenBLAS (Numba's np.dot), a second
+    pool loaded after tune_process(): it gets the TINYLLM_NUM_THREADS limit too."""
+    pytest.importorskip("threadpoolctl")
+    r = _run(
+        """
+        import json, numpy as np, threadpoolctl, tinyllm
+        from tinyllm import runtime
+        from tinyllm.models import ModelConfig, build_model
+        runtime.tune_process()
+        config = ModelConfig(arch="gpt", vocab_size=11, d_model=16, n_layer=1, n_head=2,
+                             block_size=8)
+        build_model(config).generate(tinyllm.tensor(np.array([[1, 2]])), 2, temperature=0)
+        pools = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
+                 if p["user_api"] == "blas"}
+        print(json.dumps({"pools": pools}))
+        """,
+        {"TINYLLM_NUM_THREADS": "1"},
+    )
+    assert set(r["pools"].values()) == {1}, r["pools"]  # NumPy's pool and SciPy's
+
+
 def test_parallel_kernels_from_several_threads_do_not_abort():
     """workqueue aborts the process on concurrent parallel launches; the launcher's lock
     sends a second thread to the serial twin instead."""
