@@ -148,6 +148,11 @@ def run_backward(root, droot, retain_graph: bool = False) -> None:
                     continue
                 if grad.shape != tensor._data.shape:
                     grad = unbroadcast(grad, tensor._data.shape, node.name, index)
+                if grad.dtype != tensor._data.dtype and tensor._data.dtype.name == "bfloat16":
+                    # a bfloat16 input's backward may compute in float32 (ml_dtypes promotes
+                    # matmul and the kernels' reference tier computes in float32): the
+                    # gradient is stored in the input's format, as PyTorch stores bf16 grads
+                    grad = grad.astype(tensor._data.dtype)
                 if grad.dtype != tensor._data.dtype:
                     raise RuntimeError(
                         f"{node.name}.backward returned a {grad.dtype} gradient for input "

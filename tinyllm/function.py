@@ -178,7 +178,7 @@ class Function:
         for i, array in enumerate(raw_outputs):
             differentiable = (
                 record
-                and array.dtype.kind == "f"
+                and (array.dtype.kind == "f" or array.dtype.name == "bfloat16")  # ml_dtypes: "V"
                 and not (non_diff and any(array is nd for nd in non_diff))
             )
             out = Tensor._from_op(array, differentiable)

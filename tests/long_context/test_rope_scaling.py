@@ -11,6 +11,7 @@ unchanged."""
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -403,7 +404,7 @@ def test_sample_rope_scaling_flag_and_remembered_scaling(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- experiments/long_context.py
-def test_long_context_experiment_model_setup_is_unchanged(monkeypatch):
+def test_long_context_experiment_model_setup_is_unchanged():
     """experiments/long_context.py extension: the trained Llama (d 128, 4 layers, 4 heads,
     context 64) with each method at each multiple has, in every layer, exactly the closed
     form's tables (which are the tables of before the scaling became model state)."""
@@ -411,11 +412,9 @@ def test_long_context_experiment_model_setup_is_unchanged(monkeypatch):
         "long_context_experiment", ROOT / "experiments" / "long_context.py"
     )
     experiment = importlib.util.module_from_spec(spec)
-    # the script pins thread counts in os.environ when it loads: undone after the test, or
-    # every later subprocess of the test run would inherit them (tests/perf checks pools)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")
+    env = dict(os.environ)
     spec.loader.exec_module(experiment)
+    assert dict(os.environ) == env  # thread counts are pinned only when it runs as a script
     seq = 64
     config = ModelConfig(arch="llama", vocab_size=256, d_model=128, n_layer=4, n_head=4,
                          block_size=seq)  # fmt: skip

@@ -2,7 +2,8 @@
 
     tinyllm quantize runs/<name> --method gptq --bits 4 --group-size 128
         -> runs/<name>-gptq-w4g128/ (config.json, checkpoint.safetensors, quant.json),
-           which ``tinyllm sample`` loads
+           which ``tinyllm sample`` loads (the checkpoint carries ``model_config``, as a
+           training checkpoint does: a remembered RoPE scaling is kept)
     tinyllm quantize all-MiniLM-L6-v2 --method nf4 --out runs/minilm-nf4
 
 Calibrated methods (gptq, awq, smoothquant) use ``--calib-batches`` windows of the run's
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -82,6 +82,14 @@ def default_out(source: Path, method: str, bits: int, group: int | None) -> Path
     return source.parent / f"{source.name}-{method}-{tag}"
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (``tinyllm.io.atomic_write``)."""
+    from tinyllm.io import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(data)
+
+
 def run(args) -> int:
     import numpy as np
 
@@ -122,8 +130,11 @@ def run(args) -> int:
                            forward=lambda m, b: m(tinyllm.tensor(b)), **options)  # fmt: skip
             out = Path(args.out) if args.out else default_out(source, args.method, args.bits, group)
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / "config.json", out / "config.json")
+            _write_atomic(out / "config.json", (source / "config.json").read_bytes())
+            # model_config: the model as loaded (a remembered RoPE scaling included), which
+            # load_quantized rebuilds, as `tinyllm train` writes it into its checkpoints
             meta = {"vocab_size": model.config.vocab_size, "source": str(source),
+                    "model_config": model.config.to_dict(),
                     "quant": {"method": args.method, "bits": args.bits,
                               "group_size": group}}  # fmt: skip
             save_quantized(model, out / "checkpoint.safetensors", meta)
@@ -136,6 +147,6 @@ def run(args) -> int:
                "bytes": model_nbytes(model), "source": str(source)}  # fmt: skip
     if args.lkd_steps and args.method == "zeroquant":
         summary["lkd_steps"], summary["lkd_lr"] = args.lkd_steps, args.lkd_lr
-    (out / "quant.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_atomic(out / "quant.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(f"wrote {out} ({summary['bytes']:,} bytes of weights)")
     return 0

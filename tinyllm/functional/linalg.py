@@ -23,8 +23,11 @@ class MatMul(Function):
         if a.ndim == 2 and b.ndim == 2:
             return a.dot(b)  # the same GEMM; ndarray.dot dispatches in half matmul's time
         if a.ndim > 2 and b.ndim == 2:  # one GEMM over the rows (NumPy's batched path is slow)
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
-        return a @ b
+            y = (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+        else:
+            y = a @ b
+        # bfloat16: NumPy's matmul of ml_dtypes arrays gives float32 (ndarray.dot does not)
+        return y if y.dtype == a.dtype else y.astype(a.dtype)
 
     @staticmethod
     def backward(ctx, dy):

@@ -32,6 +32,8 @@ class Linear(Function):
         y = x.reshape(-1, x.shape[-1]) @ weight.T  # [rows, out]
         if bias is not None:
             y += bias
+        if y.dtype != x.dtype:  # bfloat16: NumPy's matmul of ml_dtypes arrays gives float32
+            y = y.astype(x.dtype)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     @staticmethod

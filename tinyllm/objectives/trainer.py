@@ -27,8 +27,7 @@ from tinyllm.data.batches import random_windows, sequential_windows
 from tinyllm.objectives.tasks import Batch, make_task
 from tinyllm.train.config import TrainConfig
 
-__all__ = ["ObjectiveTask", "build_task_and_model", "evaluate_task", "train_objective",
-           "validate_objective"]  # fmt: skip
+__all__ = ["ObjectiveTask", "build_task_and_model", "evaluate_task", "validate_objective"]
 
 # TrainConfig fields of the causal model's shape, which the objectives' models do not have: an
 # objective run refuses values other than their defaults rather than ignore them
@@ -160,14 +159,3 @@ class ObjectiveTask:
 
     def sample(self, model, data, config: TrainConfig) -> str:
         return ""  # not a causal LM: nothing to sample
-
-
-def train_objective(config: TrainConfig, resume: bool = False, progress: bool = True,
-                    echo=print):  # fmt: skip
-    """Run (or resume) a non-causal objective's training: ``tinyllm.train.loop.train`` with
-    its ``ObjectiveTask``. The ``RunResult``'s ``train_loss`` and history are in nats per
-    labelled token (``val_nats_per_byte`` and ``val_bits_per_byte`` are None: the per-token
-    validation loss is in ``history``)."""
-    from tinyllm.train.loop import train
-
-    return train(config, resume=resume, progress=progress, echo=echo, task=ObjectiveTask(config))

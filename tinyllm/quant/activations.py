@@ -12,26 +12,32 @@ rescaled by the outer product of the scales:
 - **per-tensor static**: one s for all rows, from calibration (``x_absmax``).
 
 Here the codes' matmul runs in float64 (exact: |sum| <= K 127^2 < 2^53).
+``quantize_rows_int8`` runs on the array module of its input (NumPy or CuPy).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tinyllm import backend
+
 __all__ = ["int8_matmul", "quantize_rows_int8"]
 
 
-def quantize_rows_int8(
-    x: np.ndarray, per_tensor_absmax: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(codes int8 [R, K], scales float64 [R, 1]): per-row absmax, or one static absmax."""
-    x = np.asarray(x, dtype=np.float64)
-    if per_tensor_absmax is None:
-        amax = np.abs(x).max(axis=-1, keepdims=True, initial=0.0)
+def quantize_rows_int8(x, per_tensor_absmax: float | None = None) -> tuple:
+    """(codes int8 [R, K], scales float64 [R, 1]): per-row absmax, or one static absmax.
+
+    Computed in float64 on ``x``'s array module (a CuPy array stays on its device)."""
+    xp = backend.get_array_module(x)
+    x = xp.asarray(x, dtype=np.float64)
+    if per_tensor_absmax is not None:
+        amax = xp.full(x.shape[:-1] + (1,), float(per_tensor_absmax))
+    elif x.shape[-1] == 0:  # no columns: scale 1 (a max over nothing is undefined)
+        amax = xp.zeros(x.shape[:-1] + (1,))
     else:
-        amax = np.full(x.shape[:-1] + (1,), float(per_tensor_absmax))
-    s = np.where(amax > 0, amax / 127.0, 1.0)
-    return np.clip(np.rint(x / s), -127, 127).astype(np.int8), s
+        amax = xp.abs(x).max(axis=-1, keepdims=True)
+    s = xp.where(amax > 0, amax / 127.0, 1.0)
+    return xp.clip(xp.rint(x / s), -127, 127).astype(np.int8), s
 
 
 def int8_matmul(cx: np.ndarray, sx: np.ndarray, cw: np.ndarray, sw: np.ndarray) -> np.ndarray:

@@ -24,8 +24,14 @@ all on the packed kernel; ``Int8Weight`` (LLM.int8()) runs its mixed decompositi
 - ``threshold`` (LLM.int8()): the outlier threshold of the decomposition.
 
 ``layer.weight`` returns the dequantized float weight as a Tensor (W_hat / s when there is an
-input scale) for code that wants a float matrix (the lean decoder of ``tinyllm.models`` uses it
-on a GPU only; on the CPU it calls ``layer(x)``); ``layer(x)`` never builds it.
+input scale) for code that wants a float matrix (the lean decoder of ``tinyllm.models`` calls
+``layer(x)`` instead, on every device); ``layer(x)`` never builds it.
+
+Devices: the operands ``layer(x)`` computes with -- ``packed``, ``scales``, ``zeros``, ``table``
+and ``inv_input_scale`` (1 / s) -- are non-persistent buffers, so ``Module.to`` moves them with
+the bias (and a dtype cast converts the float ones, as for any buffer; the codes stay uint8).
+They are not in ``state_dict``: the checkpoint format (``tinyllm.quant.model``) stores
+``qweight``'s own arrays, which stay on the host with ``input_scale``.
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ from tinyllm import backend
 from tinyllm.function import Function
 from tinyllm.kernels.quant import dequant_matmul, dequantize_packed
 from tinyllm.nn.module import Module
-from tinyllm.quant.activations import quantize_rows_int8
 from tinyllm.quant.fp8 import FP8Tensor, fp8_decode
 from tinyllm.quant.llm_int8 import Int8Weight, llm_int8_matmul
 from tinyllm.quant.nf4 import NF4_LEVELS, NF4Weight
 from tinyllm.quant.schemes import QuantizedWeight
+from tinyllm.quant.zeroquant import fake_quantize_tokens
 from tinyllm.tensor import Tensor
 
 __all__ = ["QuantLinear", "dequant_linear", "packed_operands"]
@@ -100,18 +106,16 @@ def dequant_linear(input, packed, scales, zeros, table, bias=None, *, bits: int,
 
 
 class _FakeQuantRows(Function):
-    """x through per-row (or static per-tensor) INT8 and back; backward: identity (STE)."""
+    """x through per-row (or static per-tensor) INT8 and back (``fake_quantize_tokens``, on
+    x's device); backward: identity (STE). Also LKD's student activations (``lkd``)."""
 
     @staticmethod
     def forward(ctx, x, absmax):
-        rows = x.reshape(-1, x.shape[-1])
-        codes, s = quantize_rows_int8(backend.to_numpy(rows), absmax)
-        xp = backend.get_array_module(x)
-        return xp.asarray(codes * s, dtype=x.dtype).reshape(x.shape)
+        return fake_quantize_tokens(x, absmax)
 
     @staticmethod
     def backward(ctx, dy):
-        return dy, None
+        return dy, None  # straight through: the rounding's derivative taken as 1
 
 
 class _MixedInt8(Function):
@@ -161,6 +165,10 @@ def packed_operands(
 class QuantLinear(Module):
     """A frozen linear layer y = x W_hat^T + b over a packed quantized weight."""
 
+    # the packed kernel's operands, registered as non-persistent buffers (moved by ``to``);
+    # ``inv_input_scale`` (1 / input_scale) is one too
+    PACKED_BUFFERS = ("packed", "scales", "zeros", "table")
+
     def __init__(
         self,
         qweight,
@@ -185,7 +193,19 @@ class QuantLinear(Module):
         self.register_buffer("bias", None if bias is None else Tensor(np.asarray(bias, np.float32)))
         self.input_scale = None if input_scale is None else np.asarray(input_scale, np.float32)
         self.act_quant, self.act_absmax, self.threshold = act_quant, act_absmax, threshold
-        self._operands = None if isinstance(qweight, Int8Weight) else packed_operands(qweight)
+        self._register_operands()
+
+    def _register_operands(self) -> None:
+        """The kernel's operands as non-persistent buffers (``PACKED_BUFFERS``), so that
+        ``Module.to`` moves them; an LLM.int8() layer computes from ``qweight`` (None here)."""
+        ops = None if isinstance(self.qweight, Int8Weight) else packed_operands(self.qweight)
+        arrays = (None,) * 4 if ops is None else ops[:4]
+        self._bits, self._group_size = (0, 0) if ops is None else (int(ops[4]), int(ops[5]))
+        for name, array in zip(self.PACKED_BUFFERS, arrays):
+            tensor = None if array is None else Tensor(array)
+            self.register_buffer(name, tensor, persistent=False)
+        inv = None if self.input_scale is None else Tensor(1.0 / self.input_scale)  # float32
+        self.register_buffer("inv_input_scale", inv, persistent=False)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
@@ -194,9 +214,8 @@ class QuantLinear(Module):
                 f"QuantLinear: input of shape {tuple(x.shape)} does not match in_features="
                 f"{self.in_features}"
             )
-        if self.input_scale is not None:
-            xp = backend.get_array_module(x.data)
-            x = x * Tensor(xp.asarray(1.0 / self.input_scale, dtype=x.dtype))
+        if self.inv_input_scale is not None:
+            x = x * Tensor(self.inv_input_scale.data.astype(x.dtype, copy=False))
         if self.act_quant is not None:
             x = _FakeQuantRows.apply(x, self.act_absmax if self.act_quant == "tensor" else None)
         bias = None
@@ -207,8 +226,9 @@ class QuantLinear(Module):
         if isinstance(self.qweight, Int8Weight):
             y = _MixedInt8.apply(x, self)
             return y if bias is None else y + bias
-        packed, scales, zeros, table, bits, g = self._operands
-        return DequantLinear.apply(x, packed, scales, zeros, table, bias, bits, g)
+        zeros = None if self.zeros is None else self.zeros.data
+        return DequantLinear.apply(x, self.packed.data, self.scales.data, zeros, self.table.data,
+                                   bias, self._bits, self._group_size)  # fmt: skip
 
     # ------------------------------------------------------------------ views
     def dequantized_weight(self, dtype=np.float32) -> np.ndarray:

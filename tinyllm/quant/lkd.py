@@ -20,7 +20,14 @@ X_{l+1} = block_teacher(X_l), computed before block l is replaced, so only one b
 set of activations are held at a time. After training, the latent weights are quantized
 round-to-nearest into packed ``QuantLinear`` layers (the plain ZeroQuant format: INT-b
 group-wise weights, INT8 token-wise activations), so LKD changes which codes are stored,
-never the format or its size.
+never the format or its size. The student's activation quantizer is ``QuantLinear``'s own
+(``fake_quantize_tokens`` in float64, straight through), so it trains against exactly what the
+stored layer computes.
+
+Devices: the captured activations are kept on the host and each batch goes to the block's
+device; the packed layers are put on the device of the weights they replace. If anything
+fails (an exception, Ctrl-C), every layer replaced so far gets its original ``Linear`` back
+(the students train copies, so the float weights are unchanged) and the model its mode.
 
 ``fake_quantize_ste`` (the weight quantizer with its STE backward) is a ``Function``,
 registered in ``tinyllm.quant.registry`` (``differentiable=False``: finite differences of a
@@ -41,6 +48,7 @@ from tinyllm.grad_mode import no_grad
 from tinyllm.nn.layers import Linear
 from tinyllm.nn.module import Module
 from tinyllm.nn.parameter import Parameter
+from tinyllm.quant.linear import QuantLinear, _FakeQuantRows
 from tinyllm.quant.model import _run_hooked, _Stop
 from tinyllm.quant.schemes import compute_qparams, quantize_weight
 from tinyllm.tensor import Tensor
@@ -98,21 +106,6 @@ def fake_quantize_ste(
     return FakeQuantizeSTE.apply(w, scale, zero, int(bits), int(group_size))
 
 
-class _FakeQuantTokens(Function):
-    """x through per-token absmax INT8 and back (as ``QuantLinear``'s act_quant="token")."""
-
-    @staticmethod
-    def forward(ctx, x):
-        xp = backend.get_array_module(x)
-        amax = xp.abs(x).max(axis=-1, keepdims=True)
-        s = xp.where(amax > 0, amax / 127.0, 1.0).astype(x.dtype)
-        return xp.clip(xp.rint(x / s), -127, 127) * s
-
-    @staticmethod
-    def backward(ctx, dy):
-        return dy  # straight through: absmax codes are never clamped
-
-
 class StudentLinear(Module):
     """A ``Linear`` during LKD: trainable latent weight, fake-quantized on every forward."""
 
@@ -130,22 +123,22 @@ class StudentLinear(Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.act_quant:
-            x = _FakeQuantTokens.apply(x)
+        if self.act_quant:  # QuantLinear's act_quant="token" op: what the stored layer computes
+            x = _FakeQuantRows.apply(x, None)
         s, z, g = self.qparams()
         w_hat = fake_quantize_ste(self.weight, s, z, bits=self.bits, group_size=g)
         return F.linear(x, w_hat, self.bias)
 
-    def to_quant_linear(self):
-        """The trained layer as a packed ``QuantLinear`` (plain ZeroQuant format)."""
-        from tinyllm.quant.linear import QuantLinear
-
+    def to_quant_linear(self) -> QuantLinear:
+        """The trained layer as a packed ``QuantLinear`` (plain ZeroQuant format), on the
+        latent weight's device."""
         W = backend.to_numpy(self.weight.data).astype(np.float64)
         gran = "channel" if self.group_size is None else "group"
         qw = quantize_weight(W, self.bits, gran, self.group_size, True)
         bias = None if self.bias is None else backend.to_numpy(self.bias.data)
-        return QuantLinear(qw, bias, act_quant="token" if self.act_quant else None,
-                           method="zeroquant")  # fmt: skip
+        layer = QuantLinear(qw, bias, act_quant="token" if self.act_quant else None,
+                            method="zeroquant")  # fmt: skip
+        return layer.to(self.weight.device)
 
 
 def _block_linears(block: Module) -> list[tuple[Module, str, Linear]]:
@@ -171,13 +164,15 @@ def capture_block_inputs(
     return seen
 
 
-def _outputs(block: Module, inputs) -> list[np.ndarray]:
+def _outputs(block: Module, inputs, device: str = "cpu") -> list[np.ndarray]:
+    """``block`` on each captured (x, args, kwargs), x moved to ``device``; outputs on the host."""
     with no_grad():
-        return [backend.to_numpy(block(Tensor(x), *a, **k).data) for x, a, k in inputs]
+        return [backend.to_numpy(block(Tensor(backend.to_device(x, device)), *a, **k).data)
+                for x, a, k in inputs]  # fmt: skip
 
 
-def _mse(block: Module, inputs, targets) -> float:
-    outs = _outputs(block, inputs)
+def _mse(block: Module, inputs, targets, device: str = "cpu") -> float:
+    outs = _outputs(block, inputs, device)
     return float(np.mean([np.mean((o.astype(np.float64) - t) ** 2)
                           for o, t in zip(outs, targets)]))  # fmt: skip
 
@@ -203,72 +198,113 @@ def lkd_quantize(
     ``lr`` with cosine decay to 0. ``heldout``: batches never trained on, on which the block
     MSE is reported before (= plain ZeroQuant) and after training. Linear layers outside
     ``blocks`` are left as they are. ``show_progress``: a tqdm bar over all steps.
-    Returns (model, one report dict per block).
+    Returns (model, one report dict per block). On any error the model is restored (module
+    docstring) and the error re-raised.
     """
     from tqdm import tqdm
-
-    from tinyllm.optim import Adam
 
     if not calibration:
         raise ValueError("lkd_quantize: LKD needs calibration batches")
     if steps < 0:
         raise ValueError(f"lkd_quantize: steps must be >= 0, got {steps}")
+    if not blocks:
+        raise ValueError("lkd_quantize: blocks is empty (no transformer block to distill)")
     forward = forward or (lambda m, batch: m(batch))
     g = None if group_size is None or group_size <= 0 else int(group_size)
     was_training = model.training
     model.eval()
-    xs = capture_block_inputs(model, blocks[0], calibration, forward)
-    hs = capture_block_inputs(model, blocks[0], heldout, forward) if heldout else []
-    reports = []
+    replaced: list[tuple[Module, str, Linear]] = []  # (parent, name, original) of every swap
     bar = tqdm(total=len(blocks) * steps, disable=not show_progress, desc="LKD", unit="step",
                dynamic_ncols=True, leave=False)  # fmt: skip
-    for index, block in enumerate(blocks):
-        ys = _outputs(block, xs)  # the teacher's outputs = the next block's inputs
-        hy = _outputs(block, hs)
-        frozen = [p for p in block.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
+    try:
+        xs = capture_block_inputs(model, blocks[0], calibration, forward)
+        hs = capture_block_inputs(model, blocks[0], heldout, forward) if heldout else []
+        reports = []
+        for index, block in enumerate(blocks):
+            report, ys, hy = _distill_block(block, index, xs, hs, bits, g, steps, lr, act_quant,
+                                            replaced, bar)  # fmt: skip
+            reports.append(report)
+            xs, hs = (
+                [(y, a, k) for y, (_, a, k) in zip(ys, xs)],
+                [(y, a, k) for y, (_, a, k) in zip(hy, hs)],
+            )
+            if progress is not None:
+                progress(f"block {index}: {report}")
+    except BaseException:
+        # rollback: the model gets its original float Linear layers back (the students copied
+        # their weights, so those were never changed), in every block done so far
+        for parent, name, linear in reversed(replaced):
+            setattr(parent, name, linear)
+        raise
+    finally:
+        bar.close()
+        model.train(was_training)
+    return model, reports
+
+
+def _device(module: Module) -> str:
+    """The device of ``module``'s first parameter ("cpu" without one)."""
+    first = next(iter(module.parameters()), None)
+    return "cpu" if first is None else first.device
+
+
+def _distill_block(
+    block: Module,
+    index: int,
+    xs: list,
+    hs: list,
+    bits: int,
+    g: int | None,
+    steps: int,
+    lr: float,
+    act_quant: bool,
+    replaced: list,
+    bar,
+) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
+    """Train ``block``'s student layers against its float outputs, then swap in QuantLinear
+    layers; returns (report, teacher outputs on ``xs``, teacher outputs on ``hs``). Each swap
+    is appended to ``replaced`` (parent, name, original Linear) before it is made. The
+    captured activations live on the host; each step moves its batch to the block's device."""
+    from tinyllm.optim import Adam
+
+    device = _device(block)
+    ys = _outputs(block, xs, device)  # the teacher's outputs = the next block's inputs
+    hy = _outputs(block, hs, device)
+    frozen = [p for p in block.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
         students = []
         for parent, name, linear in _block_linears(block):
             K = linear.in_features
             student = StudentLinear(linear, bits, None if g is None or g >= K else g, act_quant)
+            replaced.append((parent, name, linear))
             setattr(parent, name, student)
             students.append((parent, name, student))
         report = {"block": index, "steps": steps}
         if hs:
-            report["heldout_mse_rtn"] = _mse(block, hs, hy)
-        params = [s.weight for _, _, s in students]
-        opt = Adam(params, lr=lr)
+            report["heldout_mse_rtn"] = _mse(block, hs, hy, device)
+        opt = Adam([s.weight for _, _, s in students], lr=lr)
         losses = []
-        try:
-            for step in range(steps):
-                for group in opt.param_groups:  # cosine decay to 0
-                    group["lr"] = lr * 0.5 * (1.0 + np.cos(np.pi * step / steps))
-                x, a, k = xs[step % len(xs)]
-                out = block(Tensor(x), *a, **k)
-                loss = F.mse_loss(out, Tensor(ys[step % len(xs)]))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.item()))
-                bar.update(1)
-                bar.set_postfix(block=index, mse=f"{losses[-1]:.3g}")
-        finally:  # the block's own parameters train again whatever happened
-            for p in frozen:
-                p.requires_grad_(True)
-        for parent, name, student in students:
-            setattr(parent, name, student.to_quant_linear())
-        if losses:
-            report["train_mse_first"], report["train_mse_last"] = losses[0], losses[-1]
-        if hs:
-            report["heldout_mse_lkd"] = _mse(block, hs, hy)
-        reports.append(report)
-        xs, hs = (
-            [(y, a, k) for y, (_, a, k) in zip(ys, xs)],
-            [(y, a, k) for y, (_, a, k) in zip(hy, hs)],
-        )
-        if progress is not None:
-            progress(f"block {index}: {report}")
-    bar.close()
-    model.train(was_training)
-    return model, reports
+        for step in range(steps):
+            for group in opt.param_groups:  # cosine decay to 0
+                group["lr"] = lr * 0.5 * (1.0 + np.cos(np.pi * step / steps))
+            x, a, k = xs[step % len(xs)]
+            out = block(Tensor(backend.to_device(x, device)), *a, **k)
+            loss = F.mse_loss(out, Tensor(backend.to_device(ys[step % len(xs)], device)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+            bar.update(1)
+            bar.set_postfix(block=index, mse=f"{losses[-1]:.3g}")
+    finally:  # the block's own parameters train again whatever happened
+        for p in frozen:
+            p.requires_grad_(True)
+    for parent, name, student in students:
+        setattr(parent, name, student.to_quant_linear())
+    if losses:
+        report["train_mse_first"], report["train_mse_last"] = losses[0], losses[-1]
+    if hs:
+        report["heldout_mse_lkd"] = _mse(block, hs, hy, device)
+    return report, ys, hy

@@ -260,6 +260,7 @@ def quantize_model(
     **options,
 ) -> Module:
     """Replace the model's linear layers by quantized ones, in place; returns the model.
+    Each packed layer is put on the device of the layer it replaces.
 
     ``calibration``: a sequence of batches; ``forward(model, batch)`` runs one (default:
     ``model(batch)``). Needed by gptq, awq, smoothquant. ``max_rows``: at most this many
@@ -331,7 +332,7 @@ def quantize_model(
         else:
             q = quantize_linear(linear, method, bits_of(name), group_size, symmetric, inputs,
                                 hessian, **options)  # fmt: skip
-        setattr(parent, attr, q)
+        setattr(parent, attr, q.to(linear.weight.device))  # where the float layer was
         if progress is not None:
             progress(name)
     model.train(was_training)
@@ -368,10 +369,15 @@ def model_nbytes(model: Module) -> int:
             seen.add(id(p))
             total += p.data.nbytes
     for m in model.modules():
-        if isinstance(m, QuantLinear):
+        # a QuantLinear's stored weight counts once (its ``nbytes``): not its kernel operands,
+        # buffers that view or decode it (``QuantLinear.PACKED_BUFFERS``, ``inv_input_scale``)
+        quant = isinstance(m, QuantLinear)
+        if quant:
             total += m.nbytes - (m.bias.data.nbytes if m.bias is not None else 0)
-    for _, b in model.named_buffers():
-        total += b.data.nbytes
+        for name, b in m._buffers.items():
+            if b is None or (quant and name != "bias"):
+                continue
+            total += b.data.nbytes
     return int(total)
 
 
@@ -399,12 +405,18 @@ def quantized_state(model: Module) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def save_quantized(model: Module, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write the quantized model to ``path`` (a safetensors file); ``metadata`` is kept."""
+    """Write the quantized model to ``path`` (a safetensors file, atomically); ``metadata`` is
+    kept. A model whose ``config`` has ``to_dict`` (``ModelConfig``, ``MambaConfig``, ...) also
+    gets ``model_config`` -- as ``tinyllm train`` writes it -- unless ``metadata`` has one:
+    ``load_quantized`` rebuilds the model from it (RoPE scaling and context included)."""
     from tinyllm.io.checkpoint import save_checkpoint
 
     arrays, quant = quantized_state(model)
     meta = dict(metadata or {})
     meta["quant"] = {**meta.get("quant", {}), **quant}
+    config = getattr(model, "config", None)
+    if "model_config" not in meta and hasattr(config, "to_dict"):
+        meta["model_config"] = config.to_dict()
     return save_checkpoint(path, arrays, meta)
 
 
@@ -446,6 +458,9 @@ def load_quantized(run_dir: str | Path) -> Module:
     """The quantized model of a folder written by ``tinyllm quantize`` (a Llama/GPT run or a
     quantized MiniLM), in eval mode.
 
+    The model is built from the checkpoint's ``model_config`` (the quantized model's own
+    configuration: a RoPE scaling and its context come back); a file written before
+    ``tinyllm quantize`` saved it is built from the run's config.json and ``vocab_size``.
     ``model(idx)`` runs the packed layers (and their activation quantization);
     ``model.generate`` decodes with the lean decoder, which calls each quantized layer's own
     forward (an LLM.int8() model decodes by the uncached forward instead;
@@ -463,6 +478,13 @@ def load_quantized(run_dir: str | Path) -> Module:
         from tinyllm.models.bert import BertConfig, BertModel
 
         model = BertModel(BertConfig.from_dict(meta["bert_config"]))
+    elif meta.get("model_config") is not None:
+        from tinyllm.models import from_config
+
+        try:
+            model = from_config(meta["model_config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"load_quantized: {ckpt} has a bad model_config: {exc}") from exc
     else:
         from tinyllm.models import build_model
         from tinyllm.train.config import TrainConfig

@@ -13,16 +13,19 @@ The paper's layer-by-layer distillation (LKD) is ``tinyllm.quant.lkd.lkd_quantiz
 
 from __future__ import annotations
 
-import numpy as np
-
+from tinyllm import backend
 from tinyllm.quant.activations import quantize_rows_int8
 
 __all__ = ["fake_quantize_tokens"]
 
 
-def fake_quantize_tokens(x: np.ndarray, per_tensor_absmax: float | None = None) -> np.ndarray:
-    """x [..., K] through INT8 and back: per token (dynamic) or with one static absmax."""
-    x = np.asarray(x)
+def fake_quantize_tokens(x, per_tensor_absmax: float | None = None):
+    """x [..., K] through INT8 and back: per token (dynamic) or with one static absmax.
+
+    In float64, returned in x's dtype on x's array module (NumPy or CuPy). ``QuantLinear``'s
+    activation quantization (and so LKD's student) is this with a straight-through gradient
+    (``tinyllm.quant.linear``)."""
+    x = backend.get_array_module(x).asarray(x)
     rows = x.reshape(-1, x.shape[-1])
     codes, s = quantize_rows_int8(rows, per_tensor_absmax)
     return (codes * s).reshape(x.shape).astype(x.dtype, copy=False)
