@@ -6,14 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import tinyllm
 from tinyllm.data.corpus import default_corpus_topics
 from tinyllm.rag.context import topic_headings, topic_titles
 from tinyllm.rag.evaluation import load_questions
 from tinyllm.rag.passages import corpus_passages
-from tinyllm.rag.query_adapter import QueryAdapter, fit_query_adapter, infonce_loss_and_grad
+from tinyllm.rag.query_adapter import (
+    QueryAdapter,
+    fit_query_adapter,
+    infonce_loss,
+    infonce_loss_and_grad,
+)
 from tinyllm.rag.retriever import PassageRetriever
 from tinyllm.rag.similarity import normalize
 from tinyllm.rag.template_questions import TITLE_TEMPLATES, template_questions
+from tinyllm.tensor import Tensor
 
 TOPICS = default_corpus_topics()
 
@@ -27,22 +34,58 @@ def _problem(seed: int, n: int = 6, m: int = 9, d: int = 5):
     return queries, passages, positives
 
 
+def _naive_loss(delta, queries, passages, positives, scale, weight_decay):
+    """L(Δ) written out directly in NumPy (no max shift, no engine): the reference."""
+    d = queries.shape[1]
+    z = queries @ (np.eye(d) + delta) if delta.ndim == 2 else queries * (1.0 + delta)
+    u = z / np.sqrt(np.sum(z**2, axis=1, keepdims=True))
+    e = np.exp(scale * (u @ passages.T))
+    per_query = np.log(e.sum(axis=1)) - np.log(np.where(positives, e, 0.0).sum(axis=1))
+    return per_query.mean() + weight_decay / 2 * np.sum(delta**2)
+
+
 @pytest.mark.parametrize("form", ["full", "diagonal"])
-def test_infonce_gradient_matches_finite_differences(form):
+def test_infonce_engine_gradient_matches_finite_differences(form):
     queries, passages, positives = _problem(0)
     rng = np.random.default_rng(1)
     shape = (5, 5) if form == "full" else (5,)
     delta = 0.3 * rng.standard_normal(shape)
+    q, p = Tensor(queries), Tensor(passages)
+    # the engine's backward of the Tensor loss against central differences of its forward
+    assert tinyllm.gradcheck(
+        lambda d: infonce_loss(d, q, p, positives, 7.0, 0.2),
+        [Tensor(delta.copy(), requires_grad=True)],
+        atol=1e-8,
+        rtol=1e-6,
+    )
+    # the returned gradient against central differences of the NumPy reference
     loss, grad = infonce_loss_and_grad(delta, queries, passages, positives, 7.0, 0.2)
     numeric = np.zeros_like(delta)
     h = 1e-6  # central differences in float64: error ~ h^2 * |L'''| ~ 1e-11
     for index in np.ndindex(delta.shape):
         step = np.zeros_like(delta)
         step[index] = h
-        up, _ = infonce_loss_and_grad(delta + step, queries, passages, positives, 7.0, 0.2)
-        down, _ = infonce_loss_and_grad(delta - step, queries, passages, positives, 7.0, 0.2)
+        up = _naive_loss(delta + step, queries, passages, positives, 7.0, 0.2)
+        down = _naive_loss(delta - step, queries, passages, positives, 7.0, 0.2)
         numeric[index] = (up - down) / (2 * h)
+    assert isinstance(loss, float) and grad.shape == delta.shape
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("form", ["full", "diagonal"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_infonce_loss_matches_the_numpy_reference(form, seed):
+    queries, passages, positives = _problem(10 + seed, n=12, m=17, d=7)
+    rng = np.random.default_rng(seed)
+    delta = 0.4 * rng.standard_normal((7, 7) if form == "full" else (7,))
+    for scale, decay in ((20.0, 0.0), (7.0, 0.3), (0.5, 2.0)):  # scale = 1 / temperature
+        loss, _ = infonce_loss_and_grad(delta, queries, passages, positives, scale, decay)
+        expected = _naive_loss(delta, queries, passages, positives, scale, decay)
+        assert loss == pytest.approx(expected, rel=1e-12)
+        tensor_loss = infonce_loss(
+            Tensor(delta), Tensor(queries), Tensor(passages), positives, scale, decay
+        )
+        assert tensor_loss.shape == () and tensor_loss.item() == loss
 
 
 def test_infonce_loss_by_hand_at_the_identity():
@@ -84,7 +127,8 @@ def test_fit_learns_a_map_the_identity_misses():
 def test_fit_is_deterministic_and_strong_decay_stays_near_identity():
     queries, passages, positives = _problem(3, n=20, m=15, d=6)
     a = fit_query_adapter(queries, passages, positives, 10.0, 1e-2)
-    b = fit_query_adapter(queries, passages, positives, 10.0, 1e-2)
+    with tinyllm.no_grad():  # the fit turns autograd on for its own loss
+        b = fit_query_adapter(queries, passages, positives, 10.0, 1e-2)
     assert np.array_equal(a.delta, b.delta)
     near = fit_query_adapter(queries, passages, positives, 10.0, 1e3)
     assert np.linalg.norm(near.delta) < 1e-2 * np.linalg.norm(a.delta)

@@ -12,27 +12,30 @@ the identity:
 
     L(Δ) = (1/N) Σ_i [ logsumexp_j l_ij − logsumexp_{j ∈ P_i} l_ij ] + (λ/2) ||Δ||_F².
 
-Gradient (written by hand, checked against float64 finite differences in the tests): with
-g_ij = softmax_j(l_i) − softmax_{j ∈ P_i}(l_i) (zero outside P_i in the second term),
+The loss is built from the engine's ops on :class:`tinyllm.Tensor` (matmul, sum, sqrt,
+masked_fill, logsumexp, mean), and ∂L/∂Δ comes from its autograd (``loss.backward()``); the
+tests check it against float64 central differences of a plain NumPy copy of L. With
+``form="diagonal"`` Δ = diag(δ), δ ∈ R^D (a per-dimension rescaling, D parameters instead
+of D²): z = q + q ⊙ δ.
 
-    ∂L/∂u_i = (s/N) Σ_j g_ij p_j,    ∂L/∂z_i = (I − u_i u_iᵀ) ∂L/∂u_i / ||z_i||,
-    ∂L/∂Δ   = Σ_i q_iᵀ ∂L/∂z_i + λ Δ.
-
-With ``form="diagonal"`` Δ = diag(δ), δ ∈ R^D (a per-dimension rescaling, D parameters
-instead of D²): ∂L/∂δ = Σ_i q_i ⊙ ∂L/∂z_i + λ δ.
-
-:func:`fit_query_adapter` minimises L with L-BFGS from Δ = 0 (deterministic: no random
-state). The result is a :class:`QueryAdapter`, saved as plain arrays (no pickle).
+:func:`fit_query_adapter` minimises L with SciPy's L-BFGS from Δ = 0, fed the engine's loss
+and gradient (deterministic: no random state). The result is a :class:`QueryAdapter`, saved
+as plain arrays (no pickle).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+import tinyllm.functional as F
+from tinyllm import backend
+from tinyllm.grad_mode import enable_grad
 from tinyllm.rag.persistence import load_arrays, save_arrays
 from tinyllm.rag.similarity import normalize
+from tinyllm.tensor import Tensor
 
 
 def _check_inputs(
@@ -53,14 +56,28 @@ def _check_inputs(
         raise ValueError(f"{function}: query {empty} has no positive passage")
 
 
-def _logsumexp(x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise logsumexp of ``x`` (over ``mask`` when given) and the matching softmax."""
-    if mask is not None:
-        x = np.where(mask, x, -np.inf)
-    top = x.max(axis=1, keepdims=True)
-    weights = np.exp(x - top)
-    total = weights.sum(axis=1, keepdims=True)
-    return (top + np.log(total))[:, 0], weights / total
+def infonce_loss(
+    delta: Tensor,
+    queries: Tensor,
+    passages: Tensor,
+    positives: np.ndarray,
+    scale: float = 20.0,
+    weight_decay: float = 0.0,
+) -> Tensor:
+    """L(Δ) of the module docstring as a 0-d engine Tensor (differentiable in ``delta``).
+
+    z = q (I + Δ) (or q + q ⊙ δ), u = z / sqrt(Σ_d z²), l = s u pᵀ, then
+    L = mean_i [logsumexp_j l_ij − logsumexp_j (l_ij if j ∈ P_i else −∞)] + (λ/2) Σ Δ².
+    ``queries`` (N, D), ``passages`` (M, D), ``positives`` (N, M) boolean; no input checks
+    (see :func:`infonce_loss_and_grad`).
+    """
+    mapped = F.matmul(queries, delta) if delta.ndim == 2 else queries * delta
+    z = queries + mapped
+    u = z / F.sqrt(F.sum(z * z, dim=1, keepdim=True))
+    logits = F.matmul(u, passages.t()) * scale
+    outside = np.logical_not(positives)
+    per_query = F.logsumexp(logits, 1) - F.logsumexp(F.masked_fill(logits, outside, -math.inf), 1)
+    return F.mean(per_query) + F.sum(delta * delta) * (0.5 * weight_decay)
 
 
 def infonce_loss_and_grad(
@@ -71,8 +88,9 @@ def infonce_loss_and_grad(
     scale: float = 20.0,
     weight_decay: float = 0.0,
 ) -> tuple[float, np.ndarray]:
-    """``(L(Δ), ∂L/∂Δ)`` of the module docstring. ``queries`` (N, D), ``passages`` (M, D),
-    ``positives`` (N, M) boolean, ``delta`` (D, D), or (D,) for the diagonal form."""
+    """``(L(Δ), ∂L/∂Δ)``: :func:`infonce_loss` on engine Tensors, the gradient from
+    ``backward()``. ``queries`` (N, D), ``passages`` (M, D), ``positives`` (N, M) boolean,
+    ``delta`` (D, D), or (D,) for the diagonal form."""
     positives = np.asarray(positives, dtype=bool)
     _check_inputs("infonce_loss_and_grad", queries, passages, positives)
     d = queries.shape[1]
@@ -80,18 +98,23 @@ def infonce_loss_and_grad(
         raise ValueError(
             f"infonce_loss_and_grad: delta has shape {delta.shape}, expected {(d, d)} or {(d,)}"
         )
-    n = queries.shape[0]
-    z = queries + (queries @ delta if delta.ndim == 2 else queries * delta)
-    norm = np.linalg.norm(z, axis=1, keepdims=True)
-    u = z / norm
-    logits = scale * (u @ passages.T)
-    all_lse, all_soft = _logsumexp(logits)
-    pos_lse, pos_soft = _logsumexp(logits, positives)
-    loss = float(np.mean(all_lse - pos_lse)) + 0.5 * weight_decay * float(np.sum(delta * delta))
-    grad_u = (scale / n) * ((all_soft - pos_soft) @ passages)
-    grad_z = (grad_u - u * np.sum(u * grad_u, axis=1, keepdims=True)) / norm
-    grad = queries.T @ grad_z if delta.ndim == 2 else np.sum(queries * grad_z, axis=0)
-    return loss, grad + weight_decay * delta
+    return _loss_and_grad(delta, Tensor(queries), Tensor(passages), positives, scale, weight_decay)
+
+
+def _loss_and_grad(
+    delta: np.ndarray,
+    queries: Tensor,
+    passages: Tensor,
+    positives: np.ndarray,
+    scale: float,
+    weight_decay: float,
+) -> tuple[float, np.ndarray]:
+    """One forward and backward through the engine: L and ∂L/∂Δ (shape of ``delta``)."""
+    leaf = Tensor(delta, requires_grad=True)
+    with enable_grad():
+        loss = infonce_loss(leaf, queries, passages, positives, scale, weight_decay)
+        loss.backward()
+    return float(loss.item()), backend.to_numpy(leaf.grad.data)
 
 
 class QueryAdapter:
@@ -149,8 +172,9 @@ def fit_query_adapter(
     max_iter: int = 200,
     form: str = "full",
 ) -> QueryAdapter:
-    """Minimise L(Δ) (module docstring) with L-BFGS from Δ = 0, in float64; ``form`` is
-    ``"full"`` (Δ ∈ R^{D×D}) or ``"diagonal"`` (Δ = diag(δ)). Deterministic: the same inputs
+    """Minimise L(Δ) (module docstring) with SciPy's L-BFGS from Δ = 0, in float64, on the
+    engine's loss and autograd gradient (:func:`infonce_loss`); ``form`` is ``"full"``
+    (Δ ∈ R^{D×D}) or ``"diagonal"`` (Δ = diag(δ)). Deterministic: the same inputs
     give the same Δ bit for bit on one machine and BLAS."""
     from scipy.optimize import minimize
 
@@ -166,10 +190,12 @@ def fit_query_adapter(
         raise ValueError(f"fit_query_adapter: form must be 'full' or 'diagonal', got {form!r}")
     d = queries.shape[1]
     shape = (d, d) if form == "full" else (d,)
+    query_tensor, passage_tensor = Tensor(queries), Tensor(passages)
 
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        loss, grad = infonce_loss_and_grad(
-            flat.reshape(shape), queries, passages, positives, scale, weight_decay
+        """L and ∂L/∂Δ (flattened) at Δ = ``flat``, from the engine's forward and backward."""
+        loss, grad = _loss_and_grad(
+            flat.reshape(shape), query_tensor, passage_tensor, positives, scale, weight_decay
         )
         return loss, grad.ravel()
 
