@@ -43,6 +43,7 @@ def test_question_set_shape_and_labels():
     assert abs(len(dev) - len(held)) <= 2  # half each
     with pytest.raises(ValueError, match="split must be one of"):
         load_questions("test")
+    assert all(q["split"] in SPLITS for q in load_questions(None))  # not the fresh set
 
 
 def test_split_is_stratified_by_first_topic():
@@ -74,6 +75,32 @@ def test_questions_are_not_copied_from_the_corpus():
         and _plain(q["question"]) in corpus
     ]
     assert not copied
+
+
+def _runs(text: str, n: int = 6) -> set:
+    words = _plain(text).split()
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_fresh_held_out_set_is_labelled_and_independent_of_the_first():
+    """The second held-out set: same format and label checks as the first, ids and wording
+    of its own (no 6-word run shared with a question of the first set), spread over topics."""
+    fresh = load_questions("fresh")
+    assert len(fresh) >= 100
+    assert all(q["split"] == "fresh" for q in fresh)
+    first = load_questions()
+    assert {q["id"] for q in fresh}.isdisjoint({q["id"] for q in first})
+    assert len({q["id"] for q in fresh}) == len(fresh)
+    assert len({_plain(q["question"]) for q in fresh}) == len(fresh), "duplicates"
+    assert len({q["topics"][0] for q in fresh}) >= 50
+    old_runs = set().union(*(_runs(q["question"]) for q in first))
+    corpus = _plain(" ".join(TOPICS.values()))
+    for q in fresh:
+        assert q["topics"] and all(t in TOPICS for t in q["topics"]), q
+        assert any(q["keyword"].lower() in TOPICS[t].lower() for t in q["topics"]), q
+        assert not _runs(q["question"]) & old_runs, q["question"]
+        if not re.match(r"^\w+(Error|Iteration)\b", q["question"]):
+            assert _plain(q["question"]) not in corpus, q["question"]
 
 
 def test_ranking_metrics_by_hand():
