@@ -383,7 +383,7 @@ class Decoder:
 
     def _projection(self, modules, out=None):
         """The linear layers ``modules`` (same input) as one callable: their weights fused
-        into one GEMM, or, for quantized layers on the CPU, their own forward. ``out``: the
+        into one GEMM, or, for quantized layers, their own forward. ``out``: the
         [in, out] array to write W^T into (a layer of the fused step's stack), else a new one;
         each weight is copied once, transposed as it is written."""
         if any(_is_quantized(m) for m in modules):

@@ -67,13 +67,17 @@ def test_token_activation_quantization_stays_on_the_device():
     assert cupy_standin.COUNTERS.n_d2h == 0, cupy_standin.COUNTERS.d2h
 
 
-def test_lkd_distills_a_model_on_the_device_like_on_the_cpu():
+def _llama_and_batches():
+    """A 1-layer float64 Llama, two calibration batches [2, 8] and a test batch [1, 8]."""
     cfg = ModelConfig(arch="llama", vocab_size=32, d_model=32, n_layer=1, n_head=2,
                       block_size=8)  # fmt: skip
     tinyllm.manual_seed(0)
-    teacher = build_model(cfg).double()
     calib = [np.random.default_rng(i).integers(0, 32, (2, 8)) for i in range(2)]
-    idx = np.random.default_rng(9).integers(0, 32, (1, 8))
+    return build_model(cfg).double(), calib, np.random.default_rng(9).integers(0, 32, (1, 8))
+
+
+def test_lkd_distills_a_model_on_the_device_like_on_the_cpu():
+    teacher, calib, idx = _llama_and_batches()
     results = {}
     for device in ("cpu", "cuda"):
         model = copy.deepcopy(teacher).to(device)
@@ -94,12 +98,7 @@ def test_lkd_distills_a_model_on_the_device_like_on_the_cpu():
 def test_quantize_model_puts_the_packed_layers_on_the_models_device():
     from tinyllm.quant import quantize_model
 
-    cfg = ModelConfig(arch="llama", vocab_size=32, d_model=32, n_layer=1, n_head=2,
-                      block_size=8)  # fmt: skip
-    tinyllm.manual_seed(0)
-    teacher = build_model(cfg).double()
-    calib = [np.random.default_rng(i).integers(0, 32, (2, 8)) for i in range(2)]
-    idx = np.random.default_rng(9).integers(0, 32, (1, 8))
+    teacher, calib, idx = _llama_and_batches()
     logits = {}
     for device in ("cpu", "cuda"):
         model = copy.deepcopy(teacher).to(device)
@@ -120,14 +119,9 @@ def test_cached_decoding_on_the_device_runs_the_quantized_layers(method):
     from tinyllm.models.decoder import Decoder
     from tinyllm.quant import quantize_model
 
-    cfg = ModelConfig(arch="llama", vocab_size=32, d_model=32, n_layer=1, n_head=2,
-                      block_size=8)  # fmt: skip
-    tinyllm.manual_seed(0)
-    model = build_model(cfg).double()
-    calib = [np.random.default_rng(i).integers(0, 32, (2, 8)) for i in range(2)]
+    model, calib, idx = _llama_and_batches()
     quantize_model(model, method, 4, 16, calibration=calib,
                    forward=lambda m, b: m(tinyllm.tensor(b)))  # fmt: skip
-    idx = np.random.default_rng(9).integers(0, 32, (1, 8))
     cpu = Decoder(model, 1, 8).prefill(idx)
     model.to("cuda")
     decoder = Decoder(model, 1, 8)
