@@ -225,8 +225,9 @@ class _FusedStep:
     weights straight into them (``allocate``) and its ``_Dense`` projections keep views, so
     the weights are held once; prefill and the per-op path use the same arrays.
 
-    ``unsupported(model, rotaries)`` says why a model cannot use it (MoE or quantized
-    layers, a norm without weight and bias, RoPE layouts that differ between layers), or None.
+    ``unsupported(model, final, rotaries)`` (``final``: the last norm) says why a model
+    cannot use it (MoE or quantized layers, a norm without weight and bias, RoPE layouts that
+    differ between layers), or None.
     RoPE tables are read from the layers' ``RotaryEmbedding`` once, for positions 0 ..
     max_len - 1 (the rows ``cos_sin(1, pos)`` returns step by step).
     """
@@ -234,14 +235,12 @@ class _FusedStep:
     PROJECTIONS = ("qkv", "o", "up", "down")
 
     @staticmethod
-    def unsupported(model, rotaries) -> str | None:
+    def unsupported(model, final, rotaries) -> str | None:
         if any(isinstance(block.mlp, MoE) for block in model.blocks):
             return "a mixture-of-experts layer"
         if any(_is_quantized(m) for m in model.modules()):
             return "a quantized layer"
-        norms = [n for block in model.blocks for n in (block.ln_1, block.ln_2)]
-        norms.append(model.model["norm"] if model.config.arch == "llama" else
-                     model.transformer["ln_f"])  # fmt: skip
+        norms = [n for block in model.blocks for n in (block.ln_1, block.ln_2)] + [final]
         if any(n.weight is None and getattr(n, "bias", None) is None for n in norms):
             return "a norm without weight and bias"
         if len({None if r is None else r.layout for r in rotaries}) > 1:
@@ -356,7 +355,7 @@ class Decoder:
             modules.append(layer)
         rotaries = [getattr(block.attn, "rotary", None) for block in blocks]
         stacked = None  # a whole step in one kernel call (CPU, Numba tier, dense layers)
-        if self.kernels is not None and _FusedStep.unsupported(model, rotaries) is None:
+        if self.kernels is not None and _FusedStep.unsupported(model, final, rotaries) is None:
             stacked = _FusedStep.allocate(modules, self.dtype)
         self.layers = []
         for i, block in enumerate(blocks):

@@ -223,7 +223,8 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 def is_floating(dtype: np.dtype) -> bool:
     """True for floating dtypes (including bfloat16 from ml_dtypes)."""
-    return np.dtype(dtype).kind == "f" or np.dtype(dtype).name == "bfloat16"
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # ml_dtypes' bfloat16 has kind "V"
 
 
 # ---------------------------------------------------------------- NumPy/CuPy differences

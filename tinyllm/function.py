@@ -36,7 +36,7 @@ import time
 import weakref
 from typing import Any
 
-from tinyllm import anomaly, profiler_state
+from tinyllm import anomaly, backend, profiler_state
 from tinyllm.grad_mode import is_grad_enabled
 from tinyllm.tensor import Tensor
 
@@ -178,7 +178,7 @@ class Function:
         for i, array in enumerate(raw_outputs):
             differentiable = (
                 record
-                and (array.dtype.kind == "f" or array.dtype.name == "bfloat16")  # ml_dtypes: "V"
+                and backend.is_floating(array.dtype)  # bfloat16 (ml_dtypes) included
                 and not (non_diff and any(array is nd for nd in non_diff))
             )
             out = Tensor._from_op(array, differentiable)

@@ -65,6 +65,7 @@ ENV_AT_IMPORT: dict[str, str] = dict(os.environ)
 
 applied: dict[str, object] = {}  # what tune_process() did (empty until it is called)
 _numba_state: dict[str, Any] = {}  # what prepare_numba() found or chose
+_late_pools_limited = False  # limit_late_blas_pools() has run
 _lock = threading.RLock()
 
 
@@ -188,9 +189,13 @@ def set_blas_threads(n: int) -> int | None:
 def limit_late_blas_pools() -> None:
     """Give a BLAS library loaded after ``tune_process()`` the ``TINYLLM_NUM_THREADS`` limit
     it applied (SciPy's OpenBLAS, a second pool that Numba's ``np.dot`` calls: the
-    whole-step decoding kernel loads it). A no-op unless ``tune_process()`` set a limit."""
-    if "blas_threads" in applied:
-        set_blas_threads(requested_threads())
+    whole-step decoding kernel loads it). A no-op unless ``tune_process()`` set a limit, and
+    after its first run (it costs ~1 ms, and the decoder is built on every ``generate``)."""
+    global _late_pools_limited
+    with _lock:
+        if "blas_threads" in applied and not _late_pools_limited:
+            set_blas_threads(requested_threads())
+            _late_pools_limited = True
 
 
 # ---------------------------------------------------------------- Numba (tinyllm's kernels)
