@@ -210,7 +210,7 @@ def _function(name: str, text: str):
 FUNCTIONS: dict[str, Any] = {name: _function(name, text) for name, text in SIGNATURES.items()}
 
 
-def _creation(a: Any, dtype: Any, copy: bool, order: Any, ndmin: int = 0) -> ndarray:
+def _creation(a: Any, dtype: Any, copy: bool | None, order: Any, ndmin: int = 0) -> ndarray:
     if isinstance(a, ndarray):
         src = a._a
     else:
@@ -240,7 +240,7 @@ def asarray(a, dtype=None, order=None, *, blocking=False):
     """``cupy.asarray``: no copy for a device array of the right dtype."""
     if isinstance(a, ndarray) and (dtype is None or np.dtype(dtype) == a.dtype) and order is None:
         return a
-    return _creation(a, dtype, False if isinstance(a, ndarray) else True, order)
+    return _creation(a, dtype, None if isinstance(a, ndarray) else True, order)  # None: if needed
 
 
 asanyarray = asarray

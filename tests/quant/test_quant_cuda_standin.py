@@ -67,6 +67,23 @@ def test_token_activation_quantization_stays_on_the_device():
     assert cupy_standin.COUNTERS.n_d2h == 0, cupy_standin.COUNTERS.d2h
 
 
+def test_lkd_student_forward_stays_on_the_device():
+    """The student's fake quantization takes its scales from the latent weight on the
+    device: a training step's forward and backward copy nothing to the host."""
+    from tinyllm.quant.lkd import StudentLinear
+
+    tinyllm.manual_seed(0)
+    student = StudentLinear(nn.Linear(32, 8), bits=4, group_size=16, act_quant=True).to("cuda")
+    x = tinyllm.tensor(np.random.default_rng(1).standard_normal((4, 32), dtype=np.float32),
+                       device="cuda")  # fmt: skip
+    cupy_standin.COUNTERS.reset()
+    y = student(x)
+    y.sum().backward()
+    assert y.device == "cuda" and student.weight.grad.device == "cuda"
+    assert cupy_standin.COUNTERS.n_d2h == 0, cupy_standin.COUNTERS.d2h
+    assert cupy_standin.COUNTERS.n_syncs == 0, cupy_standin.COUNTERS.report()
+
+
 def _llama_and_batches():
     """A 1-layer float64 Llama, two calibration batches [2, 8] and a test batch [1, 8]."""
     cfg = ModelConfig(arch="llama", vocab_size=32, d_model=32, n_layer=1, n_head=2,

@@ -116,11 +116,10 @@ class StudentLinear(Module):
         self.bits, self.group_size, self.act_quant = bits, group_size, act_quant
 
     def qparams(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """(scale, zero, g) of the latent weight now (absmax: constants of this step)."""
+        """(scale, zero, g) of the latent weight now (absmax: constants of this step), on
+        the weight's device (nothing read back to the host)."""
         gran = "channel" if self.group_size is None else "group"
-        return compute_qparams(
-            backend.to_numpy(self.weight.data), self.bits, gran, self.group_size, True
-        )
+        return compute_qparams(self.weight.data, self.bits, gran, self.group_size, True)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.act_quant:  # QuantLinear's act_quant="token" op: what the stored layer computes

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyllm.backend import get_array_module
+
 __all__ = [
     "GRANULARITIES",
     "QuantizedWeight",
@@ -90,39 +92,43 @@ def compute_qparams(
     """(scale [N, G] float32, zero [N, G] int32, g) for W [N, K] (a vector counts as [1, K]).
 
     Per-tensor quantization returns one scale and zero broadcast to [N, 1] with g = K.
+    A CuPy ``w`` gives CuPy scale and zero, computed on its device (nothing read back).
     """
     op = "compute_qparams"
     _check_bits(op, bits)
-    w = np.asarray(w)
+    xp = get_array_module(w)
+    w = xp.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"{op}: w must be [N, K], got shape {w.shape}")
     N, K = w.shape
     g = _resolve_group(op, K, granularity, group_size)
-    w64 = w.astype(np.float64)
+    w64 = w.astype(xp.float64)
     qmax = 2**bits - 1
     if granularity == "tensor":
-        lo = np.full((N, 1), min(w64.min(initial=0.0), 0.0))
-        hi = np.full((N, 1), max(w64.max(initial=0.0), 0.0))
-        amax = np.full((N, 1), np.abs(w64).max(initial=0.0))
+        wp = w64.reshape(1, 1, -1)  # one group of every element
     else:
         G = num_groups(K, g)
         pad = G * g - K
         # pad with zeros: they never widen a range that must contain 0 anyway
-        wp = np.pad(w64, ((0, 0), (0, pad))).reshape(N, G, g)
-        lo = np.minimum(wp.min(axis=2), 0.0)
-        hi = np.maximum(wp.max(axis=2), 0.0)
-        amax = np.abs(wp).max(axis=2)
+        wp = xp.pad(w64, ((0, 0), (0, pad))).reshape(N, G, g)
+    if wp.size == 0:  # an empty tensor: the ranges are [0, 0]
+        wp = xp.zeros(wp.shape[:2] + (1,))
+    lo = xp.minimum(wp.min(axis=2), 0.0)
+    hi = xp.maximum(wp.max(axis=2), 0.0)
+    amax = xp.abs(wp).max(axis=2)
+    if granularity == "tensor":  # [1, 1] -> [N, 1]
+        lo, hi, amax = (xp.broadcast_to(a, (N, 1)) for a in (lo, hi, amax))
     if symmetric:
         half = 2 ** (bits - 1) - 1
         if half == 0:
             raise ValueError(f"{op}: symmetric quantization needs bits >= 2")
         scale = amax / half
-        zero = np.full(scale.shape, 2 ** (bits - 1), dtype=np.int32)
+        zero = xp.full(scale.shape, 2 ** (bits - 1), dtype=xp.int32)
     else:
         scale = (hi - lo) / qmax
-        safe = np.where(scale > 0, scale, 1.0)
-        zero = np.clip(np.rint(-lo / safe), 0, qmax).astype(np.int32)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        safe = xp.where(scale > 0, scale, 1.0)
+        zero = xp.clip(xp.rint(-lo / safe), 0, qmax).astype(xp.int32)
+    scale = xp.where(scale > 0, scale, 1.0).astype(xp.float32)
     return scale, zero, g
 
 
