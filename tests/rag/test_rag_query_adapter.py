@@ -88,6 +88,29 @@ def test_infonce_loss_matches_the_numpy_reference(form, seed):
         assert tensor_loss.shape == () and tensor_loss.item() == loss
 
 
+@pytest.mark.parametrize("form", ["full", "diagonal"])
+def test_infonce_loss_is_finite_throughout_and_equals_the_minus_inf_mask(form):
+    """The positives' logsumexp masks with a finite HIDDEN_LOGIT: under detect_anomaly no op
+    makes an Inf, and loss and gradient equal those of a -inf mask bit for bit."""
+    import tinyllm.functional as F
+
+    queries, passages, positives = _problem(3, n=12, m=17, d=7)
+    delta = 0.4 * np.random.default_rng(4).standard_normal((7, 7) if form == "full" else (7,))
+    with tinyllm.detect_anomaly():
+        loss, grad = infonce_loss_and_grad(delta, queries, passages, positives, 20.0, 0.1)
+
+    leaf = Tensor(delta, requires_grad=True)  # the same loss written with -inf
+    q, p = Tensor(queries), Tensor(passages)
+    z = q + (F.matmul(q, leaf) if delta.ndim == 2 else q * leaf)
+    logits = F.matmul(z / F.sqrt(F.sum(z * z, dim=1, keepdim=True)), p.t()) * 20.0
+    masked = F.masked_fill(logits, ~positives, -np.inf)
+    minus_inf = F.mean(F.logsumexp(logits, 1) - F.logsumexp(masked, 1))
+    minus_inf = minus_inf + F.sum(leaf * leaf) * 0.05
+    minus_inf.backward()
+    assert loss == minus_inf.item()
+    np.testing.assert_array_equal(grad, leaf.grad.numpy())
+
+
 def test_infonce_loss_by_hand_at_the_identity():
     queries = np.array([[1.0, 0.0]])
     passages = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

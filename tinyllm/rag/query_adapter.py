@@ -25,7 +25,6 @@ as plain arrays (no pickle).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,12 @@ from tinyllm.grad_mode import enable_grad
 from tinyllm.rag.persistence import load_arrays, save_arrays
 from tinyllm.rag.similarity import normalize
 from tinyllm.tensor import Tensor
+
+# The logit given to passages outside P_i in the positives' logsumexp. Every row has a
+# positive, so the row's max m is a real logit (|l| <= s for unit rows) and exp(HIDDEN_LOGIT - m)
+# is exactly 0 in float32 and float64: the loss and gradient of -inf, without an infinite
+# value in the graph (which ``tinyllm.detect_anomaly()`` rightly stops at).
+HIDDEN_LOGIT = -1e30
 
 
 def _check_inputs(
@@ -76,7 +81,8 @@ def infonce_loss(
     u = z / F.sqrt(F.sum(z * z, dim=1, keepdim=True))
     logits = F.matmul(u, passages.t()) * scale
     outside = np.logical_not(positives)
-    per_query = F.logsumexp(logits, 1) - F.logsumexp(F.masked_fill(logits, outside, -math.inf), 1)
+    hidden = F.masked_fill(logits, outside, HIDDEN_LOGIT)  # as -inf, but finite
+    per_query = F.logsumexp(logits, 1) - F.logsumexp(hidden, 1)
     return F.mean(per_query) + F.sum(delta * delta) * (0.5 * weight_decay)
 
 
