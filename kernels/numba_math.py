@@ -34,6 +34,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from tinyllm.kernels import numba_cache
+
+numba_cache.install()  # before any cached kernel is defined (numba_cache.py says why)
+
 __all__ = [
     "fast_exp",
     "like",

@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from tinyllm.kernels import numba_math  # noqa: F401  (numba_cache.install() first)
+
 
 @njit(parallel=True, cache=True)
 def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, out):

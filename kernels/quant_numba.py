@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinyllm.kernels import numba_math  # noqa: F401  (sets OMP_WAIT_POLICY before any launch)
+from tinyllm.kernels import numba_math  # noqa: F401  (numba_cache.install() first)
 
 
 @njit(cache=True, inline="always")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from tinyllm.kernels import numba_math  # noqa: F401  (sets OMP_WAIT_POLICY before any launch)
+from tinyllm.kernels import numba_math  # noqa: F401  (numba_cache.install() first)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -22,10 +22,16 @@ with an explicit size; a max-heap is a min-heap of negated keys.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numba import njit
 
+from tinyllm.kernels import numba_cache
 from tinyllm.rag.similarity import METRIC_L2
+
+# hnsw_kernels.py and ivf.py call these functions: an edit here must recompile them too
+numba_cache.install(Path(__file__).resolve().parent)
 
 _FAST_SUM = {"reassoc", "contract", "nsz"}
 
