@@ -54,6 +54,18 @@ def test_absmax_int8_matches_closed_form():
     np.testing.assert_array_equal(q.codes.astype(int) - 128, [[50, -127, 1]])
 
 
+@pytest.mark.parametrize("gran", ["channel", "group", "tensor"])
+def test_qparams_of_a_vector_are_those_of_one_row(gran):
+    w = heavy(np.random.default_rng(3), (40,))
+    for symmetric in (True, False):
+        one = schemes.compute_qparams(w, 4, gran, 16, symmetric)
+        row = schemes.compute_qparams(w[None], 4, gran, 16, symmetric)
+        for a, b in zip(one, row):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"\[N, K\] or \[K\]"):
+        schemes.compute_qparams(w.reshape(2, 4, 5), 4, gran, 16)
+
+
 def test_error_monotone_in_granularity():
     rng = np.random.default_rng(1)
     w = heavy(rng, (64, 256)) * np.exp(rng.standard_normal((64, 1)))

@@ -98,8 +98,10 @@ def compute_qparams(
     _check_bits(op, bits)
     xp = get_array_module(w)
     w = xp.asarray(w)
+    if w.ndim == 1:
+        w = w.reshape(1, -1)
     if w.ndim != 2:
-        raise ValueError(f"{op}: w must be [N, K], got shape {w.shape}")
+        raise ValueError(f"{op}: w must be [N, K] or [K], got shape {w.shape}")
     N, K = w.shape
     g = _resolve_group(op, K, granularity, group_size)
     w64 = w.astype(xp.float64)
