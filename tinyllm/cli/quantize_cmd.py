@@ -131,12 +131,11 @@ def run(args) -> int:
             out = Path(args.out) if args.out else default_out(source, args.method, args.bits, group)
             out.mkdir(parents=True, exist_ok=True)
             _write_atomic(out / "config.json", (source / "config.json").read_bytes())
-            # model_config: the model as loaded (a remembered RoPE scaling included), which
-            # load_quantized rebuilds, as `tinyllm train` writes it into its checkpoints
             meta = {"vocab_size": model.config.vocab_size, "source": str(source),
-                    "model_config": model.config.to_dict(),
                     "quant": {"method": args.method, "bits": args.bits,
                               "group_size": group}}  # fmt: skip
+            # save_quantized adds model_config: the model as loaded (a remembered RoPE scaling
+            # included), which load_quantized rebuilds, as in `tinyllm train`'s checkpoints
             save_quantized(model, out / "checkpoint.safetensors", meta)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
