@@ -55,14 +55,17 @@ def mpiexec_run():
 
 @pytest.fixture(scope="session")
 def tiny_run():
-    """``make(path, **train_config)``: a run folder as ``tinyllm train`` writes it (config.json
-    and a checkpoint at step 0) holding an untrained byte-level model, by default a 1-layer
-    Llama with d_model 32, 2 heads, seq_len 16; returns ``path``."""
+    """``make(path, rope_scaling=None, **train_config)``: a run folder as ``tinyllm train``
+    writes it (config.json and a checkpoint at step 0) holding an untrained byte-level model,
+    by default a 1-layer Llama with d_model 32, 2 heads, seq_len 16; returns ``path``. With
+    ``rope_scaling`` the model's RoPE is scaled and the checkpoint remembers it in
+    ``model_config``, as training writes it."""
 
-    def make(path, **overrides):
+    def make(path, rope_scaling=None, **overrides):
         import tinyllm
         from tinyllm.io.checkpoint import save_checkpoint
         from tinyllm.models import build_model
+        from tinyllm.nn.positional import set_rope_scaling
         from tinyllm.train.config import TrainConfig
         from tinyllm.train.loop import model_config_for
 
@@ -70,10 +73,30 @@ def tiny_run():
                                 **overrides})  # fmt: skip
         tinyllm.manual_seed(0)
         model = build_model(model_config_for(config, 256))
+        meta = {"step": 0}
+        if rope_scaling is not None:
+            set_rope_scaling(model, rope_scaling)
+            meta["model_config"] = model.config.to_dict()
         path.mkdir(parents=True)
         (path / "config.json").write_text(json.dumps(config.to_dict()))
         arrays = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-        save_checkpoint(path / "checkpoint.safetensors", arrays, {"step": 0})
+        save_checkpoint(path / "checkpoint.safetensors", arrays, meta)
         return path
+
+    return make
+
+
+@pytest.fixture
+def rtn_quantized(capsys):
+    """``make(run, out)``: ``tinyllm quantize run --method rtn --bits 4 --group-size 16 --out
+    out``, asserted to succeed (its output discarded); returns ``out``."""
+
+    def make(run, out):
+        from tinyllm.cli.main import main
+
+        assert main(["quantize", str(run), "--method", "rtn", "--bits", "4", "--group-size",
+                     "16", "--out", str(out)]) == 0  # fmt: skip
+        capsys.readouterr()
+        return out
 
     return make

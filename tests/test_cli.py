@@ -123,17 +123,13 @@ def test_sample_device_defaults_to_the_run_and_cuda_errors_in_one_line(
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 
 
-def test_sample_a_quantized_run(tmp_path, capsys, tiny_run):
+def test_sample_a_quantized_run(tmp_path, capsys, tiny_run, rtn_quantized):
     """`tinyllm quantize` writes quant.json beside the checkpoint; `tinyllm sample` then
     loads the quantized layers (tinyllm.quant.load_quantized) and samples from them."""
     from tinyllm.cli.sample_cmd import load_run
     from tinyllm.quant import QuantLinear, load_quantized
 
-    run = tiny_run(tmp_path / "run")
-    qrun = tmp_path / "run-rtn"
-    assert main(["quantize", str(run), "--method", "rtn", "--bits", "4", "--group-size", "16",
-                 "--out", str(qrun)]) == 0  # fmt: skip
-    capsys.readouterr()
+    qrun = rtn_quantized(tiny_run(tmp_path / "run"), tmp_path / "run-rtn")
     model = load_run(qrun)[0]
     assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 6  # q k v o, gate_up, down
     want = _greedy_text(load_quantized(qrun), "ab", 8)

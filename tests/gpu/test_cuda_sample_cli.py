@@ -7,13 +7,10 @@ FLAGS = ["--prompt", "ab", "--max-new-tokens", "8", "--temperature", "0"]
 
 
 def test_sample_on_cuda_equals_cpu_for_a_float_and_a_quantized_run(
-    tmp_path, capsys, counters, tiny_run
+    tmp_path, capsys, counters, tiny_run, rtn_quantized
 ):
     run = tiny_run(tmp_path / "run")
-    qrun = tmp_path / "run-rtn"
-    assert main(["quantize", str(run), "--method", "rtn", "--group-size", "16",
-                 "--out", str(qrun)]) == 0  # fmt: skip
-    capsys.readouterr()
+    qrun = rtn_quantized(run, tmp_path / "run-rtn")
     assert backend.cuda_status().ok  # the (cached) device check, before counting syncs
     for folder in (run, qrun):
         assert main(["sample", str(folder), *FLAGS]) == 0  # the run's device: cpu
