@@ -540,10 +540,26 @@ class CachingEmbedder:
         return np.stack([self.memory[t] for t in texts])
 
 
-def document_rankings(store, queries, weights, title_weight, collapse=True, centroid_weight=0.0):
+def shipped_store(args, embed):
+    """(the corpus store as ``tinyllm rag build`` makes it: shipped passage sizes, title and
+    heading context; the corpus topics), passage vectors cached in ``args.cache``."""
+    from tinyllm.rag.retriever import PASSAGE_WORDS, corpus_retriever
+
+    topics = default_corpus_topics()
+    low, high = PASSAGE_WORDS
+    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
+    return corpus_retriever(wrapped, low, high, context=True, topics=topics), topics
+
+
+def document_rankings(
+    store, queries, weights, title_weight, collapse=True, centroid_weight=0.0, fetch_k=None
+):
     """Passage-id rankings (depth DEPTH): one best passage per document with ``collapse``,
     else the fused passage list; and the mean ms per query. ``centroid_weight`` 0 (the
-    second round's pipeline, as the "documents" part chose it) unless given."""
+    second round's pipeline, as the "documents" part chose it) unless given; ``fetch_k``
+    (documents only): the first-stage depth, the shipped one unless given."""
+    from tinyllm.rag.retriever import DOCUMENT_FETCH_K
+
     start = time.perf_counter()
     out = []
     for q in queries:
@@ -551,6 +567,7 @@ def document_rankings(store, queries, weights, title_weight, collapse=True, cent
             hits = store.search_documents(
                 q,
                 DEPTH,
+                fetch_k=DOCUMENT_FETCH_K if fetch_k is None else fetch_k,
                 weights=weights,
                 title_weight=title_weight,
                 centroid_weight=centroid_weight,
@@ -565,11 +582,8 @@ def document_rankings(store, queries, weights, title_weight, collapse=True, cent
 def strict_document_scores(args, embed) -> dict:
     """hit@1 / hit@5 / MRR of the default document pipeline (``tinyllm rag build/query``'s
     constants) on both halves, a hit only when the returned topic is a labelled one."""
-    from tinyllm.rag.retriever import PASSAGE_WORDS, corpus_retriever
 
-    low, high = PASSAGE_WORDS
-    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
-    store = corpus_retriever(wrapped, low, high, context=True, topics=default_corpus_topics())
+    store, _ = shipped_store(args, embed)
     out = {}
     for split in ("dev", "heldout"):
         questions = load_questions(split)
@@ -770,13 +784,11 @@ def ideas_experiment(args, embed, embed_name) -> dict:
     4 of the 5 folds gain (rule fixed before the runs)."""
     from tinyllm.rag.context import contextualize
     from tinyllm.rag.query_adapter import fit_query_adapter
-    from tinyllm.rag.retriever import PASSAGE_WORDS, corpus_retriever
+    from tinyllm.rag.retriever import PASSAGE_WORDS
     from tinyllm.rag.template_questions import template_questions
 
-    topics = default_corpus_topics()
-    low, high = PASSAGE_WORDS
-    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
-    store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
+    store, topics = shipped_store(args, embed)
+    wrapped, (low, high) = store.embedder, PASSAGE_WORDS  # the caching embedder, passage sizes
     homes = passage_homes(store.passages, topics)
     vectors = store.dense_index.vectors
     dev = load_questions("dev")
@@ -920,7 +932,6 @@ def round3_experiment(args, embed, embed_name, splits=("dev", "heldout")) -> dic
         FUSION_WEIGHTS,
         PASSAGE_WORDS,
         TITLE_WEIGHT,
-        corpus_retriever,
     )
 
     frozen = json.loads(FROZEN.read_text())["pipeline"]
@@ -935,10 +946,7 @@ def round3_experiment(args, embed, embed_name, splits=("dev", "heldout")) -> dic
     }
     if shipped != frozen:
         raise ValueError(f"round3: shipped defaults {shipped} differ from {FROZEN}: {frozen}")
-    topics = default_corpus_topics()
-    low, high = PASSAGE_WORDS
-    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
-    store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
+    store, topics = shipped_store(args, embed)
     homes = passage_homes(store.passages, topics)
     pipelines = (
         ("round 3: + topic-centroid term (shipped default)", CENTROID_WEIGHT),
@@ -1002,26 +1010,19 @@ def round4_experiment(args, embed, embed_name) -> dict:
         CENTROID_WEIGHT,
         DOCUMENT_FETCH_K,
         FUSION_WEIGHTS,
-        PASSAGE_WORDS,
-        corpus_retriever,
+        TITLE_WEIGHT,
     )
 
-    topics = default_corpus_topics()
-    low, high = PASSAGE_WORDS
-    wrapped = CachingEmbedder(embed, args.cache, f"passages-ctx-{low}-{high}")
-    store = corpus_retriever(wrapped, low, high, context=True, topics=topics)
+    store, topics = shipped_store(args, embed)
     homes = passage_homes(store.passages, topics)
     questions = load_questions("dev") + load_questions("heldout")
+    queries = [q["question"] for q in questions]
     gold = [q["topics"] for q in questions]
     folds = dev_folds(questions, by_topic=False)
 
     def reciprocal(fetch_k, bm25, centroid):
-        rankings = [
-            [p.id for _, p, _ in store.search_documents(
-                q["question"], DEPTH, fetch_k=fetch_k, weights=(bm25, 1.0),
-                centroid_weight=centroid)]
-            for q in questions
-        ]  # fmt: skip
+        rankings, _ = document_rankings(store, queries, (bm25, 1.0), TITLE_WEIGHT,
+                                        centroid_weight=centroid, fetch_k=fetch_k)  # fmt: skip
         return reciprocal_ranks(rankings, gold, homes)
 
     shipped = (DOCUMENT_FETCH_K, FUSION_WEIGHTS[0], CENTROID_WEIGHT)
