@@ -34,7 +34,7 @@ _installed: list[bool] = []
 
 def jitted_sources(directory: Path) -> list[Path]:
     """The ``.py`` files of ``directory`` whose code Numba compiles (a line starts ``@njit``)."""
-    return [p for p in sorted(Path(directory).glob("*.py")) if _uses_njit(*_key(p))]
+    return [p for p in sorted(Path(directory).glob("*.py")) if _scan(*_key(p)) is not None]
 
 
 def sources_stamp(directory: Path) -> bytes:
@@ -43,7 +43,7 @@ def sources_stamp(directory: Path) -> bytes:
     h = hashlib.sha256()
     for path in jitted_sources(directory):
         h.update(path.name.encode())
-        h.update(_digest(*_key(path)))
+        h.update(_scan(*_key(path)))  # cached: the file was read once, by jitted_sources
     return h.digest()
 
 
@@ -53,13 +53,11 @@ def _key(path: Path) -> tuple:
 
 
 @functools.lru_cache(maxsize=256)
-def _uses_njit(path: str, mtime_ns: int, size: int) -> bool:
-    return re.search(rb"(?m)^@njit", Path(path).read_bytes()) is not None
-
-
-@functools.lru_cache(maxsize=256)
-def _digest(path: str, mtime_ns: int, size: int) -> bytes:
-    return hashlib.sha256(Path(path).read_bytes()).digest()
+def _scan(path: str, mtime_ns: int, size: int) -> bytes | None:
+    """SHA-256 of a jitted source file, None for a file without a line starting ``@njit``
+    (one read per file version)."""
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).digest() if re.search(rb"(?m)^@njit", data) else None
 
 
 class _DirectoryStamp:
