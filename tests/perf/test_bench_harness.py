@@ -143,6 +143,10 @@ def test_process_benchmarks_print_their_record(bench, capsys):
     assert args.func(args) == 0
     records = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert records and all(r["bench"] == bench for r in records)
+    if bench == "threads":  # each variant's launch ran on its own layer (None: one thread)
+        for variant in records[0]["variants"].values():
+            layer = variant["env"].get("NUMBA_THREADING_LAYER", "workqueue")
+            assert variant["launch_us"] > 0 and variant["launch_layer"] in (layer, None)
 
 
 def test_worker_module_runs_as_a_child():

@@ -336,21 +336,28 @@ def threads(args, emit) -> dict:
     """The default step under each Numba threading choice, alternating child processes."""
     variants = THREAD_VARIANTS
     times: dict[str, list[float]] = {v: [] for v in variants}
+    launches: dict[str, list[float]] = {v: [] for v in variants}
     layers: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tinyllm-bench-") as folder:
         prep = prepare(args, folder, check=False, device="cpu")
-        spec = dict(prep["spec"], mode="train", warmup=args.warmup, steps=args.steps)
+        spec = dict(prep["spec"], mode="train", warmup=args.warmup, steps=args.steps, launch=True)
         for _ in range(args.rounds):
             for name, env in variants.items():
                 res = run_child("tinyllm", spec, extra_env=env)
                 times[name].append(res["ms"])
-                layers[name] = res["threads"].get("numba_threading_layer")
+                launches[name].append(res["launch_us"])
+                # the layer the steps ran on (None: no parallel kernel ran) and the one the
+                # launch measurement used
+                layers[name] = (res["steps_layer"], res["threads"]["numba_threading_layer"])
     default = _median(times[next(iter(variants))])
     rec = {"bench": "threads", "arch": args.arch, "rounds": args.rounds, "steps": args.steps,
-           "variants": {name: {"env": variants[name], "layer": layers[name],
+           "variants": {name: {"env": variants[name], "layer": layers[name][0],
                                "ms_per_step": round(_median(t), 2),
                                "ratio_to_default": round(_median(t) / default, 3),
-                               "per_round_ms": t} for name, t in times.items()}}  # fmt: skip
+                               "per_round_ms": t,
+                               "launch_layer": layers[name][1],
+                               "launch_us": round(_median(launches[name]), 2)}
+                        for name, t in times.items()}}  # fmt: skip
     emit(rec)
     return rec
 

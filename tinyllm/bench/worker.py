@@ -6,7 +6,8 @@
 - ``init``: builds the model (seed 0) and writes its weights (``.npz``, tinyllm's names)
   and the batch; with ``spec["grads"]`` also the first step's loss and every gradient;
 - ``train``: times forward + backward + AdamW steps (the model built from seed 0, so its
-  weights equal the ones ``init`` wrote);
+  weights equal the ones ``init`` wrote); with ``spec["launch"]`` also the cost of one empty
+  parallel kernel launch under tinyllm's thread policy (``launch_us``);
 - ``generate``: greedy decoding with the KV cache, batch 1; the tokens and ms per token;
 - ``encode``: a BERT sentence encoder loaded from ``spec["model_dir"]`` (all-MiniLM-L6-v2)
   embeds the padded token batches the parent wrote (``tinyllm.embeddings.embed_batch``:
@@ -108,8 +109,40 @@ def _train(spec: dict) -> dict:
         sync()
         if i >= spec["warmup"]:
             times.append((time.perf_counter() - t0) * 1000)
-    return {"times_ms": [round(t, 3) for t in times], "ms": round(statistics.median(times), 3),
-            "loss": float(loss.item()), "params": model.num_parameters()}  # fmt: skip
+    result = {"times_ms": [round(t, 3) for t in times], "ms": round(statistics.median(times), 3),
+              "loss": float(loss.item()), "params": model.num_parameters()}  # fmt: skip
+    if spec.get("launch"):
+        from tinyllm import runtime
+
+        # the layer the steps ran on (None: no parallel kernel ran), before the launches
+        result["steps_layer"] = runtime.thread_report().get("numba_threading_layer")
+        result["launch_us"] = round(launch_overhead_us(), 2)
+    return result
+
+
+def launch_overhead_us(repeats: int = 200) -> float:
+    """Median microseconds of one launch of a nearly empty parallel Numba kernel (16
+    additions) through ``dispatch.parallel_launcher``: the fixed price of going parallel under
+    the process's threading layer, which ``dispatch.SERIAL_BELOW`` weighs (the serial twin's
+    call when the kernels run on one thread)."""
+    from numba import njit, prange
+
+    from tinyllm.kernels import dispatch
+
+    @njit(parallel=True)
+    def touch(a):
+        for i in prange(a.shape[0]):
+            a[i] += 1.0
+
+    launch = dispatch.parallel_launcher(touch)
+    a = np.zeros(16)
+    launch(a)  # compiles; the first launch also starts the pool
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        launch(a)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
 
 
 def _generate(spec: dict) -> dict:
