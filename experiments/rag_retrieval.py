@@ -49,6 +49,13 @@ rule against the shipped default; the fresh set is not read. Writes
 
     python experiments/rag_retrieval.py --parts round4
 
+Part "round5": on the same choosing set, topics described by template questions made from
+the corpus by rule (their centroid blended into the topic centroid, or the best-matching
+template as an extra term), each held to the same rule; the fresh set is not read. Writes
+``experiments/results/rag_round5_choosing.json``:
+
+    python experiments/rag_retrieval.py --parts round5
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
@@ -998,6 +1005,18 @@ ROUND4_BM25_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # dense weight 1
 ROUND4_CENTROID_WEIGHTS = (0.5, 0.75, 1.0)
 
 
+def choosing_set(args, embed) -> tuple:
+    """(store, topics, passage homes, questions, their texts, their topics, folds) of the
+    choosing set of rounds 4 and 5: the dev half and the first held-out half (209
+    questions), 5 interleaved folds; the shipped store."""
+    store, topics = shipped_store(args, embed)
+    homes = passage_homes(store.passages, topics)
+    questions = load_questions("dev") + load_questions("heldout")
+    queries = [q["question"] for q in questions]
+    gold = [q["topics"] for q in questions]
+    return store, topics, homes, questions, queries, gold, dev_folds(questions, by_topic=False)
+
+
 def round4_experiment(args, embed, embed_name) -> dict:
     """A fourth round on the choosing set: the dev half and the first held-out half together
     (209 questions; the held-out half has been looked at three times and chooses now), never
@@ -1013,12 +1032,7 @@ def round4_experiment(args, embed, embed_name) -> dict:
         TITLE_WEIGHT,
     )
 
-    store, topics = shipped_store(args, embed)
-    homes = passage_homes(store.passages, topics)
-    questions = load_questions("dev") + load_questions("heldout")
-    queries = [q["question"] for q in questions]
-    gold = [q["topics"] for q in questions]
-    folds = dev_folds(questions, by_topic=False)
+    store, topics, homes, questions, queries, gold, folds = choosing_set(args, embed)
 
     def reciprocal(fetch_k, bm25, centroid):
         rankings, _ = document_rankings(store, queries, (bm25, 1.0), TITLE_WEIGHT,
@@ -1042,6 +1056,107 @@ def round4_experiment(args, embed, embed_name) -> dict:
         "questions": len(questions),
         "shipped": dict(zip(("fetch_k", "bm25_weight", "centroid_weight"), shipped)),
         "grid": grid,
+        "best": best,
+        "adopted": bool(best["clear_gain"]),
+        "fresh_set_looked_at": False,
+    }
+
+
+ROUND5_BLENDS = (0.25, 0.5, 1.0, 2.0)  # beta: template-question centroid in the topic centroid
+ROUND5_CENTROID_WEIGHTS = (0.75, 1.0)
+ROUND5_MAX_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+def round5_experiment(args, embed, embed_name) -> dict:
+    """A fifth round on round 4's choosing set (the fresh set is not read): topics described
+    by the template questions of ``tinyllm.rag.template_questions`` (doc2query by rule, no
+    labels), as round 3's adapter used them for training. Two ideas, each against the
+    shipped default under round 3's fold rule:
+
+    1. blend: the topic centroid c_t replaced by normalize(c_t + beta q_t), q_t the unit mean
+       of the topic's template-question vectors (centroid weights 0.75 and 1);
+    2. max: a term w max_j cos(q, u_j) over the template questions u_j of topic t, added to
+       the shipped score S(t) (0 for a topic without templates; the ranking recomputed from
+       the store's own first stages, title and centroid terms; a check that it reproduces
+       ``search_documents`` at w = 0 is in the output)."""
+    from tinyllm.rag.collapse import document_ranking
+    from tinyllm.rag.retriever import (
+        CENTROID_WEIGHT,
+        DOCUMENT_FETCH_K,
+        FUSION_WEIGHTS,
+        TITLE_WEIGHT,
+    )
+    from tinyllm.rag.template_questions import template_questions
+
+    store, topics, homes, questions, queries, gold, folds = choosing_set(args, embed)
+    pairs = template_questions(topics, per_topic=TEMPLATES_PER_TOPIC, seed=args.seed)
+    vectors = cached_vectors(
+        embed, [t for t, _ in pairs], args.cache, f"template-questions-{TEMPLATES_PER_TOPIC}"
+    )
+    names, centroids = store.topic_centroids()
+    column = {name: j for j, name in enumerate(names)}
+    owner = np.zeros((len(pairs), len(names)), dtype=bool)  # template i answers for topic j
+    for i, (_, answers) in enumerate(pairs):
+        for topic in answers:
+            owner[i, column[topic]] = True
+    has_templates = owner.any(axis=0)
+    template_mean = normalize(owner.T.astype(vectors.dtype) @ vectors)  # [topics, D]
+
+    def rankings(centroid_weight=CENTROID_WEIGHT):
+        ranked, _ = document_rankings(store, queries, FUSION_WEIGHTS, TITLE_WEIGHT,
+                                      centroid_weight=centroid_weight)  # fmt: skip
+        return ranked
+
+    def blended_rankings(blend, centroid_weight):
+        shipped = store.topic_centroids
+        blended = normalize(centroids + blend * template_mean).astype(centroids.dtype)
+        store.topic_centroids = lambda: (names, blended)
+        try:
+            return rankings(centroid_weight)
+        finally:
+            store.topic_centroids = shipped
+
+    def max_term_rankings(weight):
+        out = []
+        depth = max(DEPTH, DOCUMENT_FETCH_K)
+        for q in queries:
+            lexical, dense = store._bm25_ranking(q, depth), store._dense_ranking(q, depth)
+            fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
+            title = store._title_cosines(q)
+            qv = store._query_vector(q)
+            cos_c, cos_u = centroids @ qv, vectors @ qv
+            best_u = np.where(owner, cos_u[:, None], -np.inf).max(axis=0)
+            best_u[~has_templates] = 0.0
+            prior = {name: TITLE_WEIGHT * title[name] + CENTROID_WEIGHT * float(cos_c[j])
+                     + weight * float(best_u[j]) for name, j in column.items()}  # fmt: skip
+            ranked = document_ranking(fused, store.memberships, prior, 1.0)[:DEPTH]
+            out.append([pid for _, pid, _ in ranked])
+        return out
+
+    base_rankings = rankings()
+    base = reciprocal_ranks(base_rankings, gold, homes)
+    rows = []
+
+    def add(idea, ranked, **config):
+        row = {"idea": idea, **config, **fold_summary(reciprocal_ranks(ranked, gold, homes),
+                                                      folds, base)}  # fmt: skip
+        rows.append(row)
+        print(f"{idea} {config}: {row['hit@1']:.3f} {row['hit@5']:.3f} {row['mrr']:.3f} "
+              f"gain {row['gain_mean']:+.4f} +- {row['gain_std']:.4f} "
+              f"({row['folds_gained']}/{FOLDS} folds)", flush=True)  # fmt: skip
+
+    for blend, weight in itertools.product(ROUND5_BLENDS, ROUND5_CENTROID_WEIGHTS):
+        add("blend", blended_rankings(blend, weight), blend=blend, centroid_weight=weight)
+    reproduces = max_term_rankings(0.0) == base_rankings
+    for weight in ROUND5_MAX_WEIGHTS:
+        add("max", max_term_rankings(weight), weight=weight)
+    best = max(rows, key=lambda r: r["mrr"])
+    return {
+        "questions": len(questions),
+        "templates": len(pairs),
+        "shipped": {"centroid_weight": CENTROID_WEIGHT, **fold_summary(base, folds)},
+        "max_term_reproduces_shipped_at_0": reproduces,
+        "grid": rows,
         "best": best,
         "adopted": bool(best["clear_gain"]),
         "fresh_set_looked_at": False,
@@ -1188,6 +1303,7 @@ def main(argv=None) -> int:
             "round3",
             "fresh",
             "round4",
+            "round5",
         ],
     )
     parser.add_argument(
@@ -1246,6 +1362,10 @@ def main(argv=None) -> int:
         round4 = round4_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round4_choosing.json").write_text(json.dumps(round4, indent=1) + "\n")
+    if "round5" in args.parts:  # the same choosing set; template-question topic terms
+        round5 = round5_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round5_choosing.json").write_text(json.dumps(round5, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

@@ -88,3 +88,19 @@ def test_write_outputs_refuses_to_merge_results_of_another_embedder(tmp_path):
     assert "tinyllm.embeddings:MiniLMEmbedder" in str(error.value)
     assert previous.read_text() == before  # nothing written
     assert not (tmp_path / "rag_questions.md").exists()
+
+
+def test_round5_best_template_term_reproduces_search_documents_at_weight_0(tmp_path):
+    """The experiment's round 5 recomputes document scores from the store's own stages to
+    add a term; at weight 0 its rankings must be the library's (here with the TF-IDF
+    embedder, so that the test needs no MiniLM)."""
+    from types import SimpleNamespace
+
+    experiment = _experiment()
+    embed, name = experiment.load_embedder("tfidf", [p.text for p in corpus_passages()])
+    out = experiment.round5_experiment(SimpleNamespace(cache=tmp_path, seed=0), embed, name)
+    assert out["max_term_reproduces_shipped_at_0"] is True
+    assert out["questions"] == 209 and not out["fresh_set_looked_at"]
+    assert len(out["grid"]) == len(experiment.ROUND5_BLENDS) * len(
+        experiment.ROUND5_CENTROID_WEIGHTS
+    ) + len(experiment.ROUND5_MAX_WEIGHTS)
