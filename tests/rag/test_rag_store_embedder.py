@@ -101,6 +101,6 @@ def test_round5_best_template_term_reproduces_search_documents_at_weight_0(tmp_p
     out = experiment.round5_experiment(SimpleNamespace(cache=tmp_path, seed=0), embed, name)
     assert out["max_term_reproduces_shipped_at_0"] is True
     assert out["questions"] == 209 and not out["fresh_set_looked_at"]
-    assert len(out["grid"]) == len(experiment.ROUND5_BLENDS) * len(
-        experiment.ROUND5_CENTROID_WEIGHTS
-    ) + len(experiment.ROUND5_MAX_WEIGHTS)
+    e = experiment
+    blends = len(e.ROUND5_BLENDS) * len(e.ROUND5_CENTROID_WEIGHTS)
+    assert len(out["grid"]) == blends + len(e.ROUND5_MAX_WEIGHTS) + 2 * len(e.ROUND5_BM25_WEIGHTS)
