@@ -1184,8 +1184,8 @@ def round5_experiment(args, embed, embed_name) -> dict:
         add("max", max_term_rankings(weight), weight=weight)
     keywords = {k.lower() for k in keyword.kwlist + keyword.softkwlist}
     stop_sets = {"all": STOPWORDS, "python keywords kept": STOPWORDS - keywords}
-    for (kept, stopwords), weight in itertools.product(stop_sets.items(), ROUND5_BM25_WEIGHTS):
-        add("bm25 stop words", stopword_rankings(weight, stopwords), removed=kept,
+    for (label, stopwords), weight in itertools.product(stop_sets.items(), ROUND5_BM25_WEIGHTS):
+        add("bm25 stop words", stopword_rankings(weight, stopwords), removed=label,
             bm25_weight=weight)  # fmt: skip
     best = max(rows, key=lambda r: r["mrr"])
     return {
@@ -1401,7 +1401,7 @@ def main(argv=None) -> int:
         round4 = round4_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round4_choosing.json").write_text(json.dumps(round4, indent=1) + "\n")
-    if "round5" in args.parts:  # the same choosing set; template-question topic terms
+    if "round5" in args.parts:  # the same choosing set: template questions, BM25 stop words
         round5 = round5_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round5_choosing.json").write_text(json.dumps(round5, indent=1) + "\n")
