@@ -109,6 +109,21 @@ def test_train_step_compare_alternates_child_processes(arch, capsys):
 
 
 @pytest.mark.skipif(not _has_torch(), reason="PyTorch is not installed (optional)")
+def test_generate_alone_reports_where_a_call_spends_its_time(capsys):
+    """``tinyllm bench generate``: the decoder's build, prefill and steps timed inside the
+    real ``generate`` (its methods wrapped for the runs, restored after)."""
+    from tinyllm.models.decoder import Decoder
+
+    methods = (Decoder.__init__, Decoder.prefill, Decoder.step)
+    args = parser().parse_args(["bench", "generate", "--new-tokens", "6", "--runs", "2", *TINY])
+    assert args.func(args) == 0
+    parts = json.loads(capsys.readouterr().out.splitlines()[-1])["parts_ms"]
+    assert set(parts) == {"build", "prefill", "steps", "other"}
+    assert parts["build"] > 0 and parts["prefill"] > 0 and parts["steps"] > 0
+    assert parts["other"] >= 0
+    assert (Decoder.__init__, Decoder.prefill, Decoder.step) == methods
+
+
 def test_generate_compare_gives_the_same_tokens(capsys):
     args = parser().parse_args(
         ["bench", "generate", "--compare", "torch", "--rounds", "1", "--new-tokens", "6",

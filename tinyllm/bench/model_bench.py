@@ -2,16 +2,20 @@
 
 train-step: forward + backward + AdamW on random tokens, ``--steps`` timed after ``--warmup``;
 prints the median, min and max ms per step, tokens/s, peak RSS and the parameter count.
-generate: greedy decoding with the KV cache, batch 1, an 8-token prompt; ms per new token.
+generate: greedy decoding with the KV cache, batch 1, an 8-token prompt; ms per new token, and
+where one ``generate`` call spends it (``parts_ms``: building the decoder, the prompt's prefill,
+the steps, the rest).
 The comparison with PyTorch (``--compare torch``) never shares a process with PyTorch: it
 runs in child processes, ``tinyllm.bench.harness``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -141,16 +145,52 @@ def bench_generate(args) -> dict:
     result = {"bench": "generate", "arch": args.arch, "d_model": args.d_model,
               "n_layer": args.n_layer, "n_head": args.n_head, "new_tokens": args.new_tokens,
               "params": model.num_parameters()}  # fmt: skip
-    times = []
+    times, parts = [], []
     for i in range(args.warmup + args.runs):
-        t0 = time.perf_counter()
-        model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
+        with _timed_decoder() as spent:
+            t0 = time.perf_counter()
+            model.generate(tinyllm.tensor(prompt), args.new_tokens, temperature=0)
+            total = time.perf_counter() - t0
         if i >= args.warmup:
-            times.append((time.perf_counter() - t0) * 1000 / args.new_tokens)
+            times.append(total * 1000 / args.new_tokens)
+            parts.append(dict(spent, other=total - sum(spent.values())))
     ours_ms = statistics.median(times)
     result.update(ms_per_token=round(ours_ms, 3), tokens_per_s=round(1000 / ours_ms, 1))
+    # per generate call, medians over the runs (each part's own median)
+    result["parts_ms"] = {k: round(statistics.median(p[k] for p in parts) * 1000, 3)
+                          for k in parts[0]}  # fmt: skip
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
+
+
+@contextlib.contextmanager
+def _timed_decoder() -> Iterator[dict]:
+    """Seconds spent in ``Decoder.__init__`` (the build: weight copies, tables, cache),
+    ``prefill`` and ``step`` while the block runs, summed per method: the real ``generate``
+    timed from the inside (its own loop, sampling and Python make up the rest)."""
+    from tinyllm.models.decoder import Decoder
+
+    methods = {"build": "__init__", "prefill": "prefill", "steps": "step"}
+    originals = {part: getattr(Decoder, name) for part, name in methods.items()}
+    spent = dict.fromkeys(methods, 0.0)
+
+    def timed(part):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return originals[part](*args, **kwargs)
+            finally:
+                spent[part] += time.perf_counter() - t0
+
+        return wrapper
+
+    for part, name in methods.items():
+        setattr(Decoder, name, timed(part))
+    try:
+        yield spent
+    finally:
+        for part, name in methods.items():
+            setattr(Decoder, name, originals[part])
 
 
 def bench_overhead(args) -> dict:
