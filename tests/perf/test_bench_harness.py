@@ -108,7 +108,6 @@ def test_train_step_compare_alternates_child_processes(arch, capsys):
     assert check["params_missing"] == [] and check["torch_imported_tinyllm"] is False
 
 
-@pytest.mark.skipif(not _has_torch(), reason="PyTorch is not installed (optional)")
 def test_generate_alone_reports_where_a_call_spends_its_time(capsys):
     """``tinyllm bench generate``: the decoder's build, prefill and steps timed inside the
     real ``generate`` (its methods wrapped for the runs, restored after)."""
@@ -124,6 +123,7 @@ def test_generate_alone_reports_where_a_call_spends_its_time(capsys):
     assert (Decoder.__init__, Decoder.prefill, Decoder.step) == methods
 
 
+@pytest.mark.skipif(not _has_torch(), reason="PyTorch is not installed (optional)")
 def test_generate_compare_gives_the_same_tokens(capsys):
     args = parser().parse_args(
         ["bench", "generate", "--compare", "torch", "--rounds", "1", "--new-tokens", "6",
