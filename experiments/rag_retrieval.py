@@ -1113,8 +1113,8 @@ def round5_experiment(args, embed, embed_name) -> dict:
     has_templates = owner.any(axis=0)
     template_mean = normalize(owner.T.astype(vectors.dtype) @ vectors)  # [topics, D]
 
-    def rankings(centroid_weight=CENTROID_WEIGHT):
-        ranked, _ = document_rankings(store, queries, FUSION_WEIGHTS, TITLE_WEIGHT,
+    def rankings(centroid_weight=CENTROID_WEIGHT, weights=FUSION_WEIGHTS):
+        ranked, _ = document_rankings(store, queries, weights, TITLE_WEIGHT,
                                       centroid_weight=centroid_weight)  # fmt: skip
         return ranked
 
@@ -1153,9 +1153,7 @@ def round5_experiment(args, embed, embed_name) -> dict:
 
         store._bm25_ranking = without_stopwords
         try:
-            ranked, _ = document_rankings(store, queries, (bm25_weight, 1.0), TITLE_WEIGHT,
-                                          centroid_weight=CENTROID_WEIGHT)  # fmt: skip
-            return ranked
+            return rankings(weights=(bm25_weight, 1.0))
         finally:
             store._bm25_ranking = shipped
 
