@@ -337,7 +337,8 @@ def threads(args, emit) -> dict:
     variants = THREAD_VARIANTS
     times: dict[str, list[float]] = {v: [] for v in variants}
     launches: dict[str, list[float]] = {v: [] for v in variants}
-    layers: dict[str, Any] = {}
+    layers: dict[str, Any] = {}  # the layer the steps ran on (None: no parallel kernel ran)
+    launch_layers: dict[str, Any] = {}  # the layer the launch measurement used
     with tempfile.TemporaryDirectory(prefix="tinyllm-bench-") as folder:
         prep = prepare(args, folder, check=False, device="cpu")
         spec = dict(prep["spec"], mode="train", warmup=args.warmup, steps=args.steps, launch=True)
@@ -346,16 +347,15 @@ def threads(args, emit) -> dict:
                 res = run_child("tinyllm", spec, extra_env=env)
                 times[name].append(res["ms"])
                 launches[name].append(res["launch_us"])
-                # the layer the steps ran on (None: no parallel kernel ran) and the one the
-                # launch measurement used
-                layers[name] = (res["steps_layer"], res["threads"]["numba_threading_layer"])
+                layers[name] = res["steps_layer"]
+                launch_layers[name] = res["threads"]["numba_threading_layer"]
     default = _median(times[next(iter(variants))])
     rec = {"bench": "threads", "arch": args.arch, "rounds": args.rounds, "steps": args.steps,
-           "variants": {name: {"env": variants[name], "layer": layers[name][0],
+           "variants": {name: {"env": variants[name], "layer": layers[name],
                                "ms_per_step": round(_median(t), 2),
                                "ratio_to_default": round(_median(t) / default, 3),
                                "per_round_ms": t,
-                               "launch_layer": layers[name][1],
+                               "launch_layer": launch_layers[name],
                                "launch_us": round(_median(launches[name]), 2)}
                         for name, t in times.items()}}  # fmt: skip
     emit(rec)
