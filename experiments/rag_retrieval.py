@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import importlib
 import itertools
 import json
@@ -561,12 +562,14 @@ def shipped_store(args, embed):
 
 
 def document_rankings(
-    store, queries, weights, title_weight, collapse=True, centroid_weight=0.0, fetch_k=None
-):
+    store, queries, weights, title_weight, collapse=True, centroid_weight=0.0, fetch_k=None,
+    distinct_passages=False,
+):  # fmt: skip
     """Passage-id rankings (depth DEPTH): one best passage per document with ``collapse``,
     else the fused passage list; and the mean ms per query. ``centroid_weight`` 0 (the
     second round's pipeline, as the "documents" part chose it) unless given; ``fetch_k``
-    (documents only): the first-stage depth, the shipped one unless given."""
+    (documents only): the first-stage depth, the shipped one unless given;
+    ``distinct_passages`` off (the pipeline of rounds 1-5) unless given."""
     from tinyllm.rag.retriever import DOCUMENT_FETCH_K
 
     start = time.perf_counter()
@@ -580,6 +583,7 @@ def document_rankings(
                 weights=weights,
                 title_weight=title_weight,
                 centroid_weight=centroid_weight,
+                distinct_passages=distinct_passages,
             )
             out.append([p.id for _, p, _ in hits])
         else:
@@ -925,25 +929,41 @@ def ideas_experiment(args, embed, embed_name) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Part "round3": the one held-out look of the third round, for the pipeline frozen in
-# experiments/results/rag_round3_frozen.json (written before the look).
+# experiments/results/rag_round3_frozen.json (written before the look); part "fresh6": the
+# fresh set's second look, for round 6's pipeline frozen in rag_round6_frozen.json.
 
 FROZEN = Path("experiments/results/rag_round3_frozen.json")
+FROZEN_ROUND6 = Path("experiments/results/rag_round6_frozen.json")
+# (label, centroid weight, distinct passages); rounds 3-5 showed a shared passage once per
+# document that it stands for
+ROUND3_PIPELINES = (
+    ("round 3: + topic-centroid term (shipped default)", 0.75, False),
+    ("round 2 default (no centroid term)", 0.0, False),
+)
+ROUND6_PIPELINES = (
+    ("round 6: + distinct passages (shipped default)", 0.75, True),
+    ("round 3 (a shared passage shown once per document)", 0.75, False),
+)
 
 
-def round3_experiment(args, embed, embed_name, splits=("dev", "heldout")) -> dict:
-    """Score the shipped defaults (checked against the frozen config) on ``splits`` (dev and
-    held-out; part "fresh": the second held-out set), next to the second round's pipeline
-    (the same without the centroid term), by passage homes as the other document rows and
-    strictly by the returned topic's name."""
+def round3_experiment(
+    args, embed, embed_name, splits=("dev", "heldout"), frozen_path=FROZEN,
+    pipelines=ROUND3_PIPELINES,
+) -> dict:  # fmt: skip
+    """Score ``pipelines`` on ``splits`` (dev and held-out; part "fresh": the second held-out
+    set; part "fresh6": the same set for round 6's pipeline), the shipped constants first
+    checked against every setting of the frozen config in ``frozen_path``, by passage homes
+    as the other document rows and strictly by the returned topic's name."""
     from tinyllm.rag.retriever import (
         CENTROID_WEIGHT,
+        DISTINCT_PASSAGES,
         DOCUMENT_FETCH_K,
         FUSION_WEIGHTS,
         PASSAGE_WORDS,
         TITLE_WEIGHT,
     )
 
-    frozen = json.loads(FROZEN.read_text())["pipeline"]
+    frozen = json.loads(frozen_path.read_text())["pipeline"]
     shipped = {
         "passage_words": list(PASSAGE_WORDS),
         "context": True,
@@ -951,31 +971,29 @@ def round3_experiment(args, embed, embed_name, splits=("dev", "heldout")) -> dic
         "fetch_k": DOCUMENT_FETCH_K,
         "title_weight": TITLE_WEIGHT,
         "centroid_weight": CENTROID_WEIGHT,
+        "distinct_passages": DISTINCT_PASSAGES,  # not in round 3's file: it had none (off)
         "embedder": embed_name,
     }
-    if shipped != frozen:
-        raise ValueError(f"round3: shipped defaults {shipped} differ from {FROZEN}: {frozen}")
+    if {key: shipped[key] for key in frozen} != frozen:
+        raise ValueError(f"shipped defaults {shipped} differ from {frozen_path}: {frozen}")
     store, topics = shipped_store(args, embed)
     homes = passage_homes(store.passages, topics)
-    pipelines = (
-        ("round 3: + topic-centroid term (shipped default)", CENTROID_WEIGHT),
-        ("round 2 default (no centroid term)", 0.0),
-    )
     rows = []
     for split in splits:
         questions = load_questions(split)
         queries = [q["question"] for q in questions]
         gold = [q["topics"] for q in questions]
-        for label, mu in pipelines:
+        for label, mu, distinct in pipelines:
             store.embedder.memory.clear()  # the latency includes embedding each question
             store._last_query = None
             rankings, ms = document_rankings(
-                store, queries, FUSION_WEIGHTS, TITLE_WEIGHT, centroid_weight=mu
-            )
+                store, queries, FUSION_WEIGHTS, TITLE_WEIGHT, centroid_weight=mu,
+                distinct_passages=distinct,
+            )  # fmt: skip
             strict = []
             for q in queries:
-                names = [d for d, _, _ in store.search_documents(q, 10, centroid_weight=mu)]
-                strict.append(names)
+                hits = store.search_documents(q, 10, centroid_weight=mu, distinct_passages=distinct)
+                strict.append([d for d, _, _ in hits])
             first = [
                 next((i for i, d in enumerate(names) if d in g), None)
                 for names, g in zip(strict, gold)
@@ -985,6 +1003,7 @@ def round3_experiment(args, embed, embed_name, splits=("dev", "heldout")) -> dic
                 "split": split,
                 "method": label,
                 "centroid_weight": mu,
+                "distinct_passages": distinct,
                 **ranking_metrics(rankings, gold, homes),
                 "strict_hit@1": sum(r == 0 for r in first) / n,
                 "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
@@ -1017,6 +1036,28 @@ def choosing_set(args, embed) -> tuple:
     queries = [q["question"] for q in questions]
     gold = [q["topics"] for q in questions]
     return store, topics, homes, questions, queries, gold, dev_folds(questions, by_topic=False)
+
+
+def shipped_stages(store, query: str, centroids, column: dict) -> tuple:
+    """``search_documents``' shipped pipeline up to its collapse, for an experiment that adds
+    to it: (fused passage scores [(id, F)], prior {topic: title and centroid terms}, query
+    vector); ``centroids``, ``column``: ``store.topic_centroids()`` and topic -> row."""
+    from tinyllm.rag.retriever import (
+        CENTROID_WEIGHT,
+        DOCUMENT_FETCH_K,
+        FUSION_WEIGHTS,
+        TITLE_WEIGHT,
+    )
+
+    depth = max(DEPTH, DOCUMENT_FETCH_K)
+    lexical, dense = store._bm25_ranking(query, depth), store._dense_ranking(query, depth)
+    fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
+    title = store._title_cosines(query)
+    qv = store._query_vector(query)
+    cos_c = centroids @ qv
+    prior = {name: TITLE_WEIGHT * title[name] + CENTROID_WEIGHT * float(cos_c[j])
+             for name, j in column.items()}  # fmt: skip
+    return fused, prior, qv
 
 
 def round4_experiment(args, embed, embed_name) -> dict:
@@ -1093,7 +1134,6 @@ def round5_experiment(args, embed, embed_name) -> dict:
     from tinyllm.rag.collapse import document_ranking
     from tinyllm.rag.retriever import (
         CENTROID_WEIGHT,
-        DOCUMENT_FETCH_K,
         FUSION_WEIGHTS,
         TITLE_WEIGHT,
     )
@@ -1129,17 +1169,11 @@ def round5_experiment(args, embed, embed_name) -> dict:
 
     def max_term_rankings(weight):
         out = []
-        depth = max(DEPTH, DOCUMENT_FETCH_K)
         for q in queries:
-            lexical, dense = store._bm25_ranking(q, depth), store._dense_ranking(q, depth)
-            fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
-            title = store._title_cosines(q)
-            qv = store._query_vector(q)
-            cos_c, cos_u = centroids @ qv, vectors @ qv
-            best_u = np.where(owner, cos_u[:, None], -np.inf).max(axis=0)
+            fused, prior, qv = shipped_stages(store, q, centroids, column)
+            best_u = np.where(owner, (vectors @ qv)[:, None], -np.inf).max(axis=0)
             best_u[~has_templates] = 0.0
-            prior = {name: TITLE_WEIGHT * title[name] + CENTROID_WEIGHT * float(cos_c[j])
-                     + weight * float(best_u[j]) for name, j in column.items()}  # fmt: skip
+            prior = {name: prior[name] + weight * float(best_u[j]) for name, j in column.items()}
             ranked = document_ranking(fused, store.memberships, prior, 1.0)[:DEPTH]
             out.append([pid for _, pid, _ in ranked])
         return out
@@ -1196,6 +1230,124 @@ def round5_experiment(args, embed, embed_name) -> dict:
         "passed_rule": [r for r in rows if r["clear_gain"]],
         # adopted only with a clear gain over both splits of the choosing set
         "adopted": any(r["clear_gain"] and r["by_topic_folds"]["clear_gain"] for r in rows),
+        "fresh_set_looked_at": False,
+    }
+
+
+def next_unshown_ranking(fused, memberships, prior: dict) -> list[tuple[str, int]]:
+    """Round 6's variant (b): [(document, passage id), ...] best first, each passage and each
+    document at most once. A document scores F(p) + prior(t) with p its best passage not yet
+    shown; when its best passage has been shown (it stands for a document ranked above), the
+    document is scored again with its next passage and goes back into the queue."""
+    scored = sorted(((int(pid), float(f)) for pid, f in fused), key=lambda it: (-it[1], it[0]))
+    passages: dict[str, list[tuple[int, float]]] = {}  # document -> its passages, best first
+    for pid, f in scored:
+        for document in memberships[pid]:
+            passages.setdefault(document, []).append((pid, f))
+    queue = [(-(ps[0][1] + prior[d]), d, 0) for d, ps in passages.items()]
+    heapq.heapify(queue)
+    shown, out = set(), []
+    while queue and len(out) < DEPTH:
+        _, document, i = heapq.heappop(queue)
+        pid = passages[document][i][0]
+        if pid in shown:
+            rest = [j for j in range(i + 1, len(passages[document]))
+                    if passages[document][j][0] not in shown]  # fmt: skip
+            if rest:
+                f = passages[document][rest[0]][1]
+                heapq.heappush(queue, (-(f + prior[document]), document, rest[0]))
+            continue
+        shown.add(pid)
+        out.append((document, pid))
+    return out
+
+
+def round6_experiment(args, embed, embed_name) -> dict:
+    """A sixth round on the choosing set of rounds 4 and 5 (the fresh set is not read).
+
+    168 of the 837 passages lie in several topics (``compound`` repeats ``for``, ``try``,
+    ...), and the shipped collapse lets such a passage stand for each of them: the top 5 of
+    "How do I make my class iterable?" showed the same ``for`` passage at ranks 1 and 4. Two
+    ways to show each passage once, against the shipped pipeline:
+
+    (a) distinct passages: a document whose best passage already stands for a document ranked
+        above it is left out (``search_documents(distinct_passages=True)``);
+    (b) next unshown passage (:func:`next_unshown_ranking`): such a document stays, scored
+        and shown with its best passage not yet shown.
+
+    Judged by passage homes, (a) cannot lower a question's reciprocal rank (it only removes
+    entries that repeat a passage shown above them), so round 5's rule (both splits) here
+    says how large and how spread the gain is, not its sign; judged strictly by topic name
+    (also reported) it can lose, when the topic left out was the labelled one. Rows also
+    give the dev and first held-out halves separately."""
+    from tinyllm.rag.collapse import document_ranking
+    from tinyllm.rag.retriever import CENTROID_WEIGHT, FUSION_WEIGHTS, TITLE_WEIGHT
+
+    store, topics, homes, questions, queries, gold, folds = choosing_set(args, embed)
+    by_topic = dev_folds(questions, by_topic=True)
+    n_dev = len(load_questions("dev"))
+    names, centroids = store.topic_centroids()
+    column = {name: j for j, name in enumerate(names)}
+
+    def shipped(distinct):
+        ranked, _ = document_rankings(store, queries, FUSION_WEIGHTS, TITLE_WEIGHT,
+                                      centroid_weight=CENTROID_WEIGHT,
+                                      distinct_passages=distinct)  # fmt: skip
+        strict = [[d for d, _, _ in store.search_documents(q, 10, distinct_passages=distinct)]
+                  for q in queries]  # fmt: skip
+        return ranked, strict
+
+    base, base_names = shipped(False)
+    staged, variant_b, names_b = [], [], []
+    for q in queries:
+        fused, prior, _ = shipped_stages(store, q, centroids, column)
+        staged.append([pid for _, pid, _ in document_ranking(fused, store.memberships, prior,
+                                                             1.0)[:DEPTH]])  # fmt: skip
+        ranked = next_unshown_ranking(fused, store.memberships, prior)
+        variant_b.append([pid for _, pid in ranked])
+        names_b.append([d for d, _ in ranked[:10]])
+    rr_base = reciprocal_ranks(base, gold, homes)
+
+    def strict_metrics(named):
+        first = [next((i for i, d in enumerate(ns) if d in g), None) for ns, g in zip(named, gold)]
+        n = len(first)
+        return {"strict_hit@1": sum(r == 0 for r in first) / n,
+                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
+                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n}  # fmt: skip
+
+    def row(label, ranked, named):
+        rr = reciprocal_ranks(ranked, gold, homes)
+        out = {"method": label, **fold_summary(rr, folds, rr_base if ranked is not base else None)}
+        if ranked is not base:
+            split = fold_summary(rr, by_topic, rr_base)
+            keys = ("gain_mean", "gain_std", "folds_gained", "clear_gain")
+            out["by_topic_folds"] = {k: split[k] for k in keys}
+            out["questions_changed"] = int((rr != rr_base).sum())
+            out["questions_worse"] = int((rr < rr_base).sum())
+        for half, part in (("dev", slice(0, n_dev)), ("heldout", slice(n_dev, None))):
+            r = rr[part]
+            out[half] = {"hit@1": float(np.mean(r == 1.0)), "hit@5": float(np.mean(r >= 0.2)),
+                         "mrr": float(r.mean())}  # fmt: skip
+        out.update(strict_metrics(named))
+        print(f"{label}: {out['hit@1']:.3f} {out['hit@5']:.3f} {out['mrr']:.3f} strict "
+              f"{out['strict_hit@1']:.3f} {out['strict_hit@5']:.3f} {out['strict_mrr']:.3f}",
+              flush=True)  # fmt: skip
+        return out
+
+    distinct, distinct_names = shipped(True)
+    rows = [
+        row("shipped (round 3 pipeline)", base, base_names),
+        row("(a) distinct passages", distinct, distinct_names),
+        row("(b) next unshown passage", variant_b, names_b),
+    ]
+    passing = [r for r in rows[1:] if r["clear_gain"] and r["by_topic_folds"]["clear_gain"]]
+    return {
+        "questions": len(questions),
+        "repeated_passage_in_top5": sum(len(set(r[:5])) < len(r[:5]) for r in base),
+        "stages_reproduce_shipped": staged == base,
+        "rows": rows,
+        # adopted: the best MRR among the rows with a clear gain over both splits
+        "adopted": max(passing, key=lambda r: r["mrr"])["method"] if passing else None,
         "fresh_set_looked_at": False,
     }
 
@@ -1341,6 +1493,8 @@ def main(argv=None) -> int:
             "fresh",
             "round4",
             "round5",
+            "round6",
+            "fresh6",
         ],
     )
     parser.add_argument(
@@ -1403,6 +1557,16 @@ def main(argv=None) -> int:
         round5 = round5_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round5_choosing.json").write_text(json.dumps(round5, indent=1) + "\n")
+    if "round6" in args.parts:  # the same choosing set: each passage shown once
+        round6 = round6_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round6_choosing.json").write_text(json.dumps(round6, indent=1) + "\n")
+    if "fresh6" in args.parts:  # the fresh set's second look, round 6's frozen pipeline
+        final = round3_experiment(args, embed, embed_name, ("fresh",), FROZEN_ROUND6,
+                                  ROUND6_PIPELINES)  # fmt: skip
+        final["fresh_looks_overall"] = 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_fresh_round6.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

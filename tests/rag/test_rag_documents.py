@@ -137,6 +137,26 @@ def test_document_ranking_does_not_depend_on_input_order():
         assert document_ranking(given, [{"b"}, {"a"}]) == [("b", 0, 0.5), ("a", 1, 0.5)]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_document_ranking_distinct_passages_drops_repeats_only(seed):
+    """distinct_passages: the same ranking with every entry whose passage an earlier entry
+    shows removed (order and scores kept), so passages and documents are each unique."""
+    rng = np.random.default_rng(seed)
+    docs = [f"d{i}" for i in range(8)]
+    memberships = [  # many shared passages: 1-3 documents each
+        set(rng.choice(docs, size=int(rng.integers(1, 4)), replace=False)) for _ in range(12)
+    ]
+    scores = list(zip(range(12), rng.random(12).tolist()))
+    prior = {d: float(rng.random()) for d in docs}
+    for weight in (0.0, 0.3):
+        every = document_ranking(scores, memberships, prior if weight else None, weight)
+        got = document_ranking(scores, memberships, prior if weight else None, weight,
+                               distinct_passages=True)  # fmt: skip
+        want = [e for i, e in enumerate(every) if e[1] not in {p for _, p, _ in every[:i]}]
+        assert got == want
+        assert len({p for _, p, _ in got}) == len(got) < len(every)
+
+
 def test_document_ranking_errors():
     with pytest.raises(ValueError, match="prior_weight given without a prior"):
         document_ranking([(0, 1.0)], [{"a"}], None, 0.5)
@@ -158,7 +178,8 @@ def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
     homes = passage_homes(store.passages, TOPICS)
     assert [set(m) for m in store.memberships] == [set(h) for h in homes]
     query = "how do I catch an exception and clean up"
-    hits = store.search_documents(query, 10, title_weight=0.0, centroid_weight=0.0)
+    terms = dict(title_weight=0.0, centroid_weight=0.0)
+    hits = store.search_documents(query, 10, **terms, distinct_passages=False)
     assert len({d for d, _, _ in hits}) == 10
     # reference: the passage-level hybrid_score list over the same depth, first hit per topic
     fused = store.search(query, 100, "hybrid_score", fetch_k=100)
@@ -169,6 +190,12 @@ def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
                 seen.add(d)
                 expected.append((d, passage.id, score))
     assert [(d, p.id) for d, p, _ in hits] == [(d, p) for d, p, _ in expected[:10]]
+    # the default shows each passage once: the topic met first keeps a shared passage
+    first_topics = [(d, p) for i, (d, p, _) in enumerate(expected)
+                    if p not in {q for _, q, _ in expected[:i]}]  # fmt: skip
+    assert len(first_topics) < len(expected)  # this query meets shared passages
+    distinct = store.search_documents(query, 10, **terms)
+    assert [(d, p.id) for d, p, _ in distinct] == first_topics[:10]
     with_title = store.search_documents(query, 10)
     assert all(d in store.memberships[p.id] for d, p, _ in with_title)
     store.save(tmp_path / "s")
@@ -200,14 +227,14 @@ def test_centroid_term_matches_a_naive_reference(tfidf_store):
         best = max((fused[pid] for pid in members if pid in fused), default=None)
         if best is not None:
             want[topic] = best + TITLE_WEIGHT * titles[topic] @ q + CENTROID_WEIGHT * centroid @ q
-    got = store.search_documents(query, 10)
+    got = store.search_documents(query, 10, distinct_passages=False)
     expected = sorted(want.items(), key=lambda kv: -kv[1])[:10]
     assert [d for d, _, _ in got] == [d for d, _ in expected]
     # float32 vectors: the terms agree to ~1e-6
     np.testing.assert_allclose([s for _, _, s in got], [v for _, v in expected], atol=1e-5)
     names, centroids = store.topic_centroids()
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
-    without = store.search_documents(query, 10, centroid_weight=0.0)
+    without = store.search_documents(query, 10, centroid_weight=0.0, distinct_passages=False)
     assert [s for _, _, s in without] != [s for _, _, s in got]  # the term is on by default
 
 
@@ -238,3 +265,6 @@ def test_cli_defaults_are_the_dev_choice(tmp_path, capsys):
         line.split("[")[1].split(" #")[0] for line in printed.splitlines() if "score=" in line
     ]
     assert len(topics) == 5 and len(set(topics)) == 5  # five distinct help topics
+    ids = [line.split(" #")[1].split("]")[0].split(",")[0] for line in printed.splitlines()
+           if "score=" in line]  # fmt: skip
+    assert len(set(ids)) == 5  # five distinct passages

@@ -104,3 +104,21 @@ def test_round5_best_template_term_reproduces_search_documents_at_weight_0(tmp_p
     e = experiment
     blends = len(e.ROUND5_BLENDS) * len(e.ROUND5_CENTROID_WEIGHTS)
     assert len(out["grid"]) == blends + len(e.ROUND5_MAX_WEIGHTS) + 2 * len(e.ROUND5_BM25_WEIGHTS)
+
+
+def test_round6_rankings_and_the_distinct_passage_invariant(tmp_path):
+    """Round 6 recomputes the shipped ranking from the store's stages (it must equal
+    ``search_documents``'), and (a), each passage shown once, can only move a question's
+    first relevant passage up: no question is worse (TF-IDF embedder, no MiniLM needed)."""
+    from types import SimpleNamespace
+
+    experiment = _experiment()
+    embed, name = experiment.load_embedder("tfidf", [p.text for p in corpus_passages()])
+    out = experiment.round6_experiment(SimpleNamespace(cache=tmp_path, seed=0), embed, name)
+    assert out["stages_reproduce_shipped"] is True
+    assert out["questions"] == 209 and not out["fresh_set_looked_at"]
+    shipped, distinct, unshown = out["rows"]
+    assert distinct["method"] == "(a) distinct passages"
+    assert distinct["questions_worse"] == 0 and distinct["questions_changed"] > 0
+    assert distinct["hit@5"] >= shipped["hit@5"] and distinct["mrr"] >= shipped["mrr"]
+    assert out["repeated_passage_in_top5"] > 0

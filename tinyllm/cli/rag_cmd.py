@@ -200,7 +200,8 @@ def run_query(args: argparse.Namespace) -> int:
         snippet = " ".join(passage.text.split())
         if len(snippet) > args.width:
             snippet = snippet[: args.width - 3] + "..."
-        shared = "" if document == passage.topic else f", text shared with {passage.topic}"
+        others = [d for d in store.memberships[passage.id] if d != document]
+        shared = f", text shared with {', '.join(others)}" if others else ""
         print(f"{rank}. [{document} #{passage.id}{shared}] score={score:.4f}")
         print(textwrap.indent(textwrap.fill(snippet, 96), "   "))
     return 0

@@ -25,7 +25,9 @@ of the top ``fetch_k`` (100) of both lists, collapsed by :func:`tinyllm.rag.coll
 document_ranking` to one result per document (its best passage), plus ``title_weight`` (λ =
 :data:`TITLE_WEIGHT`) times the cosine of the query and the document's title embedding, plus
 ``centroid_weight`` (μ = :data:`CENTROID_WEIGHT`) times the cosine of the query and the
-document's centroid (the unit mean of its passages' dense vectors). The
+document's centroid (the unit mean of its passages' dense vectors); a passage that several
+documents share (the help topics repeat text word for word) is shown once, under the first of
+them (``distinct_passages``, :data:`DISTINCT_PASSAGES`). The
 indexes may be built over ``index_texts`` instead of the passage texts, e.g. the passages
 with their title and section heading in front (:func:`tinyllm.rag.context.contextualize`).
 
@@ -61,6 +63,7 @@ FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
 TITLE_WEIGHT = 0.3  # λ of the title cosine in search_documents, chosen on the dev questions
 CENTROID_WEIGHT = 0.75  # μ of the topic-centroid cosine in search_documents, chosen on dev
 DOCUMENT_FETCH_K = 100
+DISTINCT_PASSAGES = True  # search_documents shows each passage once (round 6, choosing set)
 Embedder = Callable[[list[str]], np.ndarray]
 
 
@@ -240,12 +243,16 @@ class PassageRetriever:
         weights: Sequence[float] = FUSION_WEIGHTS,
         title_weight: float = TITLE_WEIGHT,
         centroid_weight: float = CENTROID_WEIGHT,
+        distinct_passages: bool = DISTINCT_PASSAGES,
     ) -> list[tuple[str, Passage, float]]:
         """The k best documents for ``query`` as ``[(document, best passage, score), ...]``,
         best first (see the module docstring): S(t) = max passage score + ``title_weight`` ·
         cos(q, title_t) + ``centroid_weight`` · cos(q, c_t), c_t from
         :meth:`topic_centroids`. Without a dense index the passage scores are BM25's alone
-        and neither term is added."""
+        and neither term is added. ``distinct_passages``: a document whose best passage
+        already stands for a document ranked above it is left out (the passage's other
+        documents are ``memberships[passage.id]``), so the k results show k distinct
+        passages."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(
                 f"PassageRetriever.search_documents: k must be a positive integer, got {k!r}"
@@ -273,7 +280,7 @@ class PassageRetriever:
                 d: base.get(d, 0.0) + centroid_weight * float(c) for d, c in zip(names, cosines)
             }
             weight = 1.0
-        ranked = document_ranking(fused, self.memberships, prior, weight)[:k]
+        ranked = document_ranking(fused, self.memberships, prior, weight, distinct_passages)[:k]
         return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
 
     def save(self, directory: str | Path) -> Path:
