@@ -35,9 +35,10 @@ instead (a hit only when that topic is labelled) and prints JSON; it writes noth
 
     python experiments/rag_retrieval.py --parts strict
 
-Part "fresh": the shipped defaults (checked against the frozen round-3 configuration) and the
-round-2 pipeline on the second held-out set (``tinyllm/data/rag_questions_fresh.json``,
-written after the first held-out half had been used three times); run once, writes
+Part "fresh": the round-3 pipeline (the shipped constants checked against the frozen round-3
+configuration) and the round-2 pipeline on the second held-out set
+(``tinyllm/data/rag_questions_fresh.json``, written after the first held-out half had been
+used three times); run once, writes
 ``experiments/results/rag_fresh.json``:
 
     python experiments/rag_retrieval.py --parts fresh
@@ -56,6 +57,16 @@ same rule and to a second split (folds by topic); the fresh set is not read. Wri
 ``experiments/results/rag_round5_choosing.json``:
 
     python experiments/rag_retrieval.py --parts round5
+
+Part "round6": on the same choosing set, each passage shown once in a document ranking
+(a topic whose best passage already stands for a topic above it left out, or re-scored with
+its next unshown passage), held to round 5's rule; writes
+``experiments/results/rag_round6_choosing.json``. Part "fresh6": the fresh set's second look,
+round 6's pipeline (frozen in ``experiments/results/rag_round6_frozen.json``) next to round
+3's; writes ``experiments/results/rag_fresh_round6.json``:
+
+    python experiments/rag_retrieval.py --parts round6
+    python experiments/rag_retrieval.py --parts fresh6
 
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact

@@ -11,8 +11,9 @@ Ranking (``--mode auto``) is BM25 on a store without a dense index; on a store w
 passages, collapsed to one result per help topic (its best passage) plus 0.3 x the cosine of
 the query and the topic title and 0.75 x the cosine of the query and the topic's centroid
 (the unit mean of its passage vectors; :meth:`tinyllm.rag.retriever.PassageRetriever.
-search_documents`). Passage size, context, mode and weights were chosen on the development
-half of the natural-language question set (``tinyllm/data/rag_questions.json``;
+search_documents`), each passage shown once (under the first topic it stands for; the
+output names its other topics). Passage size, context, mode and weights were chosen on the
+development half of the natural-language question set (``tinyllm/data/rag_questions.json``;
 ``experiments/rag_retrieval.py``); the README section "Retrieval judged on natural-language
 questions" lists the dev and held-out scores. ``--rerank`` reorders the fused top 20
 passages with the MiniLM cross-encoder head of :mod:`tinyllm.rag.cross_encoder` (a MiniLM
