@@ -1260,14 +1260,13 @@ def next_unshown_ranking(fused, memberships, prior: dict) -> list[tuple[str, int
     shown, out = set(), []
     while queue and len(out) < DEPTH:
         _, document, i = heapq.heappop(queue)
-        pid = passages[document][i][0]
-        if pid in shown:
-            rest = [j for j in range(i + 1, len(passages[document]))
-                    if passages[document][j][0] not in shown]  # fmt: skip
-            if rest:
-                f = passages[document][rest[0]][1]
-                heapq.heappush(queue, (-(f + prior[document]), document, rest[0]))
+        ps = passages[document]
+        if ps[i][0] in shown:
+            j = next((j for j in range(i + 1, len(ps)) if ps[j][0] not in shown), None)
+            if j is not None:
+                heapq.heappush(queue, (-(ps[j][1] + prior[document]), document, j))
             continue
+        pid = ps[i][0]
         shown.add(pid)
         out.append((document, pid))
     return out
