@@ -68,6 +68,12 @@ round 6's pipeline (frozen in ``experiments/results/rag_round6_frozen.json``) ne
     python experiments/rag_retrieval.py --parts round6
     python experiments/rag_retrieval.py --parts fresh6
 
+Part "third6": the third held-out set (``tinyllm/data/rag_questions_third.json``, written
+after the fresh set's second look by a session that saw no retrieval results), scored once
+with the same frozen pipelines; writes ``experiments/results/rag_third_round6.json``:
+
+    python experiments/rag_retrieval.py --parts third6
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
@@ -962,9 +968,10 @@ def round3_experiment(
     pipelines=ROUND3_PIPELINES,
 ) -> dict:  # fmt: skip
     """Score ``pipelines`` on ``splits`` (dev and held-out; part "fresh": the second held-out
-    set; part "fresh6": the same set for round 6's pipeline), the shipped constants first
-    checked against every setting of the frozen config in ``frozen_path``, by passage homes
-    as the other document rows and strictly by the returned topic's name."""
+    set; parts "fresh6" and "third6": that set and the third one for round 6's pipeline),
+    the shipped constants first checked against every setting of the frozen config in
+    ``frozen_path``, by passage homes as the other document rows and strictly by the
+    returned topic's name."""
     from tinyllm.rag.retriever import (
         CENTROID_WEIGHT,
         DISTINCT_PASSAGES,
@@ -1505,6 +1512,7 @@ def main(argv=None) -> int:
             "round5",
             "round6",
             "fresh6",
+            "third6",
         ],
     )
     parser.add_argument(
@@ -1577,6 +1585,12 @@ def main(argv=None) -> int:
         final["fresh_looks_overall"] = 2
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_fresh_round6.json").write_text(json.dumps(final, indent=1) + "\n")
+    if "third6" in args.parts:  # the third held-out set's one look, the same frozen pipeline
+        final = round3_experiment(args, embed, embed_name, ("third",), FROZEN_ROUND6,
+                                  ROUND6_PIPELINES)  # fmt: skip
+        final["third_looks_overall"] = 1
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_third_round6.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

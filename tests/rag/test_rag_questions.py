@@ -82,13 +82,15 @@ def _runs(text: str, n: int = 6) -> set:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def test_fresh_held_out_set_is_labelled_and_independent_of_the_first():
-    """The second held-out set: same format and label checks as the first, ids and wording
-    of its own (no 6-word run shared with a question of the first set), spread over topics."""
-    fresh = load_questions("fresh")
+@pytest.mark.parametrize("split, earlier", [("fresh", (None,)), ("third", (None, "fresh"))])
+def test_later_held_out_sets_are_labelled_and_independent_of_the_earlier(split, earlier):
+    """The second and third held-out sets: same format and label checks as the first, ids
+    and wording of their own (no 6-word run shared with a question of an earlier set),
+    spread over topics."""
+    fresh = load_questions(split)
     assert len(fresh) >= 100
-    assert all(q["split"] == "fresh" for q in fresh)
-    first = load_questions()
+    assert all(q["split"] == split for q in fresh)
+    first = [q for name in earlier for q in load_questions(name)]
     assert {q["id"] for q in fresh}.isdisjoint({q["id"] for q in first})
     assert len({q["id"] for q in fresh}) == len(fresh)
     assert len({_plain(q["question"]) for q in fresh}) == len(fresh), "duplicates"

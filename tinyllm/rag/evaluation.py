@@ -5,7 +5,9 @@ corpus written as a user would ask them, each labelled with the help topics
 (``pydoc_data.topics`` keys) whose text answers it, and a fixed ``dev`` / ``heldout`` split.
 ``tinyllm/data/rag_questions_fresh.json`` (split ``fresh``) is a second held-out set in the
 same format, written after the first held-out half had been looked at three times, and
-scored once with the defaults frozen before it existed.
+scored with defaults frozen before each look (twice: rounds 3 and 6).
+``tinyllm/data/rag_questions_third.json`` (split ``third``) is a third one, written after
+the fresh set's second look by a session that saw no retrieval results.
 
 A passage is relevant to a question when one of its *homes* is a labelled topic; the homes
 of a passage are its own topic plus every topic whose text contains the passage's text
@@ -30,17 +32,19 @@ from tinyllm.rag.passages import Passage
 
 SPLITS = ("dev", "heldout")  # the halves of rag_questions.json
 FRESH = "fresh"  # rag_questions_fresh.json: the second held-out set
+THIRD = "third"  # rag_questions_third.json: the third held-out set
+_FILES = {FRESH: "rag_questions_fresh.json", THIRD: "rag_questions_third.json"}
 
 
 def load_questions(split: str | None = None) -> list[dict]:
-    """The questions of ``split`` ("dev", "heldout", None for both, or "fresh" for the
-    second held-out set), each a dict with ``id``, ``question``, ``topics`` (list of topic
-    keys), ``keyword`` and ``split``."""
-    if split is not None and split not in (*SPLITS, FRESH):
+    """The questions of ``split`` ("dev", "heldout", None for both, "fresh" or "third" for
+    the second and third held-out sets), each a dict with ``id``, ``question``, ``topics``
+    (list of topic keys), ``keyword`` and ``split``."""
+    if split is not None and split not in (*SPLITS, *_FILES):
         raise ValueError(
-            f"load_questions: split must be one of {(*SPLITS, FRESH)} or None, got {split!r}"
+            f"load_questions: split must be one of {(*SPLITS, *_FILES)} or None, got {split!r}"
         )
-    name = "rag_questions_fresh.json" if split == FRESH else "rag_questions.json"
+    name = _FILES.get(split, "rag_questions.json")
     questions = json.loads(resources.files("tinyllm.data").joinpath(name).read_text("utf-8"))
     return [q for q in questions["questions"] if split is None or q["split"] == split]
 
