@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import shutil
@@ -100,3 +101,18 @@ def rtn_quantized(capsys):
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def load_experiment():
+    """``load_experiment(name)``: ``experiments/<name>.py`` imported as a module (the
+    experiments are scripts, not a package)."""
+
+    def load(name):
+        path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_experiment", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -8,11 +8,9 @@ restated here; the scaling is model state (ModelConfig, checkpoints, the cached 
 ``tinyllm sample --rope-scaling``); set_rope_scaling on a Llama; the default path is
 unchanged."""
 
-import importlib.util
 import json
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ from tinyllm.nn.positional import RotaryEmbedding, set_rope_scaling, yarn_freque
 
 D, BASE = 16, 10000.0
 X = np.zeros((1, 1), np.float64)  # the dtype/device template of cos_sin
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tables(scaling, T=64, offset=0):
@@ -404,16 +401,12 @@ def test_sample_rope_scaling_flag_and_remembered_scaling(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- experiments/long_context.py
-def test_long_context_experiment_model_setup_is_unchanged():
+def test_long_context_experiment_model_setup_is_unchanged(load_experiment):
     """experiments/long_context.py extension: the trained Llama (d 128, 4 layers, 4 heads,
     context 64) with each method at each multiple has, in every layer, exactly the closed
     form's tables (which are the tables of before the scaling became model state)."""
-    spec = importlib.util.spec_from_file_location(
-        "long_context_experiment", ROOT / "experiments" / "long_context.py"
-    )
-    experiment = importlib.util.module_from_spec(spec)
     env = dict(os.environ)
-    spec.loader.exec_module(experiment)
+    experiment = load_experiment("long_context")
     assert dict(os.environ) == env  # thread counts are pinned only when it runs as a script
     seq = 64
     config = ModelConfig(arch="llama", vocab_size=256, d_model=128, n_layer=4, n_head=4,

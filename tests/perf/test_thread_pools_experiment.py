@@ -2,29 +2,15 @@
 parallel Numba kernel over single-threaded SciPy BLAS) are the step's products, checked
 against ``np.matmul`` in a child process of their own (the child changes BLAS pools)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
 pytest.importorskip("threadpoolctl")
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _experiment():
-    spec = importlib.util.spec_from_file_location(
-        "thread_pools", ROOT / "experiments" / "thread_pools.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_one_pool_products_equal_numpys():
-    experiment = _experiment()
+def test_one_pool_products_equal_numpys(load_experiment):
+    experiment = load_experiment("thread_pools")
     spec = {"config": experiment._config(quick=True), "batch": 2, "seq_len": 32, "warmup": 0,
             "steps": 1, "mode": "gemms", "pool": "onepool"}  # fmt: skip
     result = experiment.run_child(spec)

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +11,6 @@ import pytest
 from tinyllm.rag.embedders import TfidfProjectionEmbedder, describe_embedder
 from tinyllm.rag.passages import corpus_passages
 from tinyllm.rag.retriever import PassageRetriever
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hashing_embedder(texts):
@@ -67,17 +63,8 @@ def test_a_store_saved_without_the_name_still_loads(tmp_path):
     assert PassageRetriever.load(tmp_path / "store", embedder=_other_embedder).has_dense
 
 
-def _experiment():
-    spec = importlib.util.spec_from_file_location(
-        "rag_retrieval_experiment", ROOT / "experiments" / "rag_retrieval.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_write_outputs_refuses_to_merge_results_of_another_embedder(tmp_path):
-    experiment = _experiment()
+def test_write_outputs_refuses_to_merge_results_of_another_embedder(tmp_path, load_experiment):
+    experiment = load_experiment("rag_retrieval")
     previous = tmp_path / "rag_questions.json"
     before = json.dumps({"embedder": "tfidf-projection-256", "keyword_levels": []})
     previous.write_text(before)
@@ -90,13 +77,15 @@ def test_write_outputs_refuses_to_merge_results_of_another_embedder(tmp_path):
     assert not (tmp_path / "rag_questions.md").exists()
 
 
-def test_round5_best_template_term_reproduces_search_documents_at_weight_0(tmp_path):
+def test_round5_best_template_term_reproduces_search_documents_at_weight_0(
+    tmp_path, load_experiment
+):
     """The experiment's round 5 recomputes document scores from the store's own stages to
     add a term; at weight 0 its rankings must be the library's (here with the TF-IDF
     embedder, so that the test needs no MiniLM)."""
     from types import SimpleNamespace
 
-    experiment = _experiment()
+    experiment = load_experiment("rag_retrieval")
     embed, name = experiment.load_embedder("tfidf", [p.text for p in corpus_passages()])
     out = experiment.round5_experiment(SimpleNamespace(cache=tmp_path, seed=0), embed, name)
     assert out["max_term_reproduces_shipped_at_0"] is True
@@ -106,13 +95,13 @@ def test_round5_best_template_term_reproduces_search_documents_at_weight_0(tmp_p
     assert len(out["grid"]) == blends + len(e.ROUND5_MAX_WEIGHTS) + 2 * len(e.ROUND5_BM25_WEIGHTS)
 
 
-def test_round6_rankings_and_the_distinct_passage_invariant(tmp_path):
+def test_round6_rankings_and_the_distinct_passage_invariant(tmp_path, load_experiment):
     """Round 6 recomputes the shipped ranking from the store's stages (it must equal
     ``search_documents``'), and (a), each passage shown once, can only move a question's
     first relevant passage up: no question is worse (TF-IDF embedder, no MiniLM needed)."""
     from types import SimpleNamespace
 
-    experiment = _experiment()
+    experiment = load_experiment("rag_retrieval")
     embed, name = experiment.load_embedder("tfidf", [p.text for p in corpus_passages()])
     out = experiment.round6_experiment(SimpleNamespace(cache=tmp_path, seed=0), embed, name)
     assert out["stages_reproduce_shipped"] is True
