@@ -82,9 +82,12 @@ def _runs(text: str, n: int = 6) -> set:
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-@pytest.mark.parametrize("split, earlier", [("fresh", (None,)), ("third", (None, "fresh"))])
+@pytest.mark.parametrize(
+    "split, earlier",
+    [("fresh", (None,)), ("third", (None, "fresh")), ("fourth", (None, "fresh", "third"))],
+)
 def test_later_held_out_sets_are_labelled_and_independent_of_the_earlier(split, earlier):
-    """The second and third held-out sets: same format and label checks as the first, ids
+    """The second, third and fourth held-out sets: same format and label checks as the first, ids
     and wording of their own (no 6-word run shared with a question of an earlier set),
     spread over topics."""
     fresh = load_questions(split)
