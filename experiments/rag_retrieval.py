@@ -556,6 +556,18 @@ class CachingEmbedder:
     def __init__(self, embed, cache: Path | None, name: str) -> None:
         self.embed, self.cache, self.name, self.memory = embed, cache, name, {}
 
+    # late interaction (round 7) reads token states through the wrapped encoder
+    def encode(self, *args, **kwargs):
+        return self.embed.encode(*args, **kwargs)
+
+    @property
+    def tokenizer(self):
+        return self.embed.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return self.embed.max_length
+
     def __call__(self, texts):
         texts = list(texts)
         if len(texts) > 32:
@@ -1366,6 +1378,187 @@ def round6_experiment(args, embed, embed_name) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Round 7: a learned linear topic score (tinyllm.rag.topic_scoring) with a late-interaction
+# term (tinyllm.rag.late_interaction), chosen on a larger choosing set; parts "round7" and
+# "final7" (the third set's second look and the fourth set's first).
+
+FROZEN_ROUND7 = Path("experiments/results/rag_round7_frozen.json")
+ROUND6_WEIGHTS = {"fused": 1.0, "title": 0.3, "centroid": 0.75}  # round 6's formula
+ROUND7_FEATURE_SETS = (
+    ("fused", "title", "centroid"),  # round 6's terms, weights refitted
+    ("fused", "title", "centroid", "bm25_max"),
+    ("fused", "title", "centroid", "maxsim"),
+    ("fused", "title", "centroid", "bm25_max", "maxsim"),
+    ("fused", "title", "centroid", "dense_max", "bm25_max"),
+    ("fused", "title", "centroid", "dense_max", "bm25_max", "maxsim"),
+)
+ROUND7_L2 = (1e-4, 1e-3)
+WEIGHT_DECIMALS = 4  # the shipped TOPIC_WEIGHTS are the fitted weights rounded to this
+
+
+def late_store(args, embed):
+    """``shipped_store`` with the late-interaction token index (``tinyllm rag build --dense
+    minilm``'s store), the index cached in ``args.cache``."""
+    from tinyllm.rag.late_interaction import TokenIndex
+
+    store, topics = shipped_store(args, embed)
+    texts = [p.text for p in store.passages]
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = None if args.cache is None else args.cache / f"tokens-{digest}.npz"
+    if path is not None and path.is_file():
+        store.token_index = TokenIndex.load(path)
+    else:
+        store.token_index = TokenIndex.build(store.embedder, texts)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store.token_index.save(path)
+    return store, topics
+
+
+def round7_experiment(args, embed, embed_name) -> dict:
+    """A seventh round, on a larger choosing set: the dev half, the first held-out half and
+    the fresh set (448 questions; the fresh set has had its two looks and chooses now). The
+    third set (one look) and the fourth (none) are not read.
+
+    The documents' score is a weighted sum of features (``tinyllm.rag.topic_scoring``: the
+    fused passage maximum, the title and centroid cosines, the dense and BM25 maxima over
+    the first-stage lists, and MaxSim, ColBERT's late-interaction score from MiniLM's token
+    states), its weights fitted by a listwise softmax loss (L2 ``ROUND7_L2``). Each feature
+    set of ``ROUND7_FEATURE_SETS`` is cross-validated: fitted on 4 folds, ranked on the fifth,
+    over both splits (interleaved folds and folds by topic). Round 5's rule: a row is
+    adopted only with a clear per-fold MRR gain over round 6's formula on both splits (mean
+    above its standard deviation, at least 4 of 5 folds); the best such row by interleaved
+    cross-validated MRR is refitted on all 448 questions, rounded, and frozen."""
+    from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
+
+    store, topics = late_store(args, embed)
+    homes = passage_homes(store.passages, topics)
+    questions = load_questions("dev") + load_questions("heldout") + load_questions("fresh")
+    gold = [set(q["topics"]) for q in questions]
+    start = time.perf_counter()
+    tables = [store.topic_features(q["question"]) for q in questions]
+    print(f"features of {len(questions)} questions: {time.perf_counter() - start:.1f} s")
+    positives = [
+        np.array([bool(homes[pid] & g) for pid in t.passages]) for t, g in zip(tables, gold)
+    ]
+    splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
+
+    def ranked(weights, index):
+        return [rank_topics(tables[i], weights)[:DEPTH] for i in index]
+
+    def reciprocal(weights, index=None):
+        index = range(len(questions)) if index is None else index
+        runs = ranked(weights, index)
+        return reciprocal_ranks([[pid for _, pid, _ in r] for r in runs],
+                                [gold[i] for i in index], homes)  # fmt: skip
+
+    def strict(weights):
+        first = [next((j for j, (d, _, _) in enumerate(r[:10]) if d in g), None)
+                 for r, g in zip(ranked(weights, range(len(questions))), gold)]  # fmt: skip
+        n = len(first)
+        return {"strict_hit@1": sum(r == 0 for r in first) / n,
+                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
+                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n}  # fmt: skip
+
+    base = reciprocal(ROUND6_WEIGHTS)
+    rows = [{"features": list(ROUND6_WEIGHTS), "l2": None, "method": "round 6 (shipped)",
+             **fold_summary(base, splits["interleaved"]), **strict(ROUND6_WEIGHTS)}]  # fmt: skip
+    for features, l2 in itertools.product(ROUND7_FEATURE_SETS, ROUND7_L2):
+        row = {"features": list(features), "l2": l2}
+        for split, folds in splits.items():
+            rr = np.zeros(len(questions))
+            for f in range(FOLDS):
+                train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+                w = fit_topic_weights(
+                    [tables[i] for i in train], [positives[i] for i in train], l2, features=features
+                )
+                rr[test] = reciprocal(w, test)
+            row[split] = fold_summary(rr, folds, base)
+        row["clear_gain"] = all(row[s]["clear_gain"] for s in splits)
+        rows.append(row)
+        a, b = row["interleaved"], row["by_topic"]
+        print(f"{'+'.join(features):52s} l2 {l2:g}: cv {a['hit@1']:.3f} {a['hit@5']:.3f} "
+              f"{a['mrr']:.3f} gain {a['gain_mean']:+.4f} +- {a['gain_std']:.4f} "
+              f"({a['folds_gained']}/{FOLDS}); by topic {b['gain_mean']:+.4f} +- "
+              f"{b['gain_std']:.4f} ({b['folds_gained']}/{FOLDS})", flush=True)  # fmt: skip
+    passing = [r for r in rows[1:] if r["clear_gain"]]
+    out = {
+        "questions": len(questions),
+        "choosing_set": "dev + first held-out half + fresh (448); third and fourth not read",
+        "rows": rows,
+        "adopted": None,
+        "third_set_looked_at": False,
+        "fourth_set_looked_at": False,
+    }
+    if passing:
+        best = max(passing, key=lambda r: r["interleaved"]["mrr"])
+        fitted = fit_topic_weights(tables, positives, best["l2"], features=best["features"])
+        weights = {f: round(v, WEIGHT_DECIMALS) for f, v in fitted.items()}
+        rr = reciprocal(weights)
+        out["adopted"] = {"features": best["features"], "l2": best["l2"], "weights": weights,
+                          "in_sample": fold_summary(rr, splits["interleaved"], base),
+                          **strict(weights)}  # fmt: skip
+        print(f"adopted {weights}: in-sample {rr.mean():.3f} MRR, hit@5 {np.mean(rr >= 0.2):.3f}")
+    return out
+
+
+def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> dict:
+    """Round 7's looks: the shipped default (``TOPIC_WEIGHTS`` on a store with late
+    interaction), checked against ``FROZEN_ROUND7`` first, and round 6's formula on the same
+    store, scored on ``splits`` by passage homes and strictly by topic name, with the
+    latency per query (question embedding and token states included)."""
+    from tinyllm.rag.retriever import (
+        DISTINCT_PASSAGES,
+        DOCUMENT_FETCH_K,
+        FUSION_WEIGHTS,
+        PASSAGE_WORDS,
+        TOPIC_WEIGHTS,
+    )
+
+    frozen = json.loads(FROZEN_ROUND7.read_text())
+    shipped = {
+        "passage_words": list(PASSAGE_WORDS),
+        "context": True,
+        "fusion_weights": list(FUSION_WEIGHTS),
+        "fetch_k": DOCUMENT_FETCH_K,
+        "distinct_passages": DISTINCT_PASSAGES,
+        "late_interaction": True,
+        "embedder": embed_name,
+    }
+    if frozen["weights"] != TOPIC_WEIGHTS or frozen["pipeline"] != shipped:
+        raise ValueError(f"shipped {shipped}, {TOPIC_WEIGHTS} differ from {FROZEN_ROUND7}")
+    store, topics = late_store(args, embed)
+    homes = passage_homes(store.passages, topics)
+    rows = []
+    for split in splits:
+        questions = load_questions(split)
+        gold = [q["topics"] for q in questions]
+        for label, weights in (("round 7: learned topic score (shipped default)", "auto"),
+                               ("round 6 formula", None)):  # fmt: skip
+            store.embedder.memory.clear()  # the latency includes embedding each question
+            store._last_query = store._last_tokens = None
+            start = time.perf_counter()
+            hits = [store.search_documents(q["question"], DEPTH, topic_weights=weights)
+                    for q in questions]  # fmt: skip
+            ms = (time.perf_counter() - start) / len(questions) * 1e3
+            rankings = [[p.id for _, p, _ in h] for h in hits]
+            first = [next((i for i, (d, _, _) in enumerate(h[:10]) if d in g), None)
+                     for h, g in zip(hits, gold)]  # fmt: skip
+            n = len(questions)
+            row = {"split": split, "method": label, **ranking_metrics(rankings, gold, homes),
+                   "strict_hit@1": sum(r == 0 for r in first) / n,
+                   "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
+                   "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n,
+                   "ms_per_query": round(ms, 2), "questions": n}  # fmt: skip
+            rows.append(row)
+            print(f"{split:8s} {label:50s} {row['hit@1']:.3f} {row['hit@5']:.3f} "
+                  f"{row['mrr']:.3f} strict {row['strict_hit@1']:.3f} "
+                  f"{row['strict_hit@5']:.3f} {row['strict_mrr']:.3f} {ms:7.2f} ms",
+                  flush=True)  # fmt: skip
+    return {"frozen": frozen, "rows": rows}
+
+
 def write_outputs(results: dict, out: Path) -> None:
     """Markdown table, JSON and PNG of the question results (and the keyword levels). Parts
     not run this time are kept from the previous ``rag_questions.json`` in ``out``, which
@@ -1510,6 +1703,8 @@ def main(argv=None) -> int:
             "round6",
             "fresh6",
             "third6",
+            "round7",
+            "final7",
         ],
     )
     parser.add_argument(
@@ -1588,6 +1783,15 @@ def main(argv=None) -> int:
         final["third_looks_overall"] = 1
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_third_round6.json").write_text(json.dumps(final, indent=1) + "\n")
+    if "round7" in args.parts:  # the 448-question choosing set: the learned topic score
+        round7 = round7_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round7_choosing.json").write_text(json.dumps(round7, indent=1) + "\n")
+    if "final7" in args.parts:  # the third set's second look, the fourth set's first
+        final = final7_experiment(args, embed, embed_name)
+        final["looks_overall"] = {"third": 2, "fourth": 1}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_final_round7.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's sentence_bert_config.json
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")  # as sentence-transformers' encode
 
 
 def mean_pool(hidden: Tensor, attention_mask: Tensor | np.ndarray) -> Tensor:
@@ -118,8 +119,12 @@ def encode_sentences(
     max_length: int = MAX_SEQ_LENGTH,
     normalize: bool = True,
     show_progress_bar: bool = False,
-) -> np.ndarray:
-    """Sentence embeddings [N, C] float32 (mean-pooled; unit length when ``normalize``).
+    output_value: str = "sentence_embedding",
+) -> np.ndarray | list[np.ndarray]:
+    """Sentence embeddings [N, C] float32 (mean-pooled; unit length when ``normalize``), or
+    with ``output_value="token_embeddings"`` a list of N arrays [T_i, C]: the final hidden
+    states of each sentence's T_i tokens ([CLS] and [SEP] included, never normalized), as
+    sentence-transformers' ``encode(..., output_value="token_embeddings")``.
 
     ``model``: a ``BertModel`` (``model(input_ids, attention_mask, token_type_ids)`` ->
     [B, T, C], with ``skip_padding=True``: the layers skip padded tokens, which mean
@@ -134,16 +139,21 @@ def encode_sentences(
         if not isinstance(s, str):
             raise TypeError(f"encode_sentences: sentences[{i}] is a {type(s).__name__}, not str")
     batch_size = _positive_int(batch_size, "encode_sentences", "batch_size")
+    if output_value not in OUTPUT_VALUES:
+        raise ValueError(
+            f"encode_sentences: output_value must be one of {OUTPUT_VALUES}, got {output_value!r}"
+        )
+    tokens = output_value == "token_embeddings"
     width = model.config.hidden_size
     if not sentences:
-        return np.zeros((0, width), dtype=np.float32)
+        return [] if tokens else np.zeros((0, width), dtype=np.float32)
 
     # tokenize once, then batch the longest first so each batch pads little
     encoded = [
         tokenizer.encode_with_types(s, max_length=max_length, truncation=True) for s in sentences
     ]
     order = sorted(range(len(sentences)), key=lambda i: -len(encoded[i][0]))
-    out = np.empty((len(sentences), width), dtype=np.float32)
+    out = [None] * len(sentences) if tokens else np.empty((len(sentences), width), np.float32)
     starts = range(0, len(order), batch_size)
     if show_progress_bar:
         from tqdm import tqdm
@@ -162,7 +172,12 @@ def encode_sentences(
                 for b, i in enumerate(rows):
                     n = len(encoded[i][0])
                     ids[b, :n], types[b, :n], mask[b, :n] = encoded[i][0], encoded[i][1], 1
-                out[rows] = embed_batch(model, ids, mask, types, normalize)
+                if tokens:
+                    hidden = model(ids, mask, types, skip_padding=True).numpy()
+                    for b, i in enumerate(rows):
+                        out[i] = np.array(hidden[b, : len(encoded[i][0])], dtype=np.float32)
+                else:
+                    out[rows] = embed_batch(model, ids, mask, types, normalize)
     finally:
         model.train(was_training)
     return out
@@ -335,7 +350,8 @@ class MiniLMEmbedder:
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         normalize_embeddings: bool | None = None,
-    ) -> np.ndarray | Tensor:
+        output_value: str = "sentence_embedding",
+    ) -> np.ndarray | Tensor | list:
         """Embeddings of ``sentences``, as ``SentenceTransformer.encode``.
 
         One str -> [D]; a list -> [n, D] (row i for ``sentences[i]``, though batches are
@@ -346,7 +362,9 @@ class MiniLMEmbedder:
         ``Normalize`` module, as all-MiniLM-L6-v2 has, so ``encode`` returns what
         sentence-transformers returns for the same model; raw for a model passed in.
         ``batch_size``: default the embedder's (32); ``show_progress_bar``: a tqdm bar over
-        the batches (None: off).
+        the batches (None: off). ``output_value="token_embeddings"``: per sentence the final
+        hidden states of its tokens, [T_i, D] ([CLS] and [SEP] included, not normalized; a
+        list of them for a list, one array for one str).
         """
         single = isinstance(sentences, str)
         if not single and not isinstance(sentences, Sequence):
@@ -369,11 +387,12 @@ class MiniLMEmbedder:
                 else bool(normalize_embeddings)
             ),
             show_progress_bar=bool(show_progress_bar),
+            output_value=output_value,
         )
         if single:
             out = out[0]
         if convert_to_tensor or not convert_to_numpy:
-            return Tensor(out)
+            return Tensor(out) if isinstance(out, np.ndarray) else [Tensor(o) for o in out]
         return out
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

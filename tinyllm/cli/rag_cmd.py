@@ -70,6 +70,13 @@ def register(subparsers) -> None:
         "default: none)",
     )
     build.add_argument(
+        "--no-late-interaction",
+        action="store_true",
+        help="with --dense minilm: skip the content-token states (about 30 MB) that the "
+        "learned topic score's MaxSim term reads; documents mode then uses the title and "
+        "centroid formula",
+    )
+    build.add_argument(
         "--idf",
         choices=["lucene", "robertson", "rank_bm25"],
         default="lucene",
@@ -141,6 +148,7 @@ def run_build(args: argparse.Namespace) -> int:
         context=not args.no_context,
         index=args.index,
         bm25_options={"idf": args.idf},
+        late_interaction=args.dense == "minilm" and not args.no_late_interaction,
     )
     store.save(args.out)
     (Path(args.out) / "embedder.json").write_text(json.dumps({"kind": args.dense}) + "\n")
@@ -151,6 +159,8 @@ def run_build(args: argparse.Namespace) -> int:
     )
     dense = f", dense {args.dense} ({args.index}, dim {dim})" if embedder else ""
     context = "" if args.no_context else ", with title/heading context"
+    if store.token_index is not None:
+        context += f", late interaction ({len(store.token_index.vectors)} token states)"
     print(f"indexed {len(passages)} passages (BM25 {args.idf} IDF{dense}{context}) into {args.out}")
     return 0
 

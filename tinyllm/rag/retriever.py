@@ -42,7 +42,7 @@ Directory layout: ``passages.json``, ``bm25.npz`` and, with a dense index, ``den
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,11 @@ from tinyllm.rag.embedders import TfidfProjectionEmbedder, describe_embedder
 from tinyllm.rag.exact import ExactIndex
 from tinyllm.rag.fusion import RRF_K, reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.hnsw import HNSWIndex
+from tinyllm.rag.late_interaction import TokenIndex, content_token_states
 from tinyllm.rag.passages import Passage
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.similarity import normalize
+from tinyllm.rag.topic_scoring import TopicTable, rank_topics, topic_table
 
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
 FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
@@ -64,6 +66,16 @@ TITLE_WEIGHT = 0.3  # λ of the title cosine in search_documents, chosen on the 
 CENTROID_WEIGHT = 0.75  # μ of the topic-centroid cosine in search_documents, chosen on dev
 DOCUMENT_FETCH_K = 100
 DISTINCT_PASSAGES = True  # search_documents shows each passage once (round 6, choosing set)
+# the learned topic score of a store with late interaction (round 7, fitted on the choosing
+# set; experiments/results/rag_round7_frozen.json)
+TOPIC_WEIGHTS = {
+    "fused": 2.1013,
+    "title": 0.4877,
+    "centroid": 8.1187,
+    "dense_max": 2.4289,
+    "bm25_max": 1.7684,
+    "maxsim": 7.4995,
+}
 Embedder = Callable[[list[str]], np.ndarray]
 
 
@@ -83,6 +95,7 @@ class PassageRetriever:
         dense_index=None,
         memberships: Sequence[Sequence[str]] | None = None,
         titles: dict[str, str] | None = None,
+        token_index: TokenIndex | None = None,
     ) -> None:
         if len(bm25) != len(passages):
             raise ValueError(
@@ -99,6 +112,10 @@ class PassageRetriever:
         self.embedder = embedder
         self.dense_index = dense_index
         # the documents of every passage (default: its own topic) and the documents' titles
+        if token_index is not None and (dense_index is None or len(token_index) != len(passages)):
+            raise ValueError(
+                "PassageRetriever: a token_index needs a dense store and one entry per passage"
+            )
         self.memberships = [
             tuple(sorted(m)) for m in (memberships or [[p.topic] for p in self.passages])
         ]
@@ -106,6 +123,9 @@ class PassageRetriever:
         self._title_vectors: tuple[list[str], np.ndarray] | None = None
         self._centroids: tuple[list[str], np.ndarray] | None = None
         self._last_query: tuple[str, object, np.ndarray] | None = None
+        # late interaction (MaxSim over content-token states), None when not built
+        self.token_index = token_index
+        self._last_tokens: tuple[str, np.ndarray] | None = None
         # optional map on query vectors only (e.g. tinyllm.rag.query_adapter.QueryAdapter);
         # passages and titles keep the embedder's vectors
         self.query_adapter: Callable[[np.ndarray], np.ndarray] | None = None
@@ -121,11 +141,15 @@ class PassageRetriever:
         index_texts: Sequence[str] | None = None,
         memberships: Sequence[Sequence[str]] | None = None,
         titles: dict[str, str] | None = None,
+        late_interaction: bool = False,
     ) -> PassageRetriever:
         """Index ``passages`` with BM25 and, when ``embedder`` is given, a dense ``index``
         (``"exact"`` or ``"hnsw"``, cosine metric). ``index_texts`` (one per passage, default
         the passage texts) are what the indexes see; ``memberships`` and ``titles`` serve
-        :meth:`search_documents`."""
+        :meth:`search_documents`. ``late_interaction``: also keep the content-token states
+        of the passage texts (:class:`~tinyllm.rag.late_interaction.TokenIndex`; needs a
+        token-level embedder such as ``MiniLMEmbedder``), which turns on the learned topic
+        score of :meth:`search_documents`."""
         if index not in ("exact", "hnsw"):
             raise ValueError(
                 f"PassageRetriever.build: index must be 'exact' or 'hnsw', got {index!r}"
@@ -149,7 +173,12 @@ class PassageRetriever:
             else:
                 dense = HNSWIndex(vectors.shape[1], metric="cosine", **(hnsw_options or {}))
             dense.add(vectors)
-        return cls(passages, bm25, embedder, dense, memberships, titles)
+        tokens = None
+        if late_interaction:
+            if embedder is None:
+                raise ValueError("PassageRetriever.build: late_interaction needs an embedder")
+            tokens = TokenIndex.build(embedder, [p.text for p in passages])
+        return cls(passages, bm25, embedder, dense, memberships, titles, tokens)
 
     @property
     def has_dense(self) -> bool:
@@ -209,6 +238,13 @@ class PassageRetriever:
             self._last_query = (query, self.query_adapter, vector[0])
         return self._last_query[2]
 
+    def _query_tokens(self, query: str) -> np.ndarray:
+        """The query's content-token unit rows [m, D] (late interaction), kept for the last
+        query."""
+        if self._last_tokens is None or self._last_tokens[0] != query:
+            self._last_tokens = (query, content_token_states(self.embedder, [query])[0])
+        return self._last_tokens[1]
+
     def _title_cosines(self, query: str) -> dict[str, float]:
         """Cosine of the query and every document title (embedded once, on first use)."""
         if self._title_vectors is None:
@@ -244,19 +280,37 @@ class PassageRetriever:
         title_weight: float = TITLE_WEIGHT,
         centroid_weight: float = CENTROID_WEIGHT,
         distinct_passages: bool = DISTINCT_PASSAGES,
+        topic_weights: Mapping[str, float] | str | None = "auto",
     ) -> list[tuple[str, Passage, float]]:
         """The k best documents for ``query`` as ``[(document, best passage, score), ...]``,
-        best first (see the module docstring): S(t) = max passage score + ``title_weight`` ·
+        best first (see the module docstring).
+
+        ``topic_weights``: a mapping scores S(t) = Σ_f w_f x_f(t) over the features of
+        :mod:`tinyllm.rag.topic_scoring` (fused passage score, title and centroid cosines,
+        dense and BM25 maxima, MaxSim; ``maxsim`` needs a store built with
+        ``late_interaction``); None scores S(t) = max passage score + ``title_weight`` ·
         cos(q, title_t) + ``centroid_weight`` · cos(q, c_t), c_t from
-        :meth:`topic_centroids`. Without a dense index the passage scores are BM25's alone
-        and neither term is added. ``distinct_passages``: a document whose best passage
-        already stands for a document ranked above it is left out (the passage's other
-        documents are ``memberships[passage.id]``), so the k results show k distinct
+        :meth:`topic_centroids` (without a dense index the passage scores are BM25's alone
+        and neither term is added); ``"auto"`` (default) is :data:`TOPIC_WEIGHTS` on a store
+        with late interaction, else None. ``distinct_passages``: a document whose best
+        passage already stands for a document ranked above it is left out (the passage's
+        other documents are ``memberships[passage.id]``), so the k results show k distinct
         passages."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(
                 f"PassageRetriever.search_documents: k must be a positive integer, got {k!r}"
             )
+        if isinstance(topic_weights, str):
+            if topic_weights != "auto":
+                raise ValueError(
+                    "PassageRetriever.search_documents: topic_weights must be 'auto', None or "
+                    f"a mapping, got {topic_weights!r}"
+                )
+            topic_weights = TOPIC_WEIGHTS if self.token_index is not None else None
+        if topic_weights is not None:
+            table = self.topic_features(query, max(k, fetch_k), weights, topic_weights)
+            ranked = rank_topics(table, topic_weights, distinct_passages)[:k]
+            return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
         depth = max(k, fetch_k)
         if self.has_dense:
             lexical = self._bm25_ranking(query, depth)
@@ -283,6 +337,37 @@ class PassageRetriever:
         ranked = document_ranking(fused, self.memberships, prior, weight, distinct_passages)[:k]
         return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
 
+    def topic_features(
+        self,
+        query: str,
+        fetch_k: int = DOCUMENT_FETCH_K,
+        weights: Sequence[float] = FUSION_WEIGHTS,
+        topic_weights: Mapping[str, float] | None = None,
+    ) -> TopicTable:
+        """The documents present in the fused top ``fetch_k`` for ``query`` and their
+        features (:func:`tinyllm.rag.topic_scoring.topic_table`); MaxSim is computed when
+        the store has a token index and ``topic_weights`` does not leave it at 0."""
+        if not self.has_dense:
+            raise RuntimeError("PassageRetriever.topic_features: this store has no dense index")
+        use_maxsim = topic_weights is None or topic_weights.get("maxsim", 0.0) != 0.0
+        if use_maxsim and self.token_index is None and topic_weights is not None:
+            raise ValueError(
+                "PassageRetriever.search_documents: topic_weights use 'maxsim' but the store "
+                "has no token index (build it with late_interaction=True)"
+            )
+        lexical = self._bm25_ranking(query, fetch_k)
+        dense = self._dense_ranking(query, fetch_k)
+        fused = score_fusion([dict(lexical), dict(dense)], weights)
+        names, centroids = self.topic_centroids()
+        cosines = (centroids @ self._query_vector(query)).tolist()
+        title = self._title_cosines(query) if self.titles else {}
+        maxsim = None
+        if use_maxsim and self.token_index is not None:
+            maxsim = self.token_index.scores(self._query_tokens(query))
+        return topic_table(
+            fused, self.memberships, lexical, dense, title, dict(zip(names, cosines)), maxsim
+        )
+
     def save(self, directory: str | Path) -> Path:
         """Write the store into ``directory`` (created if needed)."""
         directory = Path(directory)
@@ -298,6 +383,7 @@ class PassageRetriever:
                 "memberships": [list(m) for m in self.memberships],
                 "titles": self.titles,
                 "dense": self.has_dense,
+                "late_interaction": self.token_index is not None,
                 "embedder": describe_embedder(self.embedder) if self.has_dense else None,
                 "note": note,
             },
@@ -307,6 +393,8 @@ class PassageRetriever:
             self.dense_index.save(directory / "dense.npz")
             if isinstance(self.embedder, TfidfProjectionEmbedder):
                 self.embedder.save(directory / "embedder.npz")
+        if self.token_index is not None:
+            self.token_index.save(directory / "late.npz")
         return directory
 
     @classmethod
@@ -343,8 +431,22 @@ class PassageRetriever:
                 embedder = TfidfProjectionEmbedder.load(directory / "embedder.npz")
         else:
             embedder = None
+        tokens = None
+        if payload.get("late_interaction"):
+            if not hasattr(embedder, "encode"):
+                raise ValueError(
+                    "PassageRetriever.load: the store keeps late-interaction token states; pass "
+                    "the token-level embedder it was built with (embedder=MiniLMEmbedder())"
+                )
+            tokens = TokenIndex.load(directory / "late.npz")
         return cls(
-            passages, bm25, embedder, dense, payload.get("memberships"), payload.get("titles")
+            passages,
+            bm25,
+            embedder,
+            dense,
+            payload.get("memberships"),
+            payload.get("titles"),
+            tokens,
         )
 
 
@@ -359,12 +461,14 @@ def corpus_retriever(
     index: str = "exact",
     bm25_options: dict | None = None,
     topics: dict[str, str] | None = None,
+    late_interaction: bool = False,
 ) -> PassageRetriever:
     """The store of the default corpus (or ``topics``) with the dev-chosen defaults: passages
     of ``min_words``-``max_words`` words indexed with their title and section heading in
     front (``context``), each passage a member of every topic containing its text
     (:func:`tinyllm.rag.evaluation.passage_homes`), and the topic titles for
-    :meth:`PassageRetriever.search_documents`."""
+    :meth:`PassageRetriever.search_documents`; ``late_interaction`` as in
+    :meth:`PassageRetriever.build`."""
     from tinyllm.rag.context import contextualize, topic_titles
     from tinyllm.rag.evaluation import passage_homes
     from tinyllm.rag.passages import corpus_passages
@@ -382,4 +486,5 @@ def corpus_retriever(
         index_texts=contextualize(passages, topics) if context else None,
         memberships=passage_homes(passages, topics),
         titles=topic_titles(topics),
+        late_interaction=late_interaction,
     )

@@ -1,0 +1,176 @@
+"""A learned linear score for documents (help topics): features, ranking and the fit.
+
+For a query q, the first stage gives every passage p a fused score F(p) (BM25 and dense
+cosine, each over its top ``fetch_k``, min-max normalised and weighted), and a document t
+present in that list gets the features (``TOPIC_FEATURES``, maxima over t's passages, a
+shared passage counting for each of its documents):
+
+    fused     max_p F(p)                               (MaxP of the fused list)
+    title     cos(q, title_t)
+    centroid  cos(q, c_t)          c_t: the unit mean of t's passage vectors
+    dense_max max_p cos(q, p)      over the dense top list; a passage below it counts as
+                                   the list's lowest cosine
+    bm25_max  max_p BM25(q, p) / max_p' BM25(q, p')    over the BM25 top list, 0 below it
+    maxsim    max_p MaxSim(q, p)   (:mod:`tinyllm.rag.late_interaction`, every passage)
+
+and scores S(t) = Σ_f w_f x_f(t). The shown passage of t is its best fused passage (w_fused
+> 0 keeps it so), and :func:`tinyllm.rag.collapse.document_ranking` orders and collapses
+(ties, distinct passages) exactly as for the hand-set formula, which is the special case
+w = (fused 1, title λ, centroid μ).
+
+The weights are fitted by :func:`fit_topic_weights`: a listwise softmax loss per question,
+
+    L(w) = (1/n) Σ_q [log Σ_{t ∈ G_q} e^{S_q(t)} − log Σ_{t ∈ P_q} e^{S_q(t)}] + α ||w||²,
+
+G_q the documents present for q and P_q those whose shown passage answers it (its homes
+meet the labels), minimised by L-BFGS with the gradient X_qᵀ(π − ρ) of
+:func:`tinyllm.rag.cross_encoder.listwise_loss`. Only the direction of w orders documents;
+α fixes its scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyllm.rag.collapse import document_ranking
+from tinyllm.rag.cross_encoder import listwise_loss
+
+TOPIC_FEATURES = ("fused", "title", "centroid", "dense_max", "bm25_max", "maxsim")
+
+
+@dataclass
+class TopicTable:
+    """The documents present for one query, their features and what ranks them.
+
+    ``documents`` (in the order of their best fused passage), ``passages`` (that passage of
+    each), ``features`` [n, len(TOPIC_FEATURES)]; ``fused`` and ``memberships``: the fused
+    passage scores and the passages' documents, from which :func:`rank_topics` ranks."""
+
+    documents: list[str]
+    passages: np.ndarray
+    features: np.ndarray
+    fused: list[tuple[int, float]]
+    memberships: Sequence[Collection[str]]
+
+
+def topic_table(
+    fused: Sequence[tuple[int, float]],
+    memberships: Sequence[Collection[str]],
+    lexical: Sequence[tuple[int, float]],
+    dense: Sequence[tuple[int, float]],
+    title: Mapping[str, float],
+    centroid: Mapping[str, float],
+    maxsim: np.ndarray | None = None,
+) -> TopicTable:
+    """The :class:`TopicTable` of one query from its first stages: ``fused`` [(passage,
+    F)], ``lexical`` and ``dense`` [(passage, score)] (the top lists that were fused),
+    ``title`` and ``centroid`` cosines per document, ``maxsim`` [P] (None: the column is 0)."""
+    ranked = document_ranking(fused, memberships)  # every present document, best passage
+    documents = [d for d, _, _ in ranked]
+    n_passages = len(memberships)
+    floor = min((s for _, s in dense), default=0.0)
+    dense_all = np.full(n_passages, floor)
+    for pid, score in dense:
+        dense_all[pid] = score
+    bm25_all = np.zeros(n_passages)
+    top = max((s for _, s in lexical), default=0.0)
+    if top > 0.0:
+        for pid, score in lexical:
+            bm25_all[pid] = score / top
+    column = {d: j for j, d in enumerate(documents)}
+    dense_max = np.full(len(documents), -np.inf)
+    bm25_max = np.zeros(len(documents))
+    maxsim_max = np.zeros(len(documents)) if maxsim is None else np.full(len(documents), -np.inf)
+    for pid, members in enumerate(memberships):
+        for document in members:
+            j = column.get(document)
+            if j is None:
+                continue
+            dense_max[j] = max(dense_max[j], dense_all[pid])
+            bm25_max[j] = max(bm25_max[j], bm25_all[pid])
+            if maxsim is not None:
+                maxsim_max[j] = max(maxsim_max[j], float(maxsim[pid]))
+    features = np.column_stack(
+        [
+            [f for _, _, f in ranked],
+            [title.get(d, 0.0) for d in documents],
+            [centroid[d] for d in documents],
+            dense_max,
+            bm25_max,
+            maxsim_max,
+        ]
+    )
+    return TopicTable(
+        documents, np.array([p for _, p, _ in ranked], dtype=np.int64), features, list(fused),
+        memberships,
+    )  # fmt: skip
+
+
+def _weight_vector(weights: Mapping[str, float]) -> np.ndarray:
+    unknown = set(weights) - set(TOPIC_FEATURES)
+    if unknown:
+        raise ValueError(
+            f"topic weights: unknown features {sorted(unknown)}; known: {TOPIC_FEATURES}"
+        )
+    w = np.array([float(weights.get(f, 0.0)) for f in TOPIC_FEATURES])
+    if not w[0] > 0.0:
+        raise ValueError(f"topic weights: 'fused' must be > 0, got {w[0]!r}")
+    return w
+
+
+def rank_topics(
+    table: TopicTable, weights: Mapping[str, float], distinct_passages: bool = True
+) -> list[tuple[str, int, float]]:
+    """``[(document, shown passage, S), ...]`` best first, S = Σ_f w_f x_f, through
+    :func:`~tinyllm.rag.collapse.document_ranking` (its tie rules and
+    ``distinct_passages``)."""
+    w = _weight_vector(weights)
+    rest = table.features[:, 1:] @ w[1:] if len(table.documents) else np.zeros(0)
+    prior = dict(zip(table.documents, rest.tolist()))
+    scaled = [(pid, w[0] * score) for pid, score in table.fused]
+    return document_ranking(scaled, table.memberships, prior, 1.0, distinct_passages)
+
+
+def fit_topic_weights(
+    tables: Sequence[TopicTable],
+    positives: Sequence[np.ndarray],
+    l2: float = 1e-4,
+    start: Mapping[str, float] | None = None,
+    features: Sequence[str] = TOPIC_FEATURES,
+) -> dict[str, float]:
+    """Weights of ``features`` (the others 0) minimising the listwise loss of the module
+    docstring over the tables with at least one positive (``positives[i]``: a bool per
+    document of ``tables[i]``); ``start``: the initial weights (default fused 1)."""
+    from scipy.optimize import minimize
+
+    if len(tables) != len(positives):
+        raise ValueError(f"fit_topic_weights: {len(tables)} tables, {len(positives)} positives")
+    columns = [TOPIC_FEATURES.index(f) for f in features]
+    groups = []
+    for table, positive in zip(tables, positives):
+        positive = np.asarray(positive, dtype=bool)
+        if positive.shape != (len(table.documents),):
+            raise ValueError(
+                f"fit_topic_weights: positives {positive.shape} for {len(table.documents)} "
+                "documents"
+            )
+        if positive.any():
+            groups.append((table.features[:, columns], positive))
+    if not groups:
+        raise ValueError("fit_topic_weights: no question has a positive document")
+    w0 = np.array([(start or {"fused": 1.0}).get(f, 0.0) for f in features])
+
+    def objective(w):
+        total, grad = 0.0, np.zeros_like(w)
+        for x, positive in groups:
+            loss, d_scores = listwise_loss(x @ w, positive)
+            total += loss
+            grad += x.T @ d_scores
+        n = len(groups)
+        return total / n + l2 * (w @ w), grad / n + 2.0 * l2 * w
+
+    w = minimize(objective, w0, jac=True, method="L-BFGS-B").x
+    return {f: float(v) for f, v in zip(features, w)}
