@@ -105,6 +105,10 @@ def embed_batch(model: BertModel, ids, mask, types=None, normalize: bool = True)
     ``encode_sentences`` does); ``tinyllm bench encode`` times exactly this call.
     """
     hidden = model(ids, mask, types, skip_padding=True)  # [B, T, C], 0 at padding
+    return _pooled(hidden, mask, normalize)
+
+
+def _pooled(hidden: Tensor, mask, normalize: bool) -> np.ndarray:
     e = mean_pool(hidden, mask)  # [B, C]
     if normalize:
         e = l2_normalize(e)
@@ -119,12 +123,14 @@ def encode_sentences(
     max_length: int = MAX_SEQ_LENGTH,
     normalize: bool = True,
     show_progress_bar: bool = False,
-    output_value: str = "sentence_embedding",
-) -> np.ndarray | list[np.ndarray]:
+    output_value: str | None = "sentence_embedding",
+) -> np.ndarray | list:
     """Sentence embeddings [N, C] float32 (mean-pooled; unit length when ``normalize``), or
     with ``output_value="token_embeddings"`` a list of N arrays [T_i, C]: the final hidden
-    states of each sentence's T_i tokens ([CLS] and [SEP] included, never normalized), as
-    sentence-transformers' ``encode(..., output_value="token_embeddings")``.
+    states of each sentence's T_i tokens ([CLS] and [SEP] included, never normalized), or
+    with ``output_value=None`` a list of N dicts with both, ``"sentence_embedding"`` and
+    ``"token_embeddings"``, and the ``"input_ids"`` [T_i] (one forward pass), as
+    sentence-transformers' ``encode(..., output_value=...)``.
 
     ``model``: a ``BertModel`` (``model(input_ids, attention_mask, token_type_ids)`` ->
     [B, T, C], with ``skip_padding=True``: the layers skip padded tokens, which mean
@@ -139,21 +145,24 @@ def encode_sentences(
         if not isinstance(s, str):
             raise TypeError(f"encode_sentences: sentences[{i}] is a {type(s).__name__}, not str")
     batch_size = _positive_int(batch_size, "encode_sentences", "batch_size")
-    if output_value not in OUTPUT_VALUES:
+    if output_value is not None and output_value not in OUTPUT_VALUES:
         raise ValueError(
-            f"encode_sentences: output_value must be one of {OUTPUT_VALUES}, got {output_value!r}"
+            f"encode_sentences: output_value must be one of {OUTPUT_VALUES} or None, got "
+            f"{output_value!r}"
         )
-    tokens = output_value == "token_embeddings"
+    sentence_only = output_value == "sentence_embedding"
     width = model.config.hidden_size
     if not sentences:
-        return [] if tokens else np.zeros((0, width), dtype=np.float32)
+        return np.zeros((0, width), dtype=np.float32) if sentence_only else []
 
     # tokenize once, then batch the longest first so each batch pads little
     encoded = [
         tokenizer.encode_with_types(s, max_length=max_length, truncation=True) for s in sentences
     ]
     order = sorted(range(len(sentences)), key=lambda i: -len(encoded[i][0]))
-    out = [None] * len(sentences) if tokens else np.empty((len(sentences), width), np.float32)
+    out = (
+        np.empty((len(sentences), width), np.float32) if sentence_only else [None] * len(sentences)
+    )
     starts = range(0, len(order), batch_size)
     if show_progress_bar:
         from tqdm import tqdm
@@ -172,12 +181,23 @@ def encode_sentences(
                 for b, i in enumerate(rows):
                     n = len(encoded[i][0])
                     ids[b, :n], types[b, :n], mask[b, :n] = encoded[i][0], encoded[i][1], 1
-                if tokens:
-                    hidden = model(ids, mask, types, skip_padding=True).numpy()
-                    for b, i in enumerate(rows):
-                        out[i] = np.array(hidden[b, : len(encoded[i][0])], dtype=np.float32)
-                else:
+                if sentence_only:
                     out[rows] = embed_batch(model, ids, mask, types, normalize)
+                    continue
+                hidden = model(ids, mask, types, skip_padding=True)
+                pooled = _pooled(hidden, mask, normalize) if output_value is None else None
+                states = hidden.numpy()
+                for b, i in enumerate(rows):
+                    n = len(encoded[i][0])
+                    token_states = np.array(states[b, :n], dtype=np.float32)
+                    if output_value is None:
+                        out[i] = {
+                            "sentence_embedding": pooled[b],
+                            "token_embeddings": token_states,
+                            "input_ids": np.asarray(encoded[i][0], dtype=np.int64),
+                        }
+                    else:
+                        out[i] = token_states
     finally:
         model.train(was_training)
     return out
@@ -350,7 +370,7 @@ class MiniLMEmbedder:
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         normalize_embeddings: bool | None = None,
-        output_value: str = "sentence_embedding",
+        output_value: str | None = "sentence_embedding",
     ) -> np.ndarray | Tensor | list:
         """Embeddings of ``sentences``, as ``SentenceTransformer.encode``.
 
@@ -364,7 +384,8 @@ class MiniLMEmbedder:
         ``batch_size``: default the embedder's (32); ``show_progress_bar``: a tqdm bar over
         the batches (None: off). ``output_value="token_embeddings"``: per sentence the final
         hidden states of its tokens, [T_i, D] ([CLS] and [SEP] included, not normalized; a
-        list of them for a list, one array for one str).
+        list of them for a list, one array for one str); ``output_value=None``: per sentence
+        a dict of both and the ``input_ids``, from one forward pass (NumPy arrays).
         """
         single = isinstance(sentences, str)
         if not single and not isinstance(sentences, Sequence):
@@ -391,7 +412,7 @@ class MiniLMEmbedder:
         )
         if single:
             out = out[0]
-        if convert_to_tensor or not convert_to_numpy:
+        if output_value is not None and (convert_to_tensor or not convert_to_numpy):
             return Tensor(out) if isinstance(out, np.ndarray) else [Tensor(o) for o in out]
         return out
 

@@ -441,6 +441,33 @@ def tiny_embedder(**options) -> MiniLMEmbedder:
     return MiniLMEmbedder(model=tiny_model(seed=5), tokenizer=tokenizer, **options)
 
 
+def test_encode_token_embeddings_as_sentence_transformers():
+    """``output_value="token_embeddings"``: the hidden states of every token, whose mean over
+    the tokens is the (unnormalized) sentence embedding; ``output_value=None``: both, from
+    one pass, with the input ids."""
+    embedder = tiny_embedder(batch_size=2)
+    sentences = ["the cat sat", "a", "the cat sat on the mat"]
+    tokens = embedder.encode(sentences, output_value="token_embeddings")
+    raw = embedder.encode(sentences)
+    for sentence, states, pooled in zip(sentences, tokens, raw):
+        ids, _ = embedder.tokenizer.encode_with_types(sentence, max_length=64, truncation=True)
+        assert states.shape == (len(ids), 8) and states.dtype == np.float32
+        np.testing.assert_allclose(states.mean(axis=0), pooled, rtol=1e-5, atol=1e-6)
+    one = embedder.encode("the cat sat", output_value="token_embeddings")
+    np.testing.assert_allclose(one, tokens[0], atol=1e-6)
+    both = embedder.encode(sentences, output_value=None, normalize_embeddings=True)
+    np.testing.assert_array_equal(
+        np.stack([b["sentence_embedding"] for b in both]), embedder(sentences)
+    )
+    for b, states, sentence in zip(both, tokens, sentences):
+        np.testing.assert_allclose(b["token_embeddings"], states, atol=1e-6)
+        ids, _ = embedder.tokenizer.encode_with_types(sentence, max_length=64, truncation=True)
+        assert b["input_ids"].tolist() == list(ids)
+    assert embedder.encode([], output_value="token_embeddings") == []
+    with pytest.raises(ValueError, match="output_value must be one of"):
+        embedder.encode(sentences, output_value="cls_token")
+
+
 def test_encode_has_sentence_transformers_semantics():
     embedder = tiny_embedder(batch_size=2)
     sentences = ["the cat sat", "a", "the cat sat on the mat", "b c"]

@@ -37,43 +37,48 @@ def is_content_piece(piece: str) -> bool:
     return word.isalnum() and word.lower() not in STOPWORDS
 
 
-def content_token_states(embedder, texts: Sequence[str]) -> list[np.ndarray]:
-    """Per text, the unit rows [n_i, D] float32 of its content tokens' final hidden states.
+def content_rows(token_states: np.ndarray, input_ids, tokenizer) -> np.ndarray:
+    """The unit rows [n, D] float32 of the content tokens of one text, from its final hidden
+    states [T, D] and ``input_ids`` [T] ([CLS] first, [SEP] last, both dropped)."""
+    token_states = np.asarray(token_states, dtype=np.float32)
+    if token_states.ndim != 2 or len(token_states) != len(input_ids):
+        raise ValueError(
+            f"content_rows: {len(input_ids)} token ids for hidden states {token_states.shape}"
+        )
+    inner, ids = token_states[1:-1], list(input_ids)[1:-1]
+    keep = np.array([is_content_piece(tokenizer.id_to_token(int(i))) for i in ids], dtype=bool)
+    if keep.any():
+        rows = inner[keep]
+    else:  # no content token: every token ([CLS] and [SEP] too for an empty text)
+        rows = inner if len(inner) else token_states
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
-    ``embedder`` needs ``encode(texts, output_value="token_embeddings")`` (one [T_i, D]
-    array per text, [CLS] first and [SEP] last), ``tokenizer`` and ``max_length``, as
-    :class:`tinyllm.embeddings.MiniLMEmbedder` has."""
+
+def encode_with_tokens(embedder, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per text, (its unit sentence embedding [D], its :func:`content_rows` [n, D]) from one
+    forward pass: ``embedder`` needs ``encode(texts, output_value=None,
+    normalize_embeddings=True)`` (dicts with ``sentence_embedding``, ``token_embeddings`` and
+    ``input_ids``, as sentence-transformers and :class:`tinyllm.embeddings.MiniLMEmbedder`
+    give) and ``tokenizer``."""
     if isinstance(texts, str):
-        raise TypeError("content_token_states: pass a list of texts, not one str")
-    for name in ("encode", "tokenizer", "max_length"):
+        raise TypeError("encode_with_tokens: pass a list of texts, not one str")
+    for name in ("encode", "tokenizer"):
         if not hasattr(embedder, name):
             raise TypeError(
-                f"content_token_states: the embedder {type(embedder).__name__} has no "
-                f"{name!r}; late interaction needs a token-level encoder such as MiniLMEmbedder"
+                f"encode_with_tokens: the embedder {type(embedder).__name__} has no {name!r}; "
+                "late interaction needs a token-level encoder such as MiniLMEmbedder"
             )
     texts = list(texts)
     if not texts:
         return []
-    states = embedder.encode(texts, output_value="token_embeddings")
-    tokenizer = embedder.tokenizer
-    out = []
-    for text, hidden in zip(texts, states):
-        ids, _ = tokenizer.encode_with_types(text, max_length=embedder.max_length, truncation=True)
-        if len(ids) != len(hidden):
-            raise ValueError(
-                f"content_token_states: {len(ids)} token ids but {len(hidden)} hidden states "
-                f"for {text[:40]!r}"
-            )
-        inner = np.asarray(hidden[1:-1], dtype=np.float32)  # without [CLS] and [SEP]
-        if not len(inner):
-            inner = np.asarray(hidden, dtype=np.float32)
-            keep = np.ones(len(inner), dtype=bool)
-        else:
-            keep = np.array([is_content_piece(tokenizer.id_to_token(int(i))) for i in ids[1:-1]])
-        rows = inner[keep] if keep.any() else inner
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        out.append(rows / np.maximum(norms, 1e-12))
-    return out
+    outputs = embedder.encode(texts, output_value=None, normalize_embeddings=True)
+    return [
+        (
+            np.asarray(o["sentence_embedding"], dtype=np.float32),
+            content_rows(o["token_embeddings"], o["input_ids"], embedder.tokenizer),
+        )
+        for o in outputs
+    ]
 
 
 class TokenIndex:
@@ -101,8 +106,8 @@ class TokenIndex:
 
     @classmethod
     def build(cls, embedder, texts: Sequence[str]) -> TokenIndex:
-        """Encode ``texts`` (the passages) with :func:`content_token_states`."""
-        states = content_token_states(embedder, texts)
+        """Encode ``texts`` (the passages) with :func:`encode_with_tokens`."""
+        states = [rows for _, rows in encode_with_tokens(embedder, texts)]
         if not states:
             raise ValueError("TokenIndex.build: no texts")
         offsets = np.cumsum([0] + [len(s) for s in states])

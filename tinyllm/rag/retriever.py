@@ -54,7 +54,7 @@ from tinyllm.rag.embedders import TfidfProjectionEmbedder, describe_embedder
 from tinyllm.rag.exact import ExactIndex
 from tinyllm.rag.fusion import RRF_K, reciprocal_rank_fusion, score_fusion
 from tinyllm.rag.hnsw import HNSWIndex
-from tinyllm.rag.late_interaction import TokenIndex, content_token_states
+from tinyllm.rag.late_interaction import TokenIndex, encode_with_tokens
 from tinyllm.rag.passages import Passage
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.similarity import normalize
@@ -240,9 +240,12 @@ class PassageRetriever:
 
     def _query_tokens(self, query: str) -> np.ndarray:
         """The query's content-token unit rows [m, D] (late interaction), kept for the last
-        query."""
+        query; the same forward pass also gives :meth:`_query_vector` (without an adapter)."""
         if self._last_tokens is None or self._last_tokens[0] != query:
-            self._last_tokens = (query, content_token_states(self.embedder, [query])[0])
+            vector, rows = encode_with_tokens(self.embedder, [query])[0]
+            self._last_tokens = (query, rows)
+            if self.query_adapter is None:
+                self._last_query = (query, None, vector)
         return self._last_tokens[1]
 
     def _title_cosines(self, query: str) -> dict[str, float]:
@@ -355,15 +358,15 @@ class PassageRetriever:
                 "PassageRetriever.search_documents: topic_weights use 'maxsim' but the store "
                 "has no token index (build it with late_interaction=True)"
             )
+        maxsim = None
+        if use_maxsim and self.token_index is not None:  # first: one pass embeds the query
+            maxsim = self.token_index.scores(self._query_tokens(query))
         lexical = self._bm25_ranking(query, fetch_k)
         dense = self._dense_ranking(query, fetch_k)
         fused = score_fusion([dict(lexical), dict(dense)], weights)
         names, centroids = self.topic_centroids()
         cosines = (centroids @ self._query_vector(query)).tolist()
         title = self._title_cosines(query) if self.titles else {}
-        maxsim = None
-        if use_maxsim and self.token_index is not None:
-            maxsim = self.token_index.scores(self._query_tokens(query))
         return topic_table(
             fused, self.memberships, lexical, dense, title, dict(zip(names, cosines)), maxsim
         )
