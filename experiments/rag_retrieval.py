@@ -1397,6 +1397,11 @@ ROUND7_L2 = (1e-4, 1e-3)
 WEIGHT_DECIMALS = 4  # the shipped TOPIC_WEIGHTS are the fitted weights rounded to this
 
 
+def round7_choosing_set() -> list[dict]:
+    """The dev half, the first held-out half and the fresh set: 448 questions."""
+    return [q for split in ("dev", "heldout", "fresh") for q in load_questions(split)]
+
+
 def late_store(args, embed):
     """``shipped_store`` with the late-interaction token index (``tinyllm rag build --dense
     minilm``'s store), the index cached in ``args.cache``."""
@@ -1434,7 +1439,7 @@ def round7_experiment(args, embed, embed_name) -> dict:
 
     store, topics = late_store(args, embed)
     homes = passage_homes(store.passages, topics)
-    questions = load_questions("dev") + load_questions("heldout") + load_questions("fresh")
+    questions = round7_choosing_set()
     gold = [set(q["topics"]) for q in questions]
     start = time.perf_counter()
     tables = [store.topic_features(q["question"]) for q in questions]
@@ -1557,6 +1562,30 @@ def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> di
                   f"{row['strict_hit@5']:.3f} {row['strict_mrr']:.3f} {ms:7.2f} ms",
                   flush=True)  # fmt: skip
     return {"frozen": frozen, "rows": rows}
+
+
+def latency7_experiment(args, embed, embed_name) -> dict:
+    """Latency per query, one question at a time (embedding and token states included), of
+    the shipped default and round 6's formula on the same store, over the round-7 choosing
+    set (no held-out set is read): round 7's looks measured the code of the look, which ran
+    a second forward pass for the token states."""
+    store, _ = late_store(args, embed)
+    questions = [q["question"] for q in round7_choosing_set()]
+    store.search_documents(questions[0], 5)  # first-use costs (title vectors, centroids)
+    out = {"questions": len(questions), "rounds": 3, "ms_per_query": {}}
+    for label, weights in (("round 7 (shipped default)", "auto"), ("round 6 formula", None)):
+        times = []
+        for _ in range(out["rounds"]):
+            store.embedder.memory.clear()
+            start = time.perf_counter()
+            for q in questions:
+                store._last_query = store._last_tokens = None
+                store.search_documents(q, 5, topic_weights=weights)
+            times.append((time.perf_counter() - start) / len(questions) * 1e3)
+        out["ms_per_query"][label] = {"median": round(float(np.median(times)), 2),
+                                      "all": [round(t, 2) for t in times]}  # fmt: skip
+        print(f"{label}: {np.median(times):.2f} ms per query", flush=True)
+    return out
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -1705,6 +1734,7 @@ def main(argv=None) -> int:
             "third6",
             "round7",
             "final7",
+            "latency7",
         ],
     )
     parser.add_argument(
@@ -1792,6 +1822,11 @@ def main(argv=None) -> int:
         final["looks_overall"] = {"third": 2, "fourth": 1}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_final_round7.json").write_text(json.dumps(final, indent=1) + "\n")
+    if "latency7" in args.parts:  # latency of the shipped code, on the choosing set
+        latency = latency7_experiment(args, embed, embed_name)
+        latency["machine"] = results["machine"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_latency_round7.json").write_text(json.dumps(latency, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

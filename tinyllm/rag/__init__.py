@@ -13,7 +13,9 @@ cross-encoder; :mod:`~tinyllm.rag.cross_encoder`, a MiniLM cross-encoder with a 
 Judging: :mod:`~tinyllm.rag.evaluation` (the natural-language question set, hit@k, MRR).
 Passages and the store: :mod:`~tinyllm.rag.passages`, :mod:`~tinyllm.rag.context` (title and
 section heading in front of each passage), :mod:`~tinyllm.rag.collapse` (one result per
-document, MaxP plus title and topic-centroid priors), :mod:`~tinyllm.rag.retriever`
+document, MaxP plus title and topic-centroid priors), :mod:`~tinyllm.rag.topic_scoring` (a
+learned linear topic score) with :mod:`~tinyllm.rag.late_interaction` (ColBERT's MaxSim from
+MiniLM's token states), :mod:`~tinyllm.rag.retriever`
 (``corpus_retriever``, the dev-chosen store; ``search_documents``). Embedders:
 :class:`TfidfProjectionEmbedder` (no model) and :class:`MiniLMEmbedder` (all-MiniLM-L6-v2,
 from :mod:`tinyllm.embeddings`). Nothing is compiled at import; Numba kernels compile on first
@@ -33,6 +35,7 @@ from tinyllm.rag.fusion import min_max_normalize, reciprocal_rank_fusion, score_
 from tinyllm.rag.hnsw import HNSWIndex
 from tinyllm.rag.ivf import IVFIndex
 from tinyllm.rag.kmeans import kmeans
+from tinyllm.rag.late_interaction import TokenIndex
 from tinyllm.rag.lsh import LSHIndex
 from tinyllm.rag.passages import Passage, corpus_passages, split_passages
 from tinyllm.rag.persistence import load_index
@@ -42,6 +45,7 @@ from tinyllm.rag.rerank import cross_encoder_rerank, mmr
 from tinyllm.rag.retriever import PassageRetriever, corpus_retriever
 from tinyllm.rag.similarity import cosine_similarity, dot_similarity, l2_distance, normalize
 from tinyllm.rag.text import tokenize
+from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics, topic_table
 
 __all__ = [
     "BM25",
@@ -56,6 +60,7 @@ __all__ = [
     "PassageRetriever",
     "QueryAdapter",
     "TfidfProjectionEmbedder",
+    "TokenIndex",
     "bm25_idf",
     "contextualize",
     "corpus_passages",
@@ -66,6 +71,7 @@ __all__ = [
     "dot_similarity",
     "exact_search",
     "extractive_compress",
+    "fit_topic_weights",
     "fit_query_adapter",
     "hyde_search",
     "hyde_vector",
@@ -79,6 +85,7 @@ __all__ = [
     "normalize",
     "passage_context",
     "passage_homes",
+    "rank_topics",
     "ranking_metrics",
     "reciprocal_rank_fusion",
     "rerank_results",
@@ -89,5 +96,6 @@ __all__ = [
     "surprisal_compress",
     "tokenize",
     "top_k",
+    "topic_table",
     "topic_titles",
 ]
