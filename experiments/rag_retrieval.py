@@ -74,6 +74,19 @@ with the same frozen pipelines; writes ``experiments/results/rag_third_round6.js
 
     python experiments/rag_retrieval.py --parts third6
 
+Part "round7": a learned linear topic score with a late-interaction (MaxSim) term, chosen on
+448 questions (dev, first held-out half, fresh set) by cross-validation over both splits,
+the adopted weights frozen in ``experiments/results/rag_round7_frozen.json``; writes
+``experiments/results/rag_round7_choosing.json``. Part "final7": the third set's second look
+and the fourth set's first (``tinyllm/data/rag_questions_fourth.json``) for the frozen
+default and round 6's formula; writes ``experiments/results/rag_final_round7.json``. Part
+"latency7": the shipped code's latency per query on the choosing set
+(``experiments/results/rag_latency_round7.json``). MiniLM only:
+
+    python experiments/rag_retrieval.py --parts round7
+    python experiments/rag_retrieval.py --parts final7
+    python experiments/rag_retrieval.py --parts latency7
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,

@@ -12,8 +12,12 @@ passages, collapsed to one result per help topic (its best passage) plus 0.3 x t
 the query and the topic title and 0.75 x the cosine of the query and the topic's centroid
 (the unit mean of its passage vectors; :meth:`tinyllm.rag.retriever.PassageRetriever.
 search_documents`), each passage shown once (under the first topic it stands for; the
-output names its other topics). Passage size, context, mode and weights were chosen on the
-development half of the natural-language question set (``tinyllm/data/rag_questions.json``;
+output names its other topics). A ``--dense minilm`` store also keeps MiniLM's token states
+of every passage (late interaction; ``--no-late-interaction`` to skip), and ``documents`` then
+scores a topic by the learned weighted sum of :data:`tinyllm.rag.retriever.TOPIC_WEIGHTS`
+(fused passage score, title and centroid cosines, best dense and BM25 scores, best MaxSim;
+:mod:`tinyllm.rag.topic_scoring`). Passage size, context, mode and weights were chosen on the
+natural-language question sets (``tinyllm/data/rag_questions*.json``;
 ``experiments/rag_retrieval.py``); the README section "Retrieval judged on natural-language
 questions" lists the dev and held-out scores. ``--rerank`` reorders the fused top 20
 passages with the MiniLM cross-encoder head of :mod:`tinyllm.rag.cross_encoder` (a MiniLM
@@ -101,7 +105,8 @@ def register(subparsers) -> None:
         default="auto",
         help="auto (default: documents on a store with a dense index, else bm25); "
         "documents = hybrid_score collapsed to one passage per help topic, plus title and "
-        "topic-centroid terms; dense, hybrid (RRF) and hybrid_score need a dense index",
+        "topic-centroid terms (the learned topic score on a --dense minilm store with late "
+        "interaction); dense, hybrid (RRF) and hybrid_score need a dense index",
     )
     query.add_argument(
         "--rerank",

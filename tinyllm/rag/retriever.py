@@ -27,7 +27,11 @@ document_ranking` to one result per document (its best passage), plus ``title_we
 ``centroid_weight`` (μ = :data:`CENTROID_WEIGHT`) times the cosine of the query and the
 document's centroid (the unit mean of its passages' dense vectors); a passage that several
 documents share (the help topics repeat text word for word) is shown once, under the first of
-them (``distinct_passages``, :data:`DISTINCT_PASSAGES`). The
+them (``distinct_passages``, :data:`DISTINCT_PASSAGES`). On a store built with
+``late_interaction`` (MiniLM's content-token states of every passage,
+:class:`~tinyllm.rag.late_interaction.TokenIndex`, saved as ``late.npz``) the document score
+is instead the learned weighted sum of :mod:`tinyllm.rag.topic_scoring` with
+:data:`TOPIC_WEIGHTS` (fitted on 448 questions in round 7 of the experiment). The
 indexes may be built over ``index_texts`` instead of the passage texts, e.g. the passages
 with their title and section heading in front (:func:`tinyllm.rag.context.contextualize`).
 
@@ -36,7 +40,7 @@ The embedder is pluggable (any ``embed(texts) -> (n, D)``); only a
 must be passed again to :meth:`PassageRetriever.load`.
 
 Directory layout: ``passages.json``, ``bm25.npz`` and, with a dense index, ``dense.npz`` and
-``embedder.npz``; every file is written atomically.
+``embedder.npz`` (and ``late.npz`` with late interaction); every file is written atomically.
 """
 
 from __future__ import annotations
