@@ -62,7 +62,7 @@ from tinyllm.rag.late_interaction import TokenIndex, encode_with_tokens
 from tinyllm.rag.passages import Passage
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.similarity import normalize
-from tinyllm.rag.topic_scoring import TopicTable, rank_topics, topic_table
+from tinyllm.rag.topic_scoring import TopicTable, check_topic_weights, rank_topics, topic_table
 
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
 FUSION_WEIGHTS = (0.25, 1.0)  # (BM25, dense), chosen on the dev questions
@@ -115,11 +115,11 @@ class PassageRetriever:
         self.bm25 = bm25
         self.embedder = embedder
         self.dense_index = dense_index
-        # the documents of every passage (default: its own topic) and the documents' titles
         if token_index is not None and (dense_index is None or len(token_index) != len(passages)):
             raise ValueError(
                 "PassageRetriever: a token_index needs a dense store and one entry per passage"
             )
+        # the documents of every passage (default: its own topic) and the documents' titles
         self.memberships = [
             tuple(sorted(m)) for m in (memberships or [[p.topic] for p in self.passages])
         ]
@@ -315,6 +315,7 @@ class PassageRetriever:
                 )
             topic_weights = TOPIC_WEIGHTS if self.token_index is not None else None
         if topic_weights is not None:
+            check_topic_weights(topic_weights)
             table = self.topic_features(query, max(k, fetch_k), weights, topic_weights)
             ranked = rank_topics(table, topic_weights, distinct_passages)[:k]
             return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
@@ -359,8 +360,8 @@ class PassageRetriever:
         use_maxsim = topic_weights is None or topic_weights.get("maxsim", 0.0) != 0.0
         if use_maxsim and self.token_index is None and topic_weights is not None:
             raise ValueError(
-                "PassageRetriever.search_documents: topic_weights use 'maxsim' but the store "
-                "has no token index (build it with late_interaction=True)"
+                "PassageRetriever: topic_weights use 'maxsim' but the store has no token index "
+                "(build it with late_interaction=True)"
             )
         maxsim = None
         if use_maxsim and self.token_index is not None:  # first: one pass embeds the query

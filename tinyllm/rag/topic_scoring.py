@@ -103,13 +103,17 @@ def topic_table(
             maxsim_max,
         ]
     )
-    return TopicTable(
-        documents, np.array([p for _, p, _ in ranked], dtype=np.int64), features, list(fused),
-        memberships,
-    )  # fmt: skip
+    passages = np.array([p for _, p, _ in ranked], dtype=np.int64)
+    return TopicTable(documents, passages, features, list(fused), memberships)
 
 
-def _weight_vector(weights: Mapping[str, float]) -> np.ndarray:
+def check_topic_weights(weights: Mapping[str, float]) -> np.ndarray:
+    """``weights`` as a vector in ``TOPIC_FEATURES`` order (missing: 0); a ValueError names
+    an unknown feature or a ``fused`` weight that is not positive."""
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"topic weights: a mapping of feature -> weight, got {type(weights).__name__}"
+        )
     unknown = set(weights) - set(TOPIC_FEATURES)
     if unknown:
         raise ValueError(
@@ -127,7 +131,7 @@ def rank_topics(
     """``[(document, shown passage, S), ...]`` best first, S = Σ_f w_f x_f, through
     :func:`~tinyllm.rag.collapse.document_ranking` (its tie rules and
     ``distinct_passages``)."""
-    w = _weight_vector(weights)
+    w = check_topic_weights(weights)
     rest = table.features[:, 1:] @ w[1:] if len(table.documents) else np.zeros(0)
     prior = dict(zip(table.documents, rest.tolist()))
     scaled = [(pid, w[0] * score) for pid, score in table.fused]
