@@ -784,6 +784,18 @@ def reciprocal_ranks(rankings, gold, homes) -> np.ndarray:
     return np.array(out)
 
 
+def strict_metrics(named: list[list[str]], gold) -> dict:
+    """hit@1, hit@5 and MRR judged strictly by topic name: ``named[i]`` the topics returned
+    for question i, best first (its top 10), ``gold[i]`` the labelled topics."""
+    first = [next((i for i, d in enumerate(ns) if d in g), None) for ns, g in zip(named, gold)]
+    n = len(first)
+    return {
+        "strict_hit@1": sum(r == 0 for r in first) / n,
+        "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
+        "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n,
+    }
+
+
 def fold_summary(rr: np.ndarray, folds: np.ndarray, base: np.ndarray | None = None) -> dict:
     """hit@1, hit@5, MRR over all questions, the MRR of each fold, and (with ``base``, the
     baseline's reciprocal ranks) the per-fold MRR gain: mean, standard deviation, folds
@@ -1037,22 +1049,15 @@ def round3_experiment(
             for q in queries:
                 hits = store.search_documents(q, 10, centroid_weight=mu, distinct_passages=distinct)
                 strict.append([d for d, _, _ in hits])
-            first = [
-                next((i for i, d in enumerate(names) if d in g), None)
-                for names, g in zip(strict, gold)
-            ]
-            n = len(questions)
             row = {
                 "split": split,
                 "method": label,
                 "centroid_weight": mu,
                 "distinct_passages": distinct,
                 **ranking_metrics(rankings, gold, homes),
-                "strict_hit@1": sum(r == 0 for r in first) / n,
-                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
-                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n,
+                **strict_metrics(strict, gold),
                 "ms_per_query": round(ms, 2),
-                "questions": n,
+                "questions": len(questions),
             }
             rows.append(row)
             print(
@@ -1347,13 +1352,6 @@ def round6_experiment(args, embed, embed_name) -> dict:
         names_b.append([d for d, _ in ranked[:10]])
     rr_base = reciprocal_ranks(base, gold, homes)
 
-    def strict_metrics(named):
-        first = [next((i for i, d in enumerate(ns) if d in g), None) for ns, g in zip(named, gold)]
-        n = len(first)
-        return {"strict_hit@1": sum(r == 0 for r in first) / n,
-                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
-                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n}  # fmt: skip
-
     def row(label, ranked, named, against_base=True):
         rr = reciprocal_ranks(ranked, gold, homes)
         out = {"method": label, **fold_summary(rr, folds, rr_base if against_base else None)}
@@ -1367,7 +1365,7 @@ def round6_experiment(args, embed, embed_name) -> dict:
             r = rr[part]
             out[half] = {"hit@1": float(np.mean(r == 1.0)), "hit@5": float(np.mean(r >= 0.2)),
                          "mrr": float(r.mean())}  # fmt: skip
-        out.update(strict_metrics(named))
+        out.update(strict_metrics(named, gold))
         print(f"{label}: {out['hit@1']:.3f} {out['hit@5']:.3f} {out['mrr']:.3f} strict "
               f"{out['strict_hit@1']:.3f} {out['strict_hit@5']:.3f} {out['strict_mrr']:.3f}",
               flush=True)  # fmt: skip
@@ -1472,12 +1470,8 @@ def round7_experiment(args, embed, embed_name) -> dict:
                                 [gold[i] for i in index], homes)  # fmt: skip
 
     def strict(weights):
-        first = [next((j for j, (d, _, _) in enumerate(r[:10]) if d in g), None)
-                 for r, g in zip(ranked(weights, range(len(questions))), gold)]  # fmt: skip
-        n = len(first)
-        return {"strict_hit@1": sum(r == 0 for r in first) / n,
-                "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
-                "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n}  # fmt: skip
+        runs = ranked(weights, range(len(questions)))
+        return strict_metrics([[d for d, _, _ in r[:10]] for r in runs], gold)
 
     base = reciprocal(ROUND6_WEIGHTS)
     rows = [{"features": list(ROUND6_WEIGHTS), "l2": None, "method": "round 6 (shipped)",
@@ -1561,14 +1555,10 @@ def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> di
                     for q in questions]  # fmt: skip
             ms = (time.perf_counter() - start) / len(questions) * 1e3
             rankings = [[p.id for _, p, _ in h] for h in hits]
-            first = [next((i for i, (d, _, _) in enumerate(h[:10]) if d in g), None)
-                     for h, g in zip(hits, gold)]  # fmt: skip
-            n = len(questions)
+            named = [[d for d, _, _ in h[:10]] for h in hits]
             row = {"split": split, "method": label, **ranking_metrics(rankings, gold, homes),
-                   "strict_hit@1": sum(r == 0 for r in first) / n,
-                   "strict_hit@5": sum(r is not None and r < 5 for r in first) / n,
-                   "strict_mrr": sum(1 / (r + 1) for r in first if r is not None) / n,
-                   "ms_per_query": round(ms, 2), "questions": n}  # fmt: skip
+                   **strict_metrics(named, gold), "ms_per_query": round(ms, 2),
+                   "questions": len(questions)}  # fmt: skip
             rows.append(row)
             print(f"{split:8s} {label:50s} {row['hit@1']:.3f} {row['hit@5']:.3f} "
                   f"{row['mrr']:.3f} strict {row['strict_hit@1']:.3f} "
