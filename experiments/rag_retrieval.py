@@ -258,11 +258,17 @@ RRF_KS = (10, 30, 60, 100)
 WEIGHTS = ((1.0, 1.0), (0.5, 1.0), (0.25, 1.0), (1.0, 0.5))  # (BM25, dense)
 
 
+def cache_path(cache: Path | None, name: str, texts: list[str], suffix: str) -> Path | None:
+    """``cache/<name>-<sha16 of texts><suffix>``: where something computed from ``texts`` is
+    kept between runs (None without a cache)."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    return None if cache is None else cache / f"{name}-{digest}{suffix}"
+
+
 def cached_vectors(embed, texts: list[str], cache: Path | None, name: str) -> np.ndarray:
     """Embeddings of ``texts``, read from / written to ``cache/name.npy`` (keyed by a hash
     of the texts) so that repeated runs skip the ~1 min MiniLM pass."""
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    path = None if cache is None else cache / f"{name}-{digest}.npy"
+    path = cache_path(cache, name, texts, ".npy")
     if path is not None and path.is_file():
         return np.load(path)
     vectors = np.asarray(embed(texts), dtype=np.float32)
@@ -1420,8 +1426,7 @@ def late_store(args, embed):
 
     store, topics = shipped_store(args, embed)
     texts = [p.text for p in store.passages]
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    path = None if args.cache is None else args.cache / f"tokens-{digest}.npz"
+    path = cache_path(args.cache, "tokens", texts, ".npz")
     if path is not None and path.is_file():
         store.token_index = TokenIndex.load(path)
     else:
