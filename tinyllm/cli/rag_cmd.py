@@ -165,7 +165,7 @@ def run_build(args: argparse.Namespace) -> int:
     dense = f", dense {args.dense} ({args.index}, dim {dim})" if embedder else ""
     context = "" if args.no_context else ", with title/heading context"
     if store.token_index is not None:
-        context += f", late interaction ({len(store.token_index.vectors)} token states)"
+        context += f", late interaction ({store.token_index.rows} token states)"
     print(f"indexed {len(passages)} passages (BM25 {args.idf} IDF{dense}{context}) into {args.out}")
     return 0
 

@@ -102,10 +102,10 @@ class TokenIndex:
                 "at least one row"
             )
         self.offsets = offsets
-        self.vectors = vectors.astype(np.float16)
-        # float32 and transposed, [D, N] contiguous: the product reads it row by row (about
-        # 35 % faster than multiplying by the transpose of [N, D] here)
-        self._scoring = np.ascontiguousarray(self.vectors.astype(np.float32).T)
+        # the one copy kept: the float16 values, in float32 and transposed, [D, N] contiguous
+        # (the product reads it row by row: about 35 % faster than multiplying by the
+        # transpose of [N, D] here)
+        self._scoring = np.ascontiguousarray(vectors.astype(np.float16).astype(np.float32).T)
 
     @classmethod
     def build(cls, embedder, texts: Sequence[str]) -> TokenIndex:
@@ -120,8 +120,17 @@ class TokenIndex:
         return len(self.offsets) - 1
 
     @property
+    def vectors(self) -> np.ndarray:
+        """The token rows [N, D] float16 (as saved)."""
+        return self._scoring.T.astype(np.float16, order="C")
+
+    @property
+    def rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
     def dim(self) -> int:
-        return self.vectors.shape[1]
+        return self._scoring.shape[0]
 
     def scores(self, query_states: np.ndarray) -> np.ndarray:
         """MaxSim of the query's unit token rows [m, D] against every passage: [P] float32."""
