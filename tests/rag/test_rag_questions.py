@@ -84,10 +84,15 @@ def _runs(text: str, n: int = 6) -> set:
 
 @pytest.mark.parametrize(
     "split, earlier",
-    [("fresh", (None,)), ("third", (None, "fresh")), ("fourth", (None, "fresh", "third"))],
+    [
+        ("fresh", (None,)),
+        ("third", (None, "fresh")),
+        ("fourth", (None, "fresh", "third")),
+        ("fifth", (None, "fresh", "third", "fourth")),
+    ],
 )
 def test_later_held_out_sets_are_labelled_and_independent_of_the_earlier(split, earlier):
-    """The second, third and fourth held-out sets: same format and label checks as the first, ids
+    """The second to fifth held-out sets: same format and label checks as the first, ids
     and wording of their own (no 6-word run shared with a question of an earlier set),
     spread over topics."""
     fresh = load_questions(split)
