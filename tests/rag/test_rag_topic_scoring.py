@@ -18,6 +18,7 @@ from tinyllm.rag.topic_scoring import (
     TOPIC_FEATURES,
     fit_topic_weights,
     rank_topics,
+    topic_objective,
     topic_table,
 )
 
@@ -91,6 +92,28 @@ def test_the_fit_recovers_a_planted_direction():
     # a subset of the features: the others are left out (0 in ranking)
     some = fit_topic_weights(tables, positives, l2=1e-4, features=("fused", "centroid"))
     assert set(some) == {"fused", "centroid"} and some["centroid"] > some["fused"] > 0
+
+
+def test_the_objective_gradient_matches_finite_differences_and_vanishes_at_the_fit():
+    rng = np.random.default_rng(2)
+    tables, positives = planted_tables(rng, rng.normal(size=len(TOPIC_FEATURES)), 20)
+    groups = [(t.features, p) for t, p in zip(tables, positives)]
+    w = rng.normal(size=len(TOPIC_FEATURES))
+    _, grad = topic_objective(w, groups, 1e-2)
+    eps = 1e-6  # central differences in float64: error O(eps^2) plus rounding O(1e-16 / eps)
+    numeric = [
+        (
+            topic_objective(w + eps * e, groups, 1e-2)[0]
+            - topic_objective(w - eps * e, groups, 1e-2)[0]
+        )
+        / (2 * eps)
+        for e in np.eye(len(w))
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+    fitted = fit_topic_weights(tables, positives, l2=1e-2)
+    at_fit = np.array([fitted[f] for f in TOPIC_FEATURES])
+    # L-BFGS-B stops at a projected gradient below 1e-5 (its pgtol)
+    assert np.abs(topic_objective(at_fit, groups, 1e-2)[1]).max() < 1e-5
 
 
 def test_fit_checks_its_input():

@@ -45,7 +45,7 @@ from tinyllm.rag.rerank import cross_encoder_rerank, mmr
 from tinyllm.rag.retriever import PassageRetriever, corpus_retriever
 from tinyllm.rag.similarity import cosine_similarity, dot_similarity, l2_distance, normalize
 from tinyllm.rag.text import tokenize
-from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics, topic_table
+from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics, topic_objective, topic_table
 
 __all__ = [
     "BM25",
@@ -96,6 +96,7 @@ __all__ = [
     "surprisal_compress",
     "tokenize",
     "top_k",
+    "topic_objective",
     "topic_table",
     "topic_titles",
 ]

@@ -166,15 +166,20 @@ def fit_topic_weights(
     if not groups:
         raise ValueError("fit_topic_weights: no question has a positive document")
     w0 = np.array([(start or {"fused": 1.0}).get(f, 0.0) for f in features])
-
-    def objective(w):
-        total, grad = 0.0, np.zeros_like(w)
-        for x, positive in groups:
-            loss, d_scores = listwise_loss(x @ w, positive)
-            total += loss
-            grad += x.T @ d_scores
-        n = len(groups)
-        return total / n + l2 * (w @ w), grad / n + 2.0 * l2 * w
-
-    w = minimize(objective, w0, jac=True, method="L-BFGS-B").x
+    w = minimize(topic_objective, w0, args=(groups, l2), jac=True, method="L-BFGS-B").x
     return {f: float(v) for f, v in zip(features, w)}
+
+
+def topic_objective(
+    w: np.ndarray, groups: Sequence[tuple[np.ndarray, np.ndarray]], l2: float
+) -> tuple[float, np.ndarray]:
+    """L(w) of the module docstring and its gradient (1/n) Σ_q X_qᵀ(π − ρ) + 2αw, over
+    ``groups`` [(features X_q [n_q, F], positive mask [n_q]), ...]: what
+    :func:`fit_topic_weights` minimises."""
+    total, grad = 0.0, np.zeros_like(w)
+    for x, positive in groups:
+        loss, d_scores = listwise_loss(x @ w, positive)
+        total += loss
+        grad += x.T @ d_scores
+    n = len(groups)
+    return total / n + l2 * (w @ w), grad / n + 2.0 * l2 * w
