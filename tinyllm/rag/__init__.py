@@ -15,7 +15,8 @@ Passages and the store: :mod:`~tinyllm.rag.passages`, :mod:`~tinyllm.rag.context
 section heading in front of each passage), :mod:`~tinyllm.rag.collapse` (one result per
 document, MaxP plus title and topic-centroid priors), :mod:`~tinyllm.rag.topic_scoring` (a
 learned linear topic score) with :mod:`~tinyllm.rag.late_interaction` (ColBERT's MaxSim from
-MiniLM's token states), :mod:`~tinyllm.rag.retriever`
+MiniLM's token states), :mod:`~tinyllm.rag.embedder_tuning` (LoRA on MiniLM's top layers,
+trained as a bi-encoder on a corpus; measured, not a default), :mod:`~tinyllm.rag.retriever`
 (``corpus_retriever``, the dev-chosen store; ``search_documents``). Embedders:
 :class:`TfidfProjectionEmbedder` (no model) and :class:`MiniLMEmbedder` (all-MiniLM-L6-v2,
 from :mod:`tinyllm.embeddings`). Nothing is compiled at import; Numba kernels compile on first
@@ -28,6 +29,7 @@ from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.compress import extractive_compress, surprisal_compress
 from tinyllm.rag.context import contextualize, passage_context, topic_titles
 from tinyllm.rag.cross_encoder import LinearHead, MiniLMCrossEncoder, rerank_results
+from tinyllm.rag.embedder_tuning import mine_rows, tune_minilm, tuned_minilm
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.evaluation import load_questions, passage_homes, ranking_metrics
 from tinyllm.rag.exact import ExactIndex, exact_search, top_k
@@ -79,6 +81,7 @@ __all__ = [
     "l2_distance",
     "load_index",
     "load_questions",
+    "mine_rows",
     "min_max_normalize",
     "mmr",
     "multi_query_fusion",
@@ -99,4 +102,6 @@ __all__ = [
     "topic_objective",
     "topic_table",
     "topic_titles",
+    "tune_minilm",
+    "tuned_minilm",
 ]
