@@ -33,7 +33,8 @@ import ``tinyllm.models`` at import time.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,8 @@ __all__ = [
     "cosine_similarity_matrix",
     "embed_batch",
     "encode_sentences",
+    "evaluating",
+    "padded_batches",
     "l2_normalize",
     "mean_pool",
 ]
@@ -115,6 +118,37 @@ def _pooled(hidden: Tensor, mask, normalize: bool) -> np.ndarray:
     return e.numpy()
 
 
+@contextmanager
+def evaluating(model) -> Iterator[None]:
+    """``model`` in eval mode under ``no_grad()``; its training flag is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def padded_batches(
+    encoded: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int
+) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches of tokenized texts ``encoded`` [(ids, token types), ...], longest first so
+    that each batch pads little: ``(rows, ids, types, mask)``, ``rows`` the indices into
+    ``encoded`` and the arrays [B, T] int64 (pad id 0, mask 1 on the real tokens)."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded[i][0]) for i in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros_like(ids)
+        for b, i in enumerate(rows):
+            n = len(encoded[i][0])
+            ids[b, :n], types[b, :n], mask[b, :n] = encoded[i][0], encoded[i][1], 1
+        yield rows, ids, types, mask
+
+
 def encode_sentences(
     model: BertModel,
     tokenizer,
@@ -159,47 +193,35 @@ def encode_sentences(
     encoded = [
         tokenizer.encode_with_types(s, max_length=max_length, truncation=True) for s in sentences
     ]
-    order = sorted(range(len(sentences)), key=lambda i: -len(encoded[i][0]))
     out = (
         np.empty((len(sentences), width), np.float32) if sentence_only else [None] * len(sentences)
     )
-    starts = range(0, len(order), batch_size)
+    batches = padded_batches(encoded, batch_size)
     if show_progress_bar:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="Batches", unit="batch")
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for start in starts:
-                rows = order[start : start + batch_size]
-                T = max(len(encoded[i][0]) for i in rows)
-                ids = np.zeros((len(rows), T), dtype=np.int64)  # [B, T]; pad id 0 (masked)
-                types = np.zeros((len(rows), T), dtype=np.int64)
-                mask = np.zeros((len(rows), T), dtype=np.int64)
-                for b, i in enumerate(rows):
-                    n = len(encoded[i][0])
-                    ids[b, :n], types[b, :n], mask[b, :n] = encoded[i][0], encoded[i][1], 1
-                if sentence_only:
-                    out[rows] = embed_batch(model, ids, mask, types, normalize)
-                    continue
-                hidden = model(ids, mask, types, skip_padding=True)
-                pooled = _pooled(hidden, mask, normalize) if output_value is None else None
-                states = hidden.numpy()
-                for b, i in enumerate(rows):
-                    n = len(encoded[i][0])
-                    token_states = np.array(states[b, :n], dtype=np.float32)
-                    if output_value is None:
-                        out[i] = {
-                            "sentence_embedding": pooled[b],
-                            "token_embeddings": token_states,
-                            "input_ids": np.asarray(encoded[i][0], dtype=np.int64),
-                        }
-                    else:
-                        out[i] = token_states
-    finally:
-        model.train(was_training)
+        batches = tqdm(
+            batches, total=-(-len(sentences) // batch_size), desc="Batches", unit="batch"
+        )
+    with evaluating(model):
+        for rows, ids, types, mask in batches:
+            if sentence_only:
+                out[rows] = embed_batch(model, ids, mask, types, normalize)
+                continue
+            hidden = model(ids, mask, types, skip_padding=True)
+            pooled = _pooled(hidden, mask, normalize) if output_value is None else None
+            states = hidden.numpy()
+            for b, i in enumerate(rows):
+                n = len(encoded[i][0])
+                token_states = np.array(states[b, :n], dtype=np.float32)
+                if output_value is None:
+                    out[i] = {
+                        "sentence_embedding": pooled[b],
+                        "token_embeddings": token_states,
+                        "input_ids": np.asarray(encoded[i][0], dtype=np.int64),
+                    }
+                else:
+                    out[i] = token_states
     return out
 
 

@@ -153,8 +153,7 @@ class MiniLMCrossEncoder:
 
     def joint_embeddings(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16):
         """Unit mean-pooled last hidden states of ``[CLS] q [SEP] p [SEP]``, (n, 384)."""
-        from tinyllm.embeddings import embed_batch
-        from tinyllm.grad_mode import no_grad
+        from tinyllm.embeddings import embed_batch, evaluating, padded_batches
 
         model, tokenizer = self.embedder.model, self.embedder.tokenizer
         encoded = [
@@ -162,23 +161,9 @@ class MiniLMCrossEncoder:
             for q, p in pairs
         ]
         out = np.zeros((len(pairs), model.config.hidden_size), dtype=np.float32)
-        order = sorted(range(len(pairs)), key=lambda i: -len(encoded[i][0]))
-        was_training = model.training
-        model.eval()
-        try:
-            with no_grad():
-                for start in range(0, len(order), batch_size):
-                    rows = order[start : start + batch_size]
-                    width = max(len(encoded[i][0]) for i in rows)
-                    ids = np.zeros((len(rows), width), dtype=np.int64)
-                    types = np.zeros_like(ids)
-                    mask = np.zeros_like(ids)
-                    for r, i in enumerate(rows):
-                        n = len(encoded[i][0])
-                        ids[r, :n], types[r, :n], mask[r, :n] = encoded[i][0], encoded[i][1], 1
-                    out[rows] = embed_batch(model, ids, mask, types, normalize=True)
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            for rows, ids, types, mask in padded_batches(encoded, batch_size):
+                out[rows] = embed_batch(model, ids, mask, types, normalize=True)
         return out
 
     def features(

@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.backend import get_rng_state, manual_seed, set_rng_state
-from tinyllm.embeddings import l2_normalize, mean_pool
-from tinyllm.grad_mode import no_grad
+from tinyllm.embeddings import evaluating, l2_normalize, mean_pool, padded_batches
 from tinyllm.io.atomic import atomic_write
 from tinyllm.nn.lora import apply_lora, lora_parameters, merge_lora
 from tinyllm.optim.adamw import AdamW
@@ -99,27 +98,18 @@ def lower_states(
 
     first_top = _first_top(model, top_layers)
     encoded = [
-        tokenizer.encode_with_types(t, max_length=max_length, truncation=True)[0] for t in texts
+        tokenizer.encode_with_types(t, max_length=max_length, truncation=True) for t in texts
     ]
     out: list[np.ndarray | None] = [None] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                ids, mask = _padded([np.asarray(encoded[i])[:, None] for i in rows])
-                ids = ids[:, :, 0].astype(np.int64)
-                x = model.embeddings(Tensor(ids), Tensor(np.zeros_like(ids)))
-                attention = padding_mask(mask)
-                for layer in model.layers[:first_top]:
-                    x = layer(x, attention)
-                states = x.numpy()
-                for r, i in enumerate(rows):
-                    out[i] = states[r, : len(encoded[i])].copy()
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for rows, ids, types, mask in padded_batches(encoded, batch_size):
+            x = model.embeddings(Tensor(ids), Tensor(types))
+            attention = padding_mask(mask)
+            for layer in model.layers[:first_top]:
+                x = layer(x, attention)
+            states = x.numpy()
+            for r, i in enumerate(rows):
+                out[i] = states[r, : len(encoded[i][0])].copy()
     return out
 
 
