@@ -87,6 +87,14 @@ default and round 6's formula; writes ``experiments/results/rag_final_round7.jso
     python experiments/rag_retrieval.py --parts final7
     python experiments/rag_retrieval.py --parts latency7
 
+Part "round8": MiniLM tuned to the corpus (``tinyllm.rag.embedder_tuning``, LoRA on its top two
+layers) under round 7's topic score, cross-validated on 688 questions (round 7's and the
+fourth set), each fold tuning a fresh model (about 50 minutes on 2 cores); writes
+``experiments/results/rag_round8_choosing.json`` (and, had the rule held, the adapter and
+``rag_round8_frozen.json``). MiniLM only:
+
+    python experiments/rag_retrieval.py --parts round8
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
