@@ -37,6 +37,7 @@ from tinyllm.tensor import Tensor
 __all__ = [
     "LoRALinear",
     "apply_lora",
+    "lora_named_parameters",
     "lora_parameters",
     "mark_only_lora_as_trainable",
     "merge_lora",
@@ -147,15 +148,24 @@ def apply_lora(
     return names
 
 
+def _is_lora(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
+
+
 def mark_only_lora_as_trainable(model: Module) -> None:
     """requires_grad = True for lora_A/lora_B, False for every other parameter."""
     for name, p in model.named_parameters():
-        p.requires_grad = name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
+        p.requires_grad = _is_lora(name)
+
+
+def lora_named_parameters(model: Module) -> list[tuple[str, Parameter]]:
+    """``(name, parameter)`` of the adapters' A and B matrices (what an adapter file holds)."""
+    return [(n, p) for n, p in model.named_parameters() if _is_lora(n)]
 
 
 def lora_parameters(model: Module) -> list[Parameter]:
     """The adapters' parameters (what an optimizer should get)."""
-    return [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B")]
+    return [p for _, p in lora_named_parameters(model)]
 
 
 def merge_lora(model: Module) -> None:

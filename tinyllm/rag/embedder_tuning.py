@@ -40,7 +40,7 @@ import numpy as np
 from tinyllm.backend import get_rng_state, manual_seed, set_rng_state
 from tinyllm.embeddings import evaluating, l2_normalize, mean_pool, padded_batches
 from tinyllm.io.atomic import atomic_write
-from tinyllm.nn.lora import apply_lora, lora_parameters, merge_lora
+from tinyllm.nn.lora import apply_lora, lora_named_parameters, lora_parameters, merge_lora
 from tinyllm.optim.adamw import AdamW
 from tinyllm.rag.fusion import score_fusion
 from tinyllm.tensor import Tensor
@@ -216,8 +216,7 @@ def tune_minilm(
     adapter = {
         f"layers.{start_top + i}.{name}": np.asarray(p.data, dtype=np.float32)
         for i, layer in enumerate(model.layers[start_top:])
-        for name, p in layer.named_parameters()
-        if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
+        for name, p in lora_named_parameters(layer)
     }
     merge_lora(model)
     return adapter
@@ -248,9 +247,7 @@ def apply_adapter(model, adapter: dict[str, np.ndarray], rank: int, alpha: float
         set_rng_state(saved)
     seen = set()
     for index in layers:
-        for name, p in model.layers[index].named_parameters():
-            if name.rsplit(".", 1)[-1] not in ("lora_A", "lora_B"):
-                continue
+        for name, p in lora_named_parameters(model.layers[index]):
             key = f"layers.{index}.{name}"
             if key not in adapter or adapter[key].shape != p.data.shape:
                 raise ValueError(
