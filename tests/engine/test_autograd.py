@@ -111,6 +111,24 @@ def test_broadcast_gradients_are_reduced_to_input_shapes():
     np.testing.assert_allclose(b.grad.numpy(), a.data.sum(axis=(0, 2))[:, None])
 
 
+def test_logsumexp_gradient_is_the_softmax_and_zero_on_an_all_minus_inf_row():
+    import scipy.special
+
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    x[1] = -np.inf  # a fully masked row: y = -inf, and no NaN in the gradient
+    leaf = tinyllm.Tensor(x, requires_grad=True)
+    with np.errstate(divide="ignore"):
+        y = leaf.logsumexp(dim=1)
+    weights = np.array([1.0, 2.0, -0.5])
+    (y * tinyllm.Tensor(weights)).sum().backward()
+    expected = np.zeros_like(x)
+    expected[[0, 2]] = weights[[0, 2], None] * scipy.special.softmax(x[[0, 2]], axis=1)
+    np.testing.assert_allclose(leaf.grad.numpy(), expected, rtol=1e-13, atol=1e-16)
+    assert y.detach().numpy()[1] == -np.inf
+    with tinyllm.no_grad(), np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(leaf.logsumexp(dim=1).numpy(), y.detach().numpy())
+
+
 def test_in_place_change_of_saved_tensor_raises_at_backward():
     x = t64(3)
     w = tinyllm.tensor(np.ones(3))

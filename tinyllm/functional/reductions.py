@@ -121,22 +121,27 @@ class AMaxMin(Function):
 
 
 class LogSumExp(Function):
+    """y = log Σ e^x = m + log Σ e^(x − m), m the maximum; ∂y/∂x = e^(x − y) = softmax(x),
+    kept from the forward when a gradient is wanted (an all −inf row gets 0, not NaN)."""
+
     @staticmethod
     def forward(ctx, x, axes, keepdim):
         xp = get_array_module(x)
         m = x.max(axis=axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows: log(0) = -inf, no NaN
-        y = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
-        ctx.save_for_backward(x, y)
-        ctx.axes, ctx.keepdim = axes, keepdim
+        e = xp.exp(x - m)
+        s = e.sum(axis=axes, keepdims=True)
+        y = xp.log(s) + m
+        if ctx.needs_input_grad[0]:
+            e /= xp.where(s > 0, s, 1)  # the softmax, in place of e
+            ctx.save_for_backward(e)
+            ctx.axes, ctx.keepdim = axes, keepdim
         return y if keepdim else y.squeeze(axis=axes)
 
     @staticmethod
     def backward(ctx, dy):
-        x, y = ctx.saved_tensors
-        xp = get_array_module(x)
-        dy = _expand_back(dy, x.shape, ctx.axes, ctx.keepdim)
-        return dy * xp.exp(x - y), None, None
+        (softmax,) = ctx.saved_tensors
+        return _expand_back(dy, softmax.shape, ctx.axes, ctx.keepdim) * softmax, None, None
 
 
 def sum(input, dim=None, keepdim: bool = False):
