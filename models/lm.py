@@ -21,7 +21,7 @@ import tinyllm
 from tinyllm import backend
 from tinyllm.generation.sampling import sample_next
 from tinyllm.models.decoder import Decoder
-from tinyllm.nn import Embedding, Linear, Module, init
+from tinyllm.nn import Embedding, Linear, Module, eval_mode, init
 from tinyllm.nn.moe import routing_token_ids
 
 
@@ -122,35 +122,33 @@ class LanguageModel(Module):
         rng = generator if generator is not None else np.random.default_rng()
         if use_cache and Decoder.unsupported(self) is not None:
             use_cache = False  # a token's FFN output depends on other tokens: no cache
-        was_training = self.training
-        self.eval()
-        block = self.config.block_size
-        xp = backend.get_array_module(idx.data)
-        # the tokens stay where idx is: only the logits each new token is sampled from are read
-        tokens = idx.data.astype(np.int64)
-        start = max(0, tokens.shape[1] - block)  # first token of the current context
-        decoder = Decoder(self, tokens.shape[0], block) if use_cache else None
-        pending = tokens[:, start:]  # tokens not yet fed through the cache
-        for _ in range(max_new_tokens):
-            if use_cache:
-                if pending.shape[1] > 1:  # the prompt (or a slid context): one forward
-                    logits = decoder.prefill(pending)
-                else:
-                    logits = decoder.step(pending[:, 0])
-                last = backend.to_numpy(logits)  # the one host sync per new token
-            else:
-                context = tinyllm.Tensor(tokens[:, start:])
-                with routing_token_ids(self, context):  # hash-routed MoE layers read the ids
-                    logits = self(context)
-                last = backend.to_numpy(logits.data[:, -1, :])
-            nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
-                                callback)  # fmt: skip
-            pending = xp.asarray(nxt[:, None])  # host to device, no sync
-            tokens = xp.concatenate([tokens, pending], axis=1)
-            if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache
-                start = tokens.shape[1] - block // 2
+        with eval_mode(self):
+            block = self.config.block_size
+            xp = backend.get_array_module(idx.data)
+            # the tokens stay where idx is: only the logits each new token is sampled from are read
+            tokens = idx.data.astype(np.int64)
+            start = max(0, tokens.shape[1] - block)  # first token of the current context
+            decoder = Decoder(self, tokens.shape[0], block) if use_cache else None
+            pending = tokens[:, start:]  # tokens not yet fed through the cache
+            for _ in range(max_new_tokens):
                 if use_cache:
-                    decoder.reset()
-                    pending = tokens[:, start:]
-        self.train(was_training)
+                    if pending.shape[1] > 1:  # the prompt (or a slid context): one forward
+                        logits = decoder.prefill(pending)
+                    else:
+                        logits = decoder.step(pending[:, 0])
+                    last = backend.to_numpy(logits)  # the one host sync per new token
+                else:
+                    context = tinyllm.Tensor(tokens[:, start:])
+                    with routing_token_ids(self, context):  # hash-routed MoE layers read the ids
+                        logits = self(context)
+                    last = backend.to_numpy(logits.data[:, -1, :])
+                nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
+                                    callback)  # fmt: skip
+                pending = xp.asarray(nxt[:, None])  # host to device, no sync
+                tokens = xp.concatenate([tokens, pending], axis=1)
+                if tokens.shape[1] - start > block:  # context full: slide, rebuild the cache
+                    start = tokens.shape[1] - block // 2
+                    if use_cache:
+                        decoder.reset()
+                        pending = tokens[:, start:]
         return tinyllm.Tensor(tokens)

@@ -26,7 +26,7 @@ import numpy as np
 import tinyllm
 from tinyllm import backend
 from tinyllm.models.lm import check_generate_args, sampling_step
-from tinyllm.nn import Embedding, Linear, Module, ModuleDict, ModuleList, init
+from tinyllm.nn import Embedding, Linear, Module, ModuleDict, ModuleList, eval_mode, init
 from tinyllm.nn.mamba import Mamba, MambaState
 from tinyllm.nn.normalization import RMSNorm
 from tinyllm.tensor import Tensor
@@ -166,23 +166,21 @@ class MambaLM(Module):
         """
         check_generate_args(idx, max_new_tokens)
         rng = generator if generator is not None else np.random.default_rng()
-        was_training = self.training
-        self.eval()
-        xp = backend.get_array_module(idx.data)
-        tokens = backend.to_numpy(idx.data).astype(np.int64)
-        states = self.new_states(tokens.shape[0], xp) if use_cache else None
-        pending = tokens
-        for _ in range(max_new_tokens):
-            if use_cache:
-                for t in range(pending.shape[1]):
-                    logits = self.step(xp.asarray(pending[:, t]), states)
-                last = backend.to_numpy(logits)
-            else:
-                logits = self(tinyllm.tensor(tokens, device=idx.device))
-                last = backend.to_numpy(logits.data[:, -1, :])
-            nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
-                                callback)  # fmt: skip
-            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-            pending = nxt[:, None]
-        self.train(was_training)
+        with eval_mode(self):
+            xp = backend.get_array_module(idx.data)
+            tokens = backend.to_numpy(idx.data).astype(np.int64)
+            states = self.new_states(tokens.shape[0], xp) if use_cache else None
+            pending = tokens
+            for _ in range(max_new_tokens):
+                if use_cache:
+                    for t in range(pending.shape[1]):
+                        logits = self.step(xp.asarray(pending[:, t]), states)
+                    last = backend.to_numpy(logits)
+                else:
+                    logits = self(tinyllm.tensor(tokens, device=idx.device))
+                    last = backend.to_numpy(logits.data[:, -1, :])
+                nxt = sampling_step(last, tokens, rng, temperature, top_k, top_p, logits_processor,
+                                    callback)  # fmt: skip
+                tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+                pending = nxt[:, None]
         return tinyllm.tensor(tokens, device=idx.device)

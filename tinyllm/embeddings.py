@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from tinyllm.backend import get_array_module
 from tinyllm.grad_mode import no_grad
+from tinyllm.nn.module import eval_mode
 from tinyllm.tensor import Tensor
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ __all__ = [
     "cosine_similarity_matrix",
     "embed_batch",
     "encode_sentences",
-    "evaluating",
     "padded_batches",
     "l2_normalize",
     "mean_pool",
@@ -116,18 +115,6 @@ def _pooled(hidden: Tensor, mask, normalize: bool) -> np.ndarray:
     if normalize:
         e = l2_normalize(e)
     return e.numpy()
-
-
-@contextmanager
-def evaluating(model) -> Iterator[None]:
-    """``model`` in eval mode under ``no_grad()``; its training flag is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def padded_batches(
@@ -203,7 +190,7 @@ def encode_sentences(
         batches = tqdm(
             batches, total=-(-len(sentences) // batch_size), desc="Batches", unit="batch"
         )
-    with evaluating(model):
+    with eval_mode(model), no_grad():
         for rows, ids, types, mask in batches:
             if sentence_only:
                 out[rows] = embed_batch(model, ids, mask, types, normalize)

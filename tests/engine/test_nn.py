@@ -144,6 +144,19 @@ def test_linear_init_bounds_and_train_eval():
     assert model[1].training
 
 
+@pytest.mark.parametrize("was_training", [True, False])
+def test_eval_mode_restores_the_flag_also_on_an_error(was_training):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train(was_training)
+    with nn.eval_mode(model) as inside:
+        assert inside is model and not model.training and not model[1].training
+        model.append(nn.Dropout(0.1))  # added inside the block: takes the root's flag after
+    assert all(m.training == was_training for m in model.modules())
+    with pytest.raises(RuntimeError, match="boom"), nn.eval_mode(model):
+        assert not model[2].training
+        raise RuntimeError("boom")
+    assert all(m.training == was_training for m in model.modules())
+
+
 def test_module_to_double_keeps_parameter_objects():
     model = Block()
     w = model.proj.weight

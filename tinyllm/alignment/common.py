@@ -32,6 +32,7 @@ import tinyllm
 from tinyllm import backend
 from tinyllm.alignment.pipeline import build_batch, generate_completions, policy_logprobs
 from tinyllm.alignment.tasks import SentenceEndTask
+from tinyllm.nn.module import eval_mode
 
 __all__ = [
     "AlignConfig",
@@ -107,9 +108,8 @@ def alignment_tax(model, train_config, batches: int) -> float:
 
     data = load_tokens(train_config.data, train_config.tokenizer)
     config = dataclasses.replace(train_config, eval_batches=batches)
-    was_training = model.training
-    _, bits = evaluate(model, data, config)
-    model.train(was_training)
+    with eval_mode(model):
+        _, bits = evaluate(model, data, config)
     return bits
 
 
@@ -124,17 +124,15 @@ def evaluate_policy(
     temperature: float = 1.0,
 ) -> dict:
     """Mean reward, mean sequence KL(pi || pi_ref) and mean length on one sample per prompt."""
-    was_training = policy_lm.training
-    policy_lm.eval()
-    completions = generate_completions(
-        policy_lm, prompts, max_new_tokens, rng, temperature=temperature, stop=task.stop
-    )
-    rewards = task.rewards(completions)
-    batch = build_batch(prompts, completions)
-    logp = policy_logprobs(policy_lm, batch, temperature).numpy()
-    ref = policy_logprobs(ref_lm, batch, temperature).numpy()
-    kl = ((logp - ref) * batch.label_mask).sum(axis=1)
-    policy_lm.train(was_training)
+    with eval_mode(policy_lm):
+        completions = generate_completions(
+            policy_lm, prompts, max_new_tokens, rng, temperature=temperature, stop=task.stop
+        )
+        rewards = task.rewards(completions)
+        batch = build_batch(prompts, completions)
+        logp = policy_logprobs(policy_lm, batch, temperature).numpy()
+        ref = policy_logprobs(ref_lm, batch, temperature).numpy()
+        kl = ((logp - ref) * batch.label_mask).sum(axis=1)
     return {
         "reward": float(rewards.mean()),
         "kl": float(kl.mean()),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyllm import backend
+from tinyllm.nn.module import eval_mode
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -112,10 +113,6 @@ def model_beam_search(model, prompt: list[int], num_beams: int, max_new_tokens: 
             f"model_beam_search: prompt + max_new_tokens = {total} exceeds the context length "
             f"{model.config.block_size}"
         )
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return beam_search(Decoder(model, num_beams, total), prompt, num_beams, max_new_tokens,
                            **kwargs)  # fmt: skip
-    finally:
-        model.train(was_training)

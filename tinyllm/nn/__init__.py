@@ -20,7 +20,7 @@ from tinyllm.nn.layers import (
     Tanh,
 )
 from tinyllm.nn.mla import MultiHeadLatentAttention
-from tinyllm.nn.module import Module
+from tinyllm.nn.module import Module, eval_mode
 from tinyllm.nn.normalization import GroupNorm, LayerNorm, RMSNorm
 from tinyllm.nn.parameter import Parameter
 from tinyllm.nn.positional import (
@@ -38,6 +38,6 @@ __all__ = [
     "GroupNorm", "Identity", "KVCache", "LatentKVCache", "LayerNorm", "LearnedPositionalEmbedding",
     "Linear", "MSELoss", "Module", "ModuleDict", "ModuleList", "MultiHeadLatentAttention",
     "Parameter", "RMSNorm", "ReLU", "RotaryEmbedding", "Sequential", "SiLU", "Sigmoid",
-    "SinusoidalPositionalEncoding", "T5RelativePositionBias", "Tanh", "TransformerBlock", "init",
-    "utils",
+    "SinusoidalPositionalEncoding", "T5RelativePositionBias", "Tanh", "TransformerBlock",
+    "eval_mode", "init", "utils",
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -311,3 +312,17 @@ class Module:
             body = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
+
+
+@contextmanager
+def eval_mode(module: Module) -> Iterator[Module]:
+    """Run a block with ``module`` in eval mode, then ``module.train(was_training)``, also when
+    the block raises: ``with eval_mode(model): ...`` for ``was_training = model.training;
+    model.eval(); ...; model.train(was_training)``. As ``train()`` does, the restore sets every
+    submodule, including those the block added (quantized layers), to the root's flag."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

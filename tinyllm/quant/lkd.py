@@ -46,7 +46,7 @@ from tinyllm import backend
 from tinyllm.function import Function
 from tinyllm.grad_mode import no_grad
 from tinyllm.nn.layers import Linear
-from tinyllm.nn.module import Module
+from tinyllm.nn.module import Module, eval_mode
 from tinyllm.nn.parameter import Parameter
 from tinyllm.quant.linear import QuantLinear, _FakeQuantRows
 from tinyllm.quant.model import _run_hooked, _Stop
@@ -210,25 +210,24 @@ def lkd_quantize(
         raise ValueError("lkd_quantize: blocks is empty (no transformer block to distill)")
     forward = forward or (lambda m, batch: m(batch))
     g = None if group_size is None or group_size <= 0 else int(group_size)
-    was_training = model.training
-    model.eval()
     replaced: list[tuple[Module, str, Linear]] = []  # (parent, name, original) of every swap
     bar = tqdm(total=len(blocks) * steps, disable=not show_progress, desc="LKD", unit="step",
                dynamic_ncols=True, leave=False)  # fmt: skip
     try:
-        xs = capture_block_inputs(model, blocks[0], calibration, forward)
-        hs = capture_block_inputs(model, blocks[0], heldout, forward) if heldout else []
-        reports = []
-        for index, block in enumerate(blocks):
-            report, ys, hy = _distill_block(block, index, xs, hs, bits, g, steps, lr, act_quant,
-                                            replaced, bar)  # fmt: skip
-            reports.append(report)
-            xs, hs = (
-                [(y, a, k) for y, (_, a, k) in zip(ys, xs)],
-                [(y, a, k) for y, (_, a, k) in zip(hy, hs)],
-            )
-            if progress is not None:
-                progress(f"block {index}: {report}")
+        with eval_mode(model):
+            xs = capture_block_inputs(model, blocks[0], calibration, forward)
+            hs = capture_block_inputs(model, blocks[0], heldout, forward) if heldout else []
+            reports = []
+            for index, block in enumerate(blocks):
+                report, ys, hy = _distill_block(block, index, xs, hs, bits, g, steps, lr, act_quant,
+                                                replaced, bar)  # fmt: skip
+                reports.append(report)
+                xs, hs = (
+                    [(y, a, k) for y, (_, a, k) in zip(ys, xs)],
+                    [(y, a, k) for y, (_, a, k) in zip(hy, hs)],
+                )
+                if progress is not None:
+                    progress(f"block {index}: {report}")
     except BaseException:
         # rollback: the model gets its original float Linear layers back (the students copied
         # their weights, so those were never changed), in every block done so far
@@ -237,7 +236,6 @@ def lkd_quantize(
         raise
     finally:
         bar.close()
-        model.train(was_training)
     return model, reports
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from tinyllm import backend
 from tinyllm.grad_mode import no_grad
 from tinyllm.nn.layers import Linear
-from tinyllm.nn.module import Module
+from tinyllm.nn.module import Module, eval_mode
 from tinyllm.quant.awq import awq_quantize, awq_scale_search
 from tinyllm.quant.fp8 import FP8Tensor, quantize_fp8
 from tinyllm.quant.gptq import HessianAccumulator, gptq_quantize
@@ -295,47 +295,47 @@ def quantize_model(
     if lkd_steps > 0:
         _zeroquant_lkd(model, method, bits, group_size, calibration, forward, lkd_steps, lkd_lr,
                        progress, lkd_bar)  # fmt: skip
-    was_training = model.training
-    model.eval()
-    rng = np.random.default_rng(0)
-    targets = _linears(model, exclude)
-    stats = {}
-    inputs_too = bool(options.get("awq_scales"))
+    with eval_mode(model):
+        rng = np.random.default_rng(0)
+        targets = _linears(model, exclude)
+        stats = {}
+        inputs_too = bool(options.get("awq_scales"))
 
-    def bits_of(name: str) -> int:
-        for pattern, b in (layer_bits or {}).items():
-            if fnmatch.fnmatchcase(name, pattern):
-                return int(b)
-        return bits
+        def bits_of(name: str) -> int:
+            for pattern, b in (layer_bits or {}).items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    return int(b)
+            return bits
 
-    if method in CALIBRATED and sequential:
-        targets = _execution_order(model, targets, calibration[0], forward)
-    if method in CALIBRATED and not sequential:
+        if method in CALIBRATED and sequential:
+            targets = _execution_order(model, targets, calibration[0], forward)
+        if method in CALIBRATED and not sequential:
+            for name, parent, attr in targets:
+                stats[name] = _layer_stats(method, getattr(parent, attr).in_features, inputs_too)
+            layers = [getattr(parent, attr) for _, parent, attr in targets]
+            _collect(
+                model, layers, calibration, forward, [stats[n][0] for n, _, _ in targets], False
+            )
         for name, parent, attr in targets:
-            stats[name] = _layer_stats(method, getattr(parent, attr).in_features, inputs_too)
-        layers = [getattr(parent, attr) for _, parent, attr in targets]
-        _collect(model, layers, calibration, forward, [stats[n][0] for n, _, _ in targets], False)
-    for name, parent, attr in targets:
-        linear = getattr(parent, attr)
-        inputs = hessian = None
-        if method in CALIBRATED:
-            if sequential:
-                stats[name] = _layer_stats(method, linear.in_features, inputs_too)
-                _collect(model, [linear], calibration, forward, [stats[name][0]], True)
-            inputs, hessian = stats.pop(name)[1]()
-            if inputs is not None and inputs.shape[0] > max_rows:
-                keep = rng.choice(inputs.shape[0], max_rows, replace=False)
-                inputs = inputs[np.sort(keep)]
-        if method in CALIBRATED and inputs is None and hessian is None:
-            # the calibration never reaches this layer: fall back to round-to-nearest
-            q = quantize_linear(linear, "rtn", bits_of(name), group_size, symmetric)
-        else:
-            q = quantize_linear(linear, method, bits_of(name), group_size, symmetric, inputs,
-                                hessian, **options)  # fmt: skip
-        setattr(parent, attr, q.to(linear.weight.device))  # where the float layer was
-        if progress is not None:
-            progress(name)
-    model.train(was_training)
+            linear = getattr(parent, attr)
+            inputs = hessian = None
+            if method in CALIBRATED:
+                if sequential:
+                    stats[name] = _layer_stats(method, linear.in_features, inputs_too)
+                    _collect(model, [linear], calibration, forward, [stats[name][0]], True)
+                inputs, hessian = stats.pop(name)[1]()
+                if inputs is not None and inputs.shape[0] > max_rows:
+                    keep = rng.choice(inputs.shape[0], max_rows, replace=False)
+                    inputs = inputs[np.sort(keep)]
+            if method in CALIBRATED and inputs is None and hessian is None:
+                # the calibration never reaches this layer: fall back to round-to-nearest
+                q = quantize_linear(linear, "rtn", bits_of(name), group_size, symmetric)
+            else:
+                q = quantize_linear(linear, method, bits_of(name), group_size, symmetric, inputs,
+                                    hessian, **options)  # fmt: skip
+            setattr(parent, attr, q.to(linear.weight.device))  # where the float layer was
+            if progress is not None:
+                progress(name)
     return model
 
 

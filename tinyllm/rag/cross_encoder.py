@@ -153,7 +153,9 @@ class MiniLMCrossEncoder:
 
     def joint_embeddings(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16):
         """Unit mean-pooled last hidden states of ``[CLS] q [SEP] p [SEP]``, (n, 384)."""
-        from tinyllm.embeddings import embed_batch, evaluating, padded_batches
+        from tinyllm.embeddings import embed_batch, padded_batches
+        from tinyllm.grad_mode import no_grad
+        from tinyllm.nn.module import eval_mode
 
         model, tokenizer = self.embedder.model, self.embedder.tokenizer
         encoded = [
@@ -161,7 +163,7 @@ class MiniLMCrossEncoder:
             for q, p in pairs
         ]
         out = np.zeros((len(pairs), model.config.hidden_size), dtype=np.float32)
-        with evaluating(model):
+        with eval_mode(model), no_grad():
             for rows, ids, types, mask in padded_batches(encoded, batch_size):
                 out[rows] = embed_batch(model, ids, mask, types, normalize=True)
         return out

@@ -38,9 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm.backend import get_rng_state, manual_seed, set_rng_state
-from tinyllm.embeddings import evaluating, l2_normalize, mean_pool, padded_batches
+from tinyllm.embeddings import l2_normalize, mean_pool, padded_batches
+from tinyllm.grad_mode import no_grad
 from tinyllm.io.atomic import atomic_write
 from tinyllm.nn.lora import apply_lora, lora_named_parameters, lora_parameters, merge_lora
+from tinyllm.nn.module import eval_mode
 from tinyllm.optim.adamw import AdamW
 from tinyllm.rag.fusion import score_fusion
 from tinyllm.tensor import Tensor
@@ -101,7 +103,7 @@ def lower_states(
         tokenizer.encode_with_types(t, max_length=max_length, truncation=True) for t in texts
     ]
     out: list[np.ndarray | None] = [None] * len(texts)
-    with evaluating(model):
+    with eval_mode(model), no_grad():
         for rows, ids, types, mask in padded_batches(encoded, batch_size):
             x = model.embeddings(Tensor(ids), Tensor(types))
             attention = padding_mask(mask)
