@@ -1722,6 +1722,157 @@ def round8_experiment(args, embed, embed_name) -> dict:
     return out
 
 
+FROZEN_ROUND9 = Path("experiments/results/rag_round9_frozen.json")
+ROUND9_TUNING = {"top_layers": 2, "rank": 16, "alpha": 32.0, "lr": 2e-4, "head_lr": 1e-2,
+                 "epochs": 2.0, "batch_size": 8}  # fmt: skip
+ROUND9_GROUP = 8  # candidates per training group (the top documents' shown passages)
+ROUND9_RERANK = 10  # the top documents the cross-encoder reorders
+ROUND9_L2 = 1e-4
+
+
+def fit_rerank_weights(groups, l2: float = ROUND9_L2) -> np.ndarray:
+    """(a, b) of S' = a S + b c (S the topic score, c the cross-encoder's) minimising
+    :func:`tinyllm.rag.topic_scoring.topic_objective` over ``groups`` [(X [n, 2], positive
+    [n]), ...] (those with a positive), from (1, 0)."""
+    from scipy.optimize import minimize
+
+    from tinyllm.rag.topic_scoring import topic_objective
+
+    groups = [(x, p) for x, p in groups if p.any()]
+    return minimize(topic_objective, np.array([1.0, 0.0]), args=(groups, l2), jac=True,
+                    method="L-BFGS-B").x  # fmt: skip
+
+
+def reranked(ranking, scores, ab, n: int = ROUND9_RERANK):
+    """``ranking`` [(document, passage, S), ...] with its top n reordered by a S + b c
+    (``scores[passage]`` = c; ties keep the order), the rest unchanged."""
+    head = ranking[:n]
+    key = [ab[0] * s + ab[1] * scores[p] for _, p, s in head]
+    order = sorted(range(len(head)), key=lambda j: -key[j])
+    return [head[j] for j in order] + ranking[n:]
+
+
+def round9_experiment(args, embed, embed_name) -> dict:
+    """A ninth round: a cross-encoder tuned to the corpus reorders round 7's top
+    ``ROUND9_RERANK`` documents. The choosing set is round 8's (688 questions); the third set
+    (two looks) and the fifth (none) are not read.
+
+    The cross-encoder (:mod:`tinyllm.rag.cross_encoder_tuning`: LoRA on MiniLM's top two
+    layers and a linear head, reading ``[CLS] q [SEP] passage with its title/heading
+    context [SEP]``) is trained once, on the template questions of round 5 only (made from
+    the corpus by rule; no labelled question), so its scores of every choosing question
+    are out of sample and one model serves every fold. Per fold, round 7's six weights are
+    refitted on the training folds (the baseline, as in round 8), and (a, b) of a S + b c
+    over the top documents too; the test fold is reordered. Also reported: the top
+    documents reordered by c alone (the cross-encoder as a plain reranker). Round 5's rule
+    on both splits; when it holds, (a, b) is refitted on all 688 questions over the
+    shipped ``TOPIC_WEIGHTS`` ranking, and the cross-encoder and (a, b) are frozen."""
+    from tinyllm.embeddings import MiniLMEmbedder
+    from tinyllm.rag.context import contextualize
+    from tinyllm.rag.cross_encoder_tuning import (
+        HEAD,
+        TunedCrossEncoder,
+        default_cross_encoder_path,
+        mine_groups,
+        tune_cross_encoder,
+    )
+    from tinyllm.rag.embedder_tuning import adapter_digest, save_adapter
+    from tinyllm.rag.retriever import TOPIC_WEIGHTS
+    from tinyllm.rag.template_questions import template_questions
+    from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
+
+    store, topics = late_store(args, embed)
+    homes = passage_homes(store.passages, topics)
+    questions = round8_choosing_set()
+    gold = [set(q["topics"]) for q in questions]
+    texts = contextualize(store.passages, topics)
+    start = time.perf_counter()
+    groups = mine_groups(store, homes, template_questions(topics), ROUND9_GROUP)
+    print(f"{len(groups)} training groups ({time.perf_counter() - start:.0f} s)", flush=True)
+    start = time.perf_counter()
+    tuned = MiniLMEmbedder()  # its own copy of MiniLM: the store's stays as it is
+    adapter = tune_cross_encoder(tuned, texts, groups, seed=0, progress=True, **ROUND9_TUNING)
+    tuning_s = time.perf_counter() - start
+    cross = TunedCrossEncoder(tuned, adapter[HEAD])
+    tables = [store.topic_features(q["question"]) for q in questions]
+    positives = [np.array([bool(homes[pid] & g) for pid in t.passages])
+                 for t, g in zip(tables, gold)]  # fmt: skip
+    splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
+    weights = {("shipped", 0): TOPIC_WEIGHTS}
+    for split, folds in splits.items():
+        for f in range(FOLDS):
+            train = np.flatnonzero(folds != f)
+            weights[split, f] = fit_topic_weights(
+                [tables[i] for i in train], [positives[i] for i in train], ROUND8_L2
+            )
+    rankings = {key: [rank_topics(t, w)[:DEPTH] for t in tables] for key, w in weights.items()}
+    needed = sorted({(i, p) for runs in rankings.values() for i, run in enumerate(runs)
+                     for _, p, _ in run[:ROUND9_RERANK]})  # fmt: skip
+    start = time.perf_counter()
+    values = cross([(questions[i]["question"], texts[p]) for i, p in needed])
+    scoring_s = time.perf_counter() - start
+    scores = [{} for _ in questions]
+    for (i, p), v in zip(needed, values):
+        scores[i][p] = float(v)
+    print(f"cross-encoder: {len(needed)} pairs in {scoring_s:.0f} s", flush=True)
+
+    def design(run, i):
+        head = run[:ROUND9_RERANK]
+        x = np.array([[s, scores[i][p]] for _, p, s in head])
+        return x, np.array([bool(homes[p] & gold[i]) for _, p, _ in head])
+
+    def reciprocal(runs, index):
+        return reciprocal_ranks([[p for _, p, _ in runs[i]] for i in index],
+                                [gold[i] for i in index], homes)  # fmt: skip
+
+    out = {"questions": len(questions), "tuning": ROUND9_TUNING, "group": ROUND9_GROUP,
+           "rerank": ROUND9_RERANK, "l2": ROUND9_L2, "training_groups": len(groups),
+           "tuning_s": round(tuning_s, 1), "pairs_scored": len(needed),
+           "ms_per_pair": round(1000 * scoring_s / len(needed), 1),
+           "choosing_set": "dev + first held-out half + fresh + fourth (688); third and fifth "
+           "not read", "splits": {}, "adopted": None,
+           "third_set_looked_at": False, "fifth_set_looked_at": False}  # fmt: skip
+    for split, folds in splits.items():
+        n = len(questions)
+        rr_base, rr_cross, rr_alone, fitted = np.zeros(n), np.zeros(n), np.zeros(n), []
+        for f in range(FOLDS):
+            runs = rankings[split, f]
+            train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            ab = fit_rerank_weights([design(runs[i], i) for i in train])
+            fitted.append([round(float(v), 4) for v in ab])
+            rr_base[test] = reciprocal(runs, test)
+            rr_cross[test] = reciprocal([reranked(r, scores[i], ab) for i, r in enumerate(runs)],
+                                        test)  # fmt: skip
+            rr_alone[test] = reciprocal([reranked(r, scores[i], (0.0, 1.0))
+                                         for i, r in enumerate(runs)], test)  # fmt: skip
+        out["splits"][split] = {"round7": fold_summary(rr_base, folds),
+                                "combined": fold_summary(rr_cross, folds, rr_base),
+                                "cross_encoder_alone": fold_summary(rr_alone, folds, rr_base),
+                                "fold_weights": fitted}  # fmt: skip
+        for name in ("combined", "cross_encoder_alone"):
+            t = out["splits"][split][name]
+            print(f"{split} {name}: {t['hit@1']:.3f} {t['hit@5']:.3f} {t['mrr']:.3f}, gain "
+                  f"{t['gain_mean']:+.4f} +- {t['gain_std']:.4f} ({t['folds_gained']}/{FOLDS})",
+                  flush=True)  # fmt: skip
+    if all(v["combined"]["clear_gain"] for v in out["splits"].values()):
+        runs = rankings["shipped", 0]
+        ab = fit_rerank_weights([design(run, i) for i, run in enumerate(runs)])
+        ab = [round(float(v), WEIGHT_DECIMALS) for v in ab]
+        rr = reciprocal([reranked(r, scores[i], ab) for i, r in enumerate(runs)], range(n))
+        save_adapter(default_cross_encoder_path(), adapter, ROUND9_TUNING["rank"],
+                     ROUND9_TUNING["alpha"])  # fmt: skip
+        out["adopted"] = {"score": ab[0], "cross_encoder": ab[1],
+                          "adapter": adapter_digest(adapter),
+                          "in_sample": fold_summary(rr, splits["interleaved"])}  # fmt: skip
+        FROZEN_ROUND9.write_text(json.dumps({
+            "score": ab[0], "cross_encoder": ab[1], "rerank": ROUND9_RERANK,
+            "adapter": adapter_digest(adapter), "tuning": ROUND9_TUNING,
+            "training": "template questions only", "fitted_on": "dev, heldout, fresh, fourth "
+            "(688)", "embedder": embed_name}, indent=1) + "\n")  # fmt: skip
+        print(f"adopted a {ab[0]}, b {ab[1]}: in-sample {rr.mean():.3f} MRR", flush=True)
+    return out
+
+
 def write_outputs(results: dict, out: Path) -> None:
     """Markdown table, JSON and PNG of the question results (and the keyword levels). Parts
     not run this time are kept from the previous ``rag_questions.json`` in ``out``, which
@@ -1870,6 +2021,7 @@ def main(argv=None) -> int:
             "final7",
             "latency7",
             "round8",
+            "round9",
         ],
     )
     parser.add_argument(
@@ -1966,6 +2118,10 @@ def main(argv=None) -> int:
         round8 = round8_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round8_choosing.json").write_text(json.dumps(round8, indent=1) + "\n")
+    if "round9" in args.parts:  # the same choosing set: a cross-encoder tuned to the corpus
+        round9 = round9_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round9_choosing.json").write_text(json.dumps(round9, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0

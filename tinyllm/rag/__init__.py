@@ -16,7 +16,9 @@ section heading in front of each passage), :mod:`~tinyllm.rag.collapse` (one res
 document, MaxP plus title and topic-centroid priors), :mod:`~tinyllm.rag.topic_scoring` (a
 learned linear topic score) with :mod:`~tinyllm.rag.late_interaction` (ColBERT's MaxSim from
 MiniLM's token states), :mod:`~tinyllm.rag.embedder_tuning` (LoRA on MiniLM's top layers,
-trained as a bi-encoder on a corpus; measured, not a default), :mod:`~tinyllm.rag.retriever`
+trained as a bi-encoder on a corpus; measured, not a default),
+:mod:`~tinyllm.rag.cross_encoder_tuning` (the same for a MiniLM cross-encoder with a linear
+head; measured, not a default), :mod:`~tinyllm.rag.retriever`
 (``corpus_retriever``, the dev-chosen store; ``search_documents``). Embedders:
 :class:`TfidfProjectionEmbedder` (no model) and :class:`MiniLMEmbedder` (all-MiniLM-L6-v2,
 from :mod:`tinyllm.embeddings`). Nothing is compiled at import; Numba kernels compile on first
@@ -29,6 +31,11 @@ from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.compress import extractive_compress, surprisal_compress
 from tinyllm.rag.context import contextualize, passage_context, topic_titles
 from tinyllm.rag.cross_encoder import LinearHead, MiniLMCrossEncoder, rerank_results
+from tinyllm.rag.cross_encoder_tuning import (
+    TunedCrossEncoder,
+    load_cross_encoder,
+    tune_cross_encoder,
+)
 from tinyllm.rag.embedder_tuning import mine_rows, tune_minilm, tuned_minilm
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.evaluation import load_questions, passage_homes, ranking_metrics
@@ -63,6 +70,7 @@ __all__ = [
     "QueryAdapter",
     "TfidfProjectionEmbedder",
     "TokenIndex",
+    "TunedCrossEncoder",
     "bm25_idf",
     "contextualize",
     "corpus_passages",
@@ -78,6 +86,7 @@ __all__ = [
     "hyde_search",
     "hyde_vector",
     "kmeans",
+    "load_cross_encoder",
     "l2_distance",
     "load_index",
     "load_questions",
@@ -102,6 +111,7 @@ __all__ = [
     "topic_objective",
     "topic_table",
     "topic_titles",
+    "tune_cross_encoder",
     "tune_minilm",
     "tuned_minilm",
 ]

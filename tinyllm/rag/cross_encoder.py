@@ -139,6 +139,28 @@ def head_objective(head: LinearHead, groups, l2: float = 1e-2) -> float:
     return total
 
 
+def joint_embeddings(
+    embedder, pairs: Sequence[tuple[str, str]], max_length: int = 128, batch_size: int = 16
+) -> np.ndarray:
+    """Unit mean-pooled last hidden states [n, C] (float32) of ``[CLS] q [SEP] p [SEP]`` for
+    each (q, p) of ``pairs`` (token types 0 and 1, the passage cut to ``max_length``
+    tokens), read by ``embedder``'s model and tokenizer in eval mode."""
+    from tinyllm.embeddings import embed_batch, padded_batches
+    from tinyllm.grad_mode import no_grad
+    from tinyllm.nn.module import eval_mode
+
+    model, tokenizer = embedder.model, embedder.tokenizer
+    encoded = [
+        tokenizer.encode_with_types(q, p, max_length=max_length, truncation="only_second")
+        for q, p in pairs
+    ]
+    out = np.zeros((len(pairs), model.config.hidden_size), dtype=np.float32)
+    with eval_mode(model), no_grad():
+        for rows, ids, types, mask in padded_batches(encoded, batch_size):
+            out[rows] = embed_batch(model, ids, mask, types, normalize=True)
+    return out
+
+
 class MiniLMCrossEncoder:
     """Score (query, passage) pairs: ``encoder(pairs) -> scores`` (see the module docstring).
 
@@ -153,20 +175,7 @@ class MiniLMCrossEncoder:
 
     def joint_embeddings(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16):
         """Unit mean-pooled last hidden states of ``[CLS] q [SEP] p [SEP]``, (n, 384)."""
-        from tinyllm.embeddings import embed_batch, padded_batches
-        from tinyllm.grad_mode import no_grad
-        from tinyllm.nn.module import eval_mode
-
-        model, tokenizer = self.embedder.model, self.embedder.tokenizer
-        encoded = [
-            tokenizer.encode_with_types(q, p, max_length=self.max_length, truncation="only_second")
-            for q, p in pairs
-        ]
-        out = np.zeros((len(pairs), model.config.hidden_size), dtype=np.float32)
-        with eval_mode(model), no_grad():
-            for rows, ids, types, mask in padded_batches(encoded, batch_size):
-                out[rows] = embed_batch(model, ids, mask, types, normalize=True)
-        return out
+        return joint_embeddings(self.embedder, pairs, self.max_length, batch_size)
 
     def features(
         self, pairs: Sequence[tuple[str, str]], passage_vectors: np.ndarray | None = None

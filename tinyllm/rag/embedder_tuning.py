@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,17 +91,27 @@ def _padded(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return x, mask
 
 
+def _encoded(tokenizer, text: str | tuple[str, str], max_length: int):
+    if isinstance(text, tuple):  # [CLS] q [SEP] p [SEP], the passage cut to fit
+        return tokenizer.encode_with_types(*text, max_length=max_length, truncation="only_second")
+    return tokenizer.encode_with_types(text, max_length=max_length, truncation=True)
+
+
 def lower_states(
-    model, tokenizer, texts: Sequence[str], top_layers: int, max_length: int, batch_size: int = 32
+    model,
+    tokenizer,
+    texts: Sequence[str | tuple[str, str]],
+    top_layers: int,
+    max_length: int,
+    batch_size: int = 32,
 ) -> list[np.ndarray]:
     """For every text, the output [T_i, C] of the embeddings and the layers below the top
-    ``top_layers`` (eval mode, no gradient; T_i tokens after truncation to ``max_length``)."""
+    ``top_layers`` (eval mode, no gradient; T_i tokens after truncation to ``max_length``).
+    A text may be a (query, passage) pair, read as one sequence (token types 0 and 1)."""
     from tinyllm.models.bert import padding_mask
 
     first_top = _first_top(model, top_layers)
-    encoded = [
-        tokenizer.encode_with_types(t, max_length=max_length, truncation=True) for t in texts
-    ]
+    encoded = [_encoded(tokenizer, t, max_length) for t in texts]
     out: list[np.ndarray | None] = [None] * len(texts)
     with eval_mode(model), no_grad():
         for rows, ids, types, mask in padded_batches(encoded, batch_size):
@@ -135,15 +145,81 @@ def top_embeddings(model, top_layers: int, states: Sequence[np.ndarray]) -> Tens
     return l2_normalize(mean_pool(h, mask))
 
 
+def listwise_rows(scores: Tensor, positive: np.ndarray) -> Tensor:
+    """Mean over the rows of log Σ_j e^{s_ij} − log Σ_{j∈P_i} e^{s_ij} (``positive`` [B, M]
+    bool: P_i; every row needs one): the listwise loss of
+    :func:`tinyllm.rag.cross_encoder.listwise_loss`, row by row."""
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any(axis=1).all():
+        raise ValueError("listwise loss: every row needs an answering candidate")
+    off = Tensor(np.where(positive, 0.0, -1e9).astype(scores.dtype))
+    return (scores.logsumexp(dim=1) - (scores + off).logsumexp(dim=1)).mean()
+
+
 def in_batch_loss(queries: Tensor, passages: Tensor, answers: np.ndarray, scale: float) -> Tensor:
-    """Mean over the rows of log Σ_j e^{s_ij} − log Σ_{j∈P_i} e^{s_ij}, s = scale · Q Pᵀ
-    (``answers`` [B, M] bool: P_i; every row needs one)."""
-    answers = np.asarray(answers, dtype=bool)
-    if not answers.any(axis=1).all():
-        raise ValueError("in_batch_loss: every row needs an answering candidate")
-    s = (queries @ passages.transpose(0, 1)) * scale
-    off = Tensor(np.where(answers, 0.0, -1e9).astype(s.dtype))
-    return (s.logsumexp(dim=1) - (s + off).logsumexp(dim=1)).mean()
+    """:func:`listwise_rows` of s = scale · Q Pᵀ (``answers`` [B, M] bool: P_i)."""
+    return listwise_rows((queries @ passages.transpose(0, 1)) * scale, answers)
+
+
+def train_top_layers(
+    model,
+    top_layers: int,
+    rank: int,
+    alpha: float,
+    n_rows: int,
+    batch_loss: Callable[[np.ndarray], Tensor],
+    lr: float,
+    epochs: float,
+    batch_size: int,
+    seed: int,
+    extra: Sequence[dict] = (),
+    progress: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Put LoRA on ``model``'s top ``top_layers`` layers and minimise ``batch_loss(rows)``
+    (``rows``: indices into the ``n_rows`` training rows, shuffled each epoch) with AdamW
+    (weight decay 0.01, the learning rate warmed up linearly over the first 10 % of the
+    steps, then decayed linearly to 0); ``extra``: more parameter groups (``{"params",
+    "lr"}``, e.g. a head). Returns the adapter ``{name: A or B}`` and merges it into the
+    weights. ``progress``: a label to print the loss under, or None. The draws (LoRA's A,
+    dropout, the order) come from ``seed``; tinyllm's global generator is restored."""
+    start_top = _first_top(model, top_layers)
+    saved = get_rng_state()
+    manual_seed(seed)
+    try:
+        for layer in model.layers[start_top:]:
+            apply_lora(layer, r=rank, alpha=alpha)
+        lora = [p for layer in model.layers[start_top:] for p in lora_parameters(layer)]
+        groups = [{"params": lora, "lr": lr}, *extra]
+        base_lrs = [group["lr"] for group in groups]
+        rng = np.random.default_rng(seed)
+        steps = int(np.ceil(n_rows / batch_size * epochs))
+        warmup = max(1, steps // 10)
+        order = np.concatenate([rng.permutation(n_rows) for _ in range(int(np.ceil(epochs)))])
+        optimizer = AdamW(groups, lr=lr, weight_decay=0.01)
+        model.train()
+        began, losses = time.perf_counter(), []
+        for step in range(steps):
+            loss = batch_loss(order[step * batch_size : (step + 1) * batch_size])
+            factor = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.item()))
+            if progress and (step % 50 == 0 or step == steps - 1):
+                print(f"{progress}: step {step + 1}/{steps}, loss {np.mean(losses[-50:]):.4f}, "
+                      f"{time.perf_counter() - began:.0f} s", flush=True)  # fmt: skip
+    finally:
+        model.eval()
+        set_rng_state(saved)
+    adapter = {
+        f"layers.{start_top + i}.{name}": np.asarray(p.data, dtype=np.float32)
+        for i, layer in enumerate(model.layers[start_top:])
+        for name, p in lora_named_parameters(layer)
+    }
+    merge_lora(model)
+    return adapter
 
 
 def tune_minilm(
@@ -174,54 +250,25 @@ def tune_minilm(
             f"number of passages than the {len(passage_texts)} passage_texts"
         )
     model, tokenizer = embedder.model, embedder.tokenizer
-    start_top = _first_top(model, top_layers)
     queries = lower_states(model, tokenizer, [r.query for r in rows], top_layers, query_length)
     passages = lower_states(model, tokenizer, passage_texts, top_layers, passage_length)
-    saved = get_rng_state()
-    manual_seed(seed)
-    try:
-        for layer in model.layers[start_top:]:
-            apply_lora(layer, r=rank, alpha=alpha)
-        params = [p for layer in model.layers[start_top:] for p in lora_parameters(layer)]
-        rng = np.random.default_rng(seed)
-        steps = int(np.ceil(len(rows) / batch_size * epochs))
-        warmup = max(1, steps // 10)
-        order = np.concatenate([rng.permutation(len(rows)) for _ in range(int(np.ceil(epochs)))])
-        optimizer = AdamW(params, lr=lr, weight_decay=0.01)
-        model.train()
-        began, losses = time.perf_counter(), []
-        for step in range(steps):
-            picked = order[step * batch_size : (step + 1) * batch_size]
-            batch = [rows[i] for i in picked]
-            candidates = list(
-                dict.fromkeys(c for r in batch for c in (r.positive, r.negative) if c is not None)
-            )
-            loss = in_batch_loss(
-                top_embeddings(model, top_layers, [queries[i] for i in picked]),
-                top_embeddings(model, top_layers, [passages[c] for c in candidates]),
-                np.array([[r.answers[c] for c in candidates] for r in batch]),
-                scale,
-            )
-            factor = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.item()))
-            if progress and (step % 50 == 0 or step == steps - 1):
-                print(f"tune_minilm: step {step + 1}/{steps}, loss {np.mean(losses[-50:]):.4f}, "
-                      f"{time.perf_counter() - began:.0f} s", flush=True)  # fmt: skip
-    finally:
-        model.eval()
-        set_rng_state(saved)
-    adapter = {
-        f"layers.{start_top + i}.{name}": np.asarray(p.data, dtype=np.float32)
-        for i, layer in enumerate(model.layers[start_top:])
-        for name, p in lora_named_parameters(layer)
-    }
-    merge_lora(model)
-    return adapter
+
+    def batch_loss(picked: np.ndarray) -> Tensor:
+        batch = [rows[i] for i in picked]
+        candidates = list(
+            dict.fromkeys(c for r in batch for c in (r.positive, r.negative) if c is not None)
+        )
+        return in_batch_loss(
+            top_embeddings(model, top_layers, [queries[i] for i in picked]),
+            top_embeddings(model, top_layers, [passages[c] for c in candidates]),
+            np.array([[r.answers[c] for c in candidates] for r in batch]),
+            scale,
+        )
+
+    return train_top_layers(
+        model, top_layers, rank, alpha, len(rows), batch_loss, lr, epochs, batch_size, seed,
+        progress="tune_minilm" if progress else None,
+    )  # fmt: skip
 
 
 def save_adapter(path: str | Path, adapter: dict[str, np.ndarray], rank: int, alpha: float) -> None:
