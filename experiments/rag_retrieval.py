@@ -1104,16 +1104,9 @@ def shipped_stages(store, query: str, centroids, column: dict) -> tuple:
     """``search_documents``' shipped pipeline up to its collapse, for an experiment that adds
     to it: (fused passage scores [(id, F)], prior {topic: title and centroid terms}, query
     vector); ``centroids``, ``column``: ``store.topic_centroids()`` and topic -> row."""
-    from tinyllm.rag.retriever import (
-        CENTROID_WEIGHT,
-        DOCUMENT_FETCH_K,
-        FUSION_WEIGHTS,
-        TITLE_WEIGHT,
-    )
+    from tinyllm.rag.retriever import CENTROID_WEIGHT, DOCUMENT_FETCH_K, TITLE_WEIGHT
 
-    depth = max(DEPTH, DOCUMENT_FETCH_K)
-    lexical, dense = store._bm25_ranking(query, depth), store._dense_ranking(query, depth)
-    fused = score_fusion([dict(lexical), dict(dense)], FUSION_WEIGHTS)
+    fused = store.first_stage(query, max(DEPTH, DOCUMENT_FETCH_K))[0]
     title = store._title_cosines(query)
     qv = store._query_vector(query)
     cos_c = centroids @ qv

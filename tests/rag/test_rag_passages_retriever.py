@@ -67,6 +67,20 @@ def test_retriever_modes_and_round_trip(passages, tmp_path):
         assert len(results) == 3
         assert results[0][0].id == target.id, mode
         assert all(isinstance(s, float) for _, s in results)
+    # the first stage: the BM25 and dense lists of their modes, fused by min-max scores
+    fused, lexical, dense = store.first_stage(query, 20, (0.5, 1.0))
+    assert lexical == [(p.id, s) for p, s in store.search(query, 20, "bm25")]
+    assert dense == [(p.id, s) for p, s in store.search(query, 20, "dense")]
+    scaled = {}
+    for hits, weight in ((lexical, 0.5), (dense, 1.0)):
+        low, high = min(s for _, s in hits), max(s for _, s in hits)
+        for pid, score in hits:
+            scaled[pid] = scaled.get(pid, 0.0) + weight * (score - low) / (high - low)
+    assert [pid for pid, _ in fused] == sorted(scaled, key=lambda pid: (-scaled[pid], pid))
+    np.testing.assert_allclose([f for _, f in fused], [scaled[pid] for pid, _ in fused])
+    assert [(p.id, f) for p, f in store.search(query, 5, "hybrid_score", 20, (0.5, 1.0))] == (
+        fused[:5]
+    )
     store.save(tmp_path / "store")
     loaded = PassageRetriever.load(tmp_path / "store")
     for mode in ("bm25", "hybrid"):

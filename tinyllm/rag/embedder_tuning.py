@@ -44,7 +44,6 @@ from tinyllm.io.atomic import atomic_write
 from tinyllm.nn.lora import apply_lora, lora_named_parameters, lora_parameters, merge_lora
 from tinyllm.nn.module import eval_mode
 from tinyllm.optim.adamw import AdamW
-from tinyllm.rag.fusion import score_fusion
 from tinyllm.tensor import Tensor
 
 TUNED_PREFIX = "tinyllm.embeddings.MiniLMEmbedder+lora:"  # + the adapter's digest
@@ -73,9 +72,7 @@ def mine_rows(store, homes: Sequence[Collection[str]], rows) -> list[TuningRow]:
         answers = np.array([bool(h & topics) for h in homes])
         if not answers.any():
             raise ValueError(f"mine_rows: no passage answers {query!r} (topics {sorted(topics)})")
-        lexical = dict(store._bm25_ranking(query, MINING_DEPTH))
-        dense = dict(store._dense_ranking(query, MINING_DEPTH))
-        ranked = [pid for pid, _ in score_fusion([lexical, dense], MINING_WEIGHTS)]
+        ranked = [pid for pid, _ in store.first_stage(query, MINING_DEPTH, MINING_WEIGHTS)[0]]
         positive = next((p for p in ranked if answers[p]), int(np.flatnonzero(answers)[0]))
         negative = next((p for p in ranked if not answers[p]), None)
         out.append(TuningRow(query, answers, positive, negative))

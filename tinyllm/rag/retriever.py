@@ -218,18 +218,27 @@ class PassageRetriever:
             ranked = self._bm25_ranking(query, k)
         elif mode == "dense":
             ranked = self._dense_ranking(query, k)
-        else:
+        elif mode == "hybrid":
             depth = max(k, fetch_k)
             lexical = self._bm25_ranking(query, depth)
             dense = self._dense_ranking(query, depth)
-            if mode == "hybrid":
-                ranked = reciprocal_rank_fusion(
-                    [[i for i, _ in lexical], [i for i, _ in dense]], rrf_k, weights
-                )
-            else:
-                ranked = score_fusion([dict(lexical), dict(dense)], weights)
-            ranked = ranked[:k]
+            ranked = reciprocal_rank_fusion(
+                [[i for i, _ in lexical], [i for i, _ in dense]], rrf_k, weights
+            )[:k]
+        else:
+            ranked = self.first_stage(query, max(k, fetch_k), weights)[0][:k]
         return [(self.passages[i], float(s)) for i, s in ranked]
+
+    def first_stage(
+        self, query: str, depth: int, weights: Sequence[float] = FUSION_WEIGHTS
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], list[tuple[int, float]]]:
+        """(fused, lexical, dense) for ``query``: the BM25 and dense top ``depth`` lists
+        [(passage id, score), ...] and their min-max score fusion with ``weights`` (BM25,
+        dense), best first: the first stage of ``hybrid_score`` search and of the document
+        pipeline."""
+        lexical = self._bm25_ranking(query, depth)
+        dense = self._dense_ranking(query, depth)
+        return score_fusion([dict(lexical), dict(dense)], weights), lexical, dense
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's embedding (D,), mapped by ``query_adapter`` when one is set; kept for
@@ -321,9 +330,7 @@ class PassageRetriever:
             return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
         depth = max(k, fetch_k)
         if self.has_dense:
-            lexical = self._bm25_ranking(query, depth)
-            dense = self._dense_ranking(query, depth)
-            fused = score_fusion([dict(lexical), dict(dense)], weights)
+            fused = self.first_stage(query, depth, weights)[0]
         else:
             fused = score_fusion([dict(self._bm25_ranking(query, depth))])
         prior, weight = None, 0.0
@@ -366,9 +373,7 @@ class PassageRetriever:
         maxsim = None
         if use_maxsim and self.token_index is not None:  # first: one pass embeds the query
             maxsim = self.token_index.scores(self._query_tokens(query))
-        lexical = self._bm25_ranking(query, fetch_k)
-        dense = self._dense_ranking(query, fetch_k)
-        fused = score_fusion([dict(lexical), dict(dense)], weights)
+        fused, lexical, dense = self.first_stage(query, fetch_k, weights)
         names, centroids = self.topic_centroids()
         cosines = (centroids @ self._query_vector(query)).tolist()
         title = self._title_cosines(query) if self.titles else {}
