@@ -208,6 +208,18 @@ def test_search_documents_is_the_collapsed_fusion(tfidf_store, tmp_path):
         store.search_documents(query, 0)
 
 
+def test_a_document_without_a_title_is_refused(tfidf_store):
+    store = tfidf_store
+    titles = dict(store.titles)
+    dropped = sorted(titles)[0]
+    del titles[dropped]
+    partial = PassageRetriever(store.passages, store.bm25, store.embedder, store.dense_index,
+                               store.memberships, titles)  # fmt: skip
+    for topic_weights in (None, {"fused": 1.0, "title": 0.3}):
+        with pytest.raises(ValueError, match=f"no title for \\['{dropped}'\\]"):
+            partial.search_documents("how do I open a file", 5, topic_weights=topic_weights)
+
+
 def test_centroid_term_matches_a_naive_reference(tfidf_store):
     """S(t) = max fused passage score + 0.3 cos(q, title_t) + μ cos(q, c_t), c_t the unit mean
     of t's passage vectors, recomputed here topic by topic from the raw vectors."""

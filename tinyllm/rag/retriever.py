@@ -306,8 +306,9 @@ class PassageRetriever:
         dense and BM25 maxima, MaxSim; ``maxsim`` needs a store built with
         ``late_interaction``); None scores S(t) = max passage score + ``title_weight`` ·
         cos(q, title_t) + ``centroid_weight`` · cos(q, c_t), c_t from
-        :meth:`topic_centroids` (without a dense index the passage scores are BM25's alone
-        and neither term is added); ``"auto"`` (default) is :data:`TOPIC_WEIGHTS` on a store
+        :meth:`topic_centroids`, which is the linear score with w = (fused 1, title λ,
+        centroid μ) (without a dense index the passage scores are BM25's alone and neither
+        term is added); ``"auto"`` (default) is :data:`TOPIC_WEIGHTS` on a store
         with late interaction, else None. ``distinct_passages``: a document whose best
         passage already stands for a document ranked above it is left out (the passage's
         other documents are ``memberships[passage.id]``), so the k results show k distinct
@@ -323,33 +324,17 @@ class PassageRetriever:
                     f"a mapping, got {topic_weights!r}"
                 )
             topic_weights = TOPIC_WEIGHTS if self.token_index is not None else None
+        if topic_weights is None and self.has_dense:  # round 6: w = (fused 1, title λ, centroid μ)
+            title_weight = title_weight if self.titles else 0.0
+            topic_weights = {"fused": 1.0, "title": title_weight, "centroid": centroid_weight}
+        depth = max(k, fetch_k)
         if topic_weights is not None:
             check_topic_weights(topic_weights)
-            table = self.topic_features(query, max(k, fetch_k), weights, topic_weights)
+            table = self.topic_features(query, depth, weights, topic_weights)
             ranked = rank_topics(table, topic_weights, distinct_passages)[:k]
-            return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
-        depth = max(k, fetch_k)
-        if self.has_dense:
-            fused = self.first_stage(query, depth, weights)[0]
-        else:
+        else:  # no dense index: the documents of the BM25 list
             fused = score_fusion([dict(self._bm25_ranking(query, depth))])
-        prior, weight = None, 0.0
-        if self.has_dense and self.titles and title_weight != 0.0:
-            prior, weight = self._title_cosines(query), title_weight
-            missing = {d for m in self.memberships for d in m} - set(prior)
-            if missing:
-                raise ValueError(
-                    f"PassageRetriever.search_documents: no title for {sorted(missing)[:3]}"
-                )
-        if self.has_dense and centroid_weight != 0.0:
-            names, centroids = self.topic_centroids()
-            cosines = centroids @ self._query_vector(query)
-            base = {d: weight * v for d, v in prior.items()} if prior is not None else {}
-            prior = {
-                d: base.get(d, 0.0) + centroid_weight * float(c) for d, c in zip(names, cosines)
-            }
-            weight = 1.0
-        ranked = document_ranking(fused, self.memberships, prior, weight, distinct_passages)[:k]
+            ranked = document_ranking(fused, self.memberships, None, 0.0, distinct_passages)[:k]
         return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
 
     def topic_features(
@@ -377,6 +362,9 @@ class PassageRetriever:
         names, centroids = self.topic_centroids()
         cosines = (centroids @ self._query_vector(query)).tolist()
         title = self._title_cosines(query) if self.titles else {}
+        missing = set(names) - set(title) if title else set()
+        if missing:
+            raise ValueError(f"PassageRetriever: no title for {sorted(missing)[:3]}")
         return topic_table(
             fused, self.memberships, lexical, dense, title, dict(zip(names, cosines)), maxsim
         )
