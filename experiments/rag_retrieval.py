@@ -1715,6 +1715,11 @@ def round8_experiment(args, embed, embed_name) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Round 9: a MiniLM cross-encoder tuned to the corpus (tinyllm.rag.cross_encoder_tuning: LoRA on
+# its top two layers and a linear head, trained on template questions only) reorders round 7's
+# top documents; part "round9" (not adopted: no look was taken).
+
 FROZEN_ROUND9 = Path("experiments/results/rag_round9_frozen.json")
 ROUND9_TUNING = {"top_layers": 2, "rank": 16, "alpha": 32.0, "lr": 2e-4, "head_lr": 1e-2,
                  "epochs": 2.0, "batch_size": 8}  # fmt: skip
