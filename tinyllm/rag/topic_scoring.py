@@ -81,18 +81,18 @@ def topic_table(
         for pid, score in lexical:
             bm25_all[pid] = score / top
     column = {d: j for j, d in enumerate(documents)}
+    # every (passage, present document) pair; each maximum runs over a document's passages
+    pairs = [(pid, column[d]) for pid, members in enumerate(memberships) for d in members
+             if d in column]  # fmt: skip
+    pids, cols = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
     dense_max = np.full(len(documents), -np.inf)
+    np.maximum.at(dense_max, cols, dense_all[pids])
     bm25_max = np.zeros(len(documents))
-    maxsim_max = np.zeros(len(documents)) if maxsim is None else np.full(len(documents), -np.inf)
-    for pid, members in enumerate(memberships):
-        for document in members:
-            j = column.get(document)
-            if j is None:
-                continue
-            dense_max[j] = max(dense_max[j], dense_all[pid])
-            bm25_max[j] = max(bm25_max[j], bm25_all[pid])
-            if maxsim is not None:
-                maxsim_max[j] = max(maxsim_max[j], float(maxsim[pid]))
+    np.maximum.at(bm25_max, cols, bm25_all[pids])
+    maxsim_max = np.zeros(len(documents))
+    if maxsim is not None:
+        maxsim_max[:] = -np.inf
+        np.maximum.at(maxsim_max, cols, np.asarray(maxsim, dtype=np.float64)[pids])
     features = np.column_stack(
         [
             [f for _, _, f in ranked],
