@@ -89,9 +89,8 @@ def topic_table(
     np.maximum.at(dense_max, cols, dense_all[pids])
     bm25_max = np.zeros(len(documents))
     np.maximum.at(bm25_max, cols, bm25_all[pids])
-    maxsim_max = np.zeros(len(documents))
+    maxsim_max = np.zeros(len(documents)) if maxsim is None else np.full(len(documents), -np.inf)
     if maxsim is not None:
-        maxsim_max[:] = -np.inf
         np.maximum.at(maxsim_max, cols, np.asarray(maxsim, dtype=np.float64)[pids])
     features = np.column_stack(
         [
