@@ -89,10 +89,11 @@ def _runs(text: str, n: int = 6) -> set:
         ("third", (None, "fresh")),
         ("fourth", (None, "fresh", "third")),
         ("fifth", (None, "fresh", "third", "fourth")),
+        ("sixth", (None, "fresh", "third", "fourth", "fifth")),
     ],
 )
 def test_later_held_out_sets_are_labelled_and_independent_of_the_earlier(split, earlier):
-    """The second to fifth held-out sets: same format and label checks as the first, ids
+    """The second to sixth held-out sets: same format and label checks as the first, ids
     and wording of their own (no 6-word run shared with a question of an earlier set),
     spread over topics."""
     fresh = load_questions(split)

@@ -10,7 +10,9 @@ scored with defaults frozen before each look (twice: rounds 3 and 6).
 the fresh set's second look by a session that saw no retrieval results;
 ``tinyllm/data/rag_questions_fourth.json`` (split ``fourth``) a fourth, written the same way
 before the third set's second look; ``tinyllm/data/rag_questions_fifth.json`` (split
-``fifth``) a fifth, written the same way after the fourth set's first look.
+``fifth``) a fifth, written the same way after the fourth set's first look;
+``tinyllm/data/rag_questions_sixth.json`` (split ``sixth``) a sixth, written the same way
+before the fifth set's first look.
 
 A passage is relevant to a question when one of its *homes* is a labelled topic; the homes
 of a passage are its own topic plus every topic whose text contains the passage's text
@@ -38,18 +40,21 @@ FRESH = "fresh"  # rag_questions_fresh.json: the second held-out set
 THIRD = "third"  # rag_questions_third.json: the third held-out set
 FOURTH = "fourth"  # rag_questions_fourth.json: the fourth held-out set
 FIFTH = "fifth"  # rag_questions_fifth.json: the fifth held-out set
+SIXTH = "sixth"  # rag_questions_sixth.json: the sixth held-out set
 _FILES = {
     FRESH: "rag_questions_fresh.json",
     THIRD: "rag_questions_third.json",
     FOURTH: "rag_questions_fourth.json",
     FIFTH: "rag_questions_fifth.json",
+    SIXTH: "rag_questions_sixth.json",
 }
 
 
 def load_questions(split: str | None = None) -> list[dict]:
     """The questions of ``split`` ("dev", "heldout", None for both; "fresh", "third",
-    "fourth" or "fifth" for the later held-out sets), each a dict with ``id``,
-    ``question``, ``topics`` (list of topic keys), ``keyword`` and ``split``."""
+    "fourth", "fifth" or "sixth" for the later held-out sets, the sixth written the same
+    way before the fifth set's first look), each a dict with ``id``, ``question``,
+    ``topics`` (list of topic keys), ``keyword`` and ``split``."""
     if split is not None and split not in (*SPLITS, *_FILES):
         raise ValueError(
             f"load_questions: split must be one of {(*SPLITS, *_FILES)} or None, got {split!r}"
