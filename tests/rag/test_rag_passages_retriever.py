@@ -81,6 +81,9 @@ def test_retriever_modes_and_round_trip(passages, tmp_path):
     assert [(p.id, f) for p, f in store.search(query, 5, "hybrid_score", 20, (0.5, 1.0))] == (
         fused[:5]
     )
+    for depth in (0, 2.5):
+        with pytest.raises(ValueError, match="first_stage: depth must be a positive integer"):
+            store.first_stage(query, depth)
     store.save(tmp_path / "store")
     loaded = PassageRetriever.load(tmp_path / "store")
     for mode in ("bm25", "hybrid"):

@@ -236,6 +236,10 @@ class PassageRetriever:
         [(passage id, score), ...] and their min-max score fusion with ``weights`` (BM25,
         dense), best first: the first stage of ``hybrid_score`` search and of the document
         pipeline."""
+        if not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise ValueError(
+                f"PassageRetriever.first_stage: depth must be a positive integer, got {depth!r}"
+            )
         lexical = self._bm25_ranking(query, depth)
         dense = self._dense_ranking(query, depth)
         return score_fusion([dict(lexical), dict(dense)], weights), lexical, dense
