@@ -95,6 +95,15 @@ fourth set), each fold tuning a fresh model (about 50 minutes on 2 cores); write
 
     python experiments/rag_retrieval.py --parts round8
 
+Part "round9": a cross-encoder tuned to the corpus reorders round 7's top 10 (about 15
+minutes); part "round10": five more label-free features for round 7's topic score (about 3
+minutes); part "fifth7": round 7's frozen default on the fifth held-out set, its one look,
+next to the fourth set's numbers and pooled with them:
+
+    python experiments/rag_retrieval.py --parts round9
+    python experiments/rag_retrieval.py --parts round10
+    python experiments/rag_retrieval.py --parts fifth7
+
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
 duplicates removed). Queries: for every passage, one sentence of it (at least 6 content words,
@@ -127,6 +136,7 @@ import importlib
 import itertools
 import json
 import keyword
+import re
 import sys
 import time
 from pathlib import Path
@@ -1438,6 +1448,27 @@ def late_store(args, embed):
     return store, topics
 
 
+def choosing_setup(args, embed, questions: list[dict]) -> tuple:
+    """(the store with late interaction, topics, passage homes, each question's labels as a
+    set): what the rounds chosen on ``questions`` from round 7 on start from."""
+    store, topics = late_store(args, embed)
+    return (
+        store,
+        topics,
+        passage_homes(store.passages, topics),
+        [set(q["topics"]) for q in questions],
+    )
+
+
+def topic_tables(store, questions: list[dict], homes) -> tuple[list, list]:
+    """The topic feature tables of ``questions`` on ``store`` and, per table, which
+    documents' shown passage answers (its homes meet the question's labels)."""
+    tables = [store.topic_features(q["question"]) for q in questions]
+    positives = [np.array([bool(homes[pid] & set(q["topics"])) for pid in t.passages])
+                 for t, q in zip(tables, questions)]  # fmt: skip
+    return tables, positives
+
+
 def round7_experiment(args, embed, embed_name) -> dict:
     """A seventh round, on a larger choosing set: the dev half, the first held-out half and
     the fresh set (448 questions; the fresh set has had its two looks and chooses now). The
@@ -1454,16 +1485,11 @@ def round7_experiment(args, embed, embed_name) -> dict:
     cross-validated MRR is refitted on all 448 questions, rounded, and frozen."""
     from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
 
-    store, topics = late_store(args, embed)
-    homes = passage_homes(store.passages, topics)
     questions = round7_choosing_set()
-    gold = [set(q["topics"]) for q in questions]
+    store, topics, homes, gold = choosing_setup(args, embed, questions)
     start = time.perf_counter()
-    tables = [store.topic_features(q["question"]) for q in questions]
+    tables, positives = topic_tables(store, questions, homes)
     print(f"features of {len(questions)} questions: {time.perf_counter() - start:.1f} s")
-    positives = [
-        np.array([bool(homes[pid] & g) for pid in t.passages]) for t, g in zip(tables, gold)
-    ]
     splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
 
     def ranked(weights, index):
@@ -1573,6 +1599,19 @@ def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> di
     return {"frozen": frozen, "rows": rows}
 
 
+def pooled_rows(rows: list[dict], splits: tuple[str, ...]) -> list[dict]:
+    """Per method, the question-weighted means of ``final7_experiment``'s metrics over
+    ``splits`` (rows: one per split and method)."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        parts = [r for r in rows if r["method"] == method and r["split"] in splits]
+        n = sum(r["questions"] for r in parts)
+        keys = [k for k in parts[0] if k.startswith(("hit@", "mrr", "strict_"))]
+        means = {k: sum(r[k] * r["questions"] for r in parts) / n for k in keys}
+        out.append({"method": method, "splits": list(splits), "questions": n, **means})
+    return out
+
+
 def latency7_experiment(args, embed, embed_name) -> dict:
     """Latency per query, one question at a time (embedding and token states included), of
     the shipped default and round 6's formula on the same store, over the round-7 choosing
@@ -1648,26 +1687,18 @@ def round8_experiment(args, embed, embed_name) -> dict:
     from tinyllm.rag.template_questions import template_questions
     from tinyllm.rag.topic_scoring import TOPIC_FEATURES, fit_topic_weights, rank_topics
 
-    base, topics = late_store(args, embed)
-    homes = passage_homes(base.passages, topics)
     questions = round8_choosing_set()
-    gold = [set(q["topics"]) for q in questions]
+    base, topics, homes, gold = choosing_setup(args, embed, questions)
     templates = mine_rows(base, homes, template_questions(topics))
     mined = mine_rows(base, homes, [(q["question"], q["topics"]) for q in questions])
     texts = contextualize(base.passages, topics)  # what the dense index embeds
-
-    def tables_of(store):
-        tables = [store.topic_features(q["question"]) for q in questions]
-        positives = [np.array([bool(homes[pid] & g) for pid in t.passages])
-                     for t, g in zip(tables, gold)]  # fmt: skip
-        return tables, positives
 
     def reciprocal(tables, weights, index):
         runs = [rank_topics(tables[i], weights)[:DEPTH] for i in index]
         return reciprocal_ranks([[pid for _, pid, _ in r] for r in runs],
                                 [gold[i] for i in index], homes)  # fmt: skip
 
-    base_tables, base_positives = tables_of(base)
+    base_tables, base_positives = topic_tables(base, questions, homes)
     out = {"questions": len(questions), "tuning": ROUND8_TUNING, "l2": ROUND8_L2,
            "templates": len(templates),
            "choosing_set": "dev + first held-out half + fresh + fourth (688); third and fifth "
@@ -1683,7 +1714,7 @@ def round8_experiment(args, embed, embed_name) -> dict:
             rr_base[test] = reciprocal(base_tables, w, test)
             start = time.perf_counter()
             store, _ = tuned_store(args, texts, templates + [mined[i] for i in train], f)
-            tables, positives = tables_of(store)
+            tables, positives = topic_tables(store, questions, homes)
             w = fit_topic_weights([tables[i] for i in train],
                                   [positives[i] for i in train], ROUND8_L2)  # fmt: skip
             rr_tuned[test] = reciprocal(tables, w, test)
@@ -1700,7 +1731,7 @@ def round8_experiment(args, embed, embed_name) -> dict:
         store, adapter = tuned_store(args, texts, templates + mined, 0)
         save_adapter(default_adapter_path(), adapter, ROUND8_TUNING["rank"],
                      ROUND8_TUNING["alpha"])  # fmt: skip
-        tables, positives = tables_of(store)
+        tables, positives = topic_tables(store, questions, homes)
         fitted = fit_topic_weights(tables, positives, ROUND8_L2)
         weights = {f: round(fitted[f], WEIGHT_DECIMALS) for f in TOPIC_FEATURES}
         rr = reciprocal(tables, weights, range(len(questions)))
@@ -1779,10 +1810,8 @@ def round9_experiment(args, embed, embed_name) -> dict:
     from tinyllm.rag.template_questions import template_questions
     from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
 
-    store, topics = late_store(args, embed)
-    homes = passage_homes(store.passages, topics)
     questions = round8_choosing_set()
-    gold = [set(q["topics"]) for q in questions]
+    store, topics, homes, gold = choosing_setup(args, embed, questions)
     texts = contextualize(store.passages, topics)
     start = time.perf_counter()
     groups = mine_groups(store, homes, template_questions(topics), ROUND9_GROUP)
@@ -1792,9 +1821,7 @@ def round9_experiment(args, embed, embed_name) -> dict:
     adapter = tune_cross_encoder(tuned, texts, groups, seed=0, progress=True, **ROUND9_TUNING)
     tuning_s = time.perf_counter() - start
     cross = TunedCrossEncoder(tuned, adapter[HEAD])
-    tables = [store.topic_features(q["question"]) for q in questions]
-    positives = [np.array([bool(homes[pid] & g) for pid in t.passages])
-                 for t, g in zip(tables, gold)]  # fmt: skip
+    tables, positives = topic_tables(store, questions, homes)
     splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
     weights = {("shipped", 0): TOPIC_WEIGHTS}
     for split, folds in splits.items():
@@ -1868,6 +1895,151 @@ def round9_experiment(args, embed, embed_name) -> dict:
             "training": "template questions only", "fitted_on": "dev, heldout, fresh, fourth "
             "(688)", "embedder": embed_name}, indent=1) + "\n")  # fmt: skip
         print(f"adopted a {ab[0]}, b {ab[1]}: in-sample {rr.mean():.3f} MRR", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Round 10: five more label-free features for round 7's learned topic score; part "round10".
+
+ROUND10_FEATURES = ("log_size", "symbol_max", "template_max", "fused_second", "fused_count")
+ROUND10_ROWS = (  # added to round 7's six features
+    ("log_size",),
+    ("symbol_max",),
+    ("template_max",),
+    ("fused_second",),
+    ("fused_count",),
+    ("log_size", "symbol_max"),
+    ("log_size", "template_max"),
+    ("log_size", "symbol_max", "template_max"),
+    ("log_size", "template_max", "fused_second", "fused_count"),
+    ROUND10_FEATURES,
+)
+# Python's operator symbols, longest first; a - or / between two word characters is a
+# hyphen or a slash of prose ("user-defined", "try/finally"), not an operator
+OPERATOR = re.compile(
+    r"\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%@&|^]=|[<>!=]=|(?<!\w)[-/]|[-/](?!\w)|[+*%@&|^~<>=]"
+)
+
+
+def round10_columns(store, topics, questions, tables, embed, args) -> list[np.ndarray]:
+    """The ``ROUND10_FEATURES`` of every table's documents [n, 5]:
+
+    log_size      log |passages of t|                     (a prior: MaxP favours long topics)
+    symbol_max    max_p BM25_op(q, p) / max_p' BM25_op(q, p')   BM25 over ``OPERATOR``
+                  tokens, which the word tokenizer drops (0 for a query without them)
+    template_max  max_j cos(q, u_j) over t's template questions (round 5's idea 2)
+    fused_second  the second best fused score of t's passages (0 with one)
+    fused_count   log(1 + |t's passages in the fused list|)"""
+    from tinyllm.rag.template_questions import template_questions
+
+    names, _ = store.topic_centroids()
+    column = {name: j for j, name in enumerate(names)}
+    member = np.zeros((len(store.passages), len(names)), dtype=bool)
+    for pid, members in enumerate(store.memberships):
+        member[pid, [column[d] for d in members]] = True
+    log_size = np.log(member.sum(axis=0))
+    symbols = BM25(tokenizer=OPERATOR.findall).fit([p.text for p in store.passages])
+    pairs = template_questions(topics, per_topic=TEMPLATES_PER_TOPIC, seed=args.seed)
+    vectors = cached_vectors(
+        embed, [t for t, _ in pairs], args.cache, f"template-questions-{TEMPLATES_PER_TOPIC}"
+    )
+    owner = np.zeros((len(pairs), len(names)), dtype=bool)
+    for i, (_, answers) in enumerate(pairs):
+        owner[i, [column[t] for t in answers]] = True
+    out = []
+    for q, table in zip(questions, tables):
+        cols = [column[d] for d in table.documents]
+        op = symbols.get_scores(q["question"])
+        op = op / op.max() if op.max() > 0.0 else op
+        symbol_max = np.where(member[:, cols], op[:, None], 0.0).max(axis=0)
+        cos = vectors @ store._query_vector(q["question"])
+        template_max = np.where(owner[:, cols], cos[:, None], -np.inf).max(axis=0)
+        template_max[~np.isfinite(template_max)] = 0.0
+        scores = np.zeros((len(table.fused), len(names)))  # fused score of each listed passage
+        listed = np.zeros((len(table.fused), len(names)), dtype=bool)
+        for r, (pid, score) in enumerate(table.fused):
+            scores[r], listed[r] = np.where(member[pid], score, 0.0), member[pid]
+        ordered = -np.sort(-np.where(listed[:, cols], scores[:, cols], -np.inf), axis=0)
+        second = ordered[1] if len(ordered) > 1 else np.full(len(cols), -np.inf)
+        second = np.where(np.isfinite(second), second, 0.0)
+        count = np.log1p(listed[:, cols].sum(axis=0))
+        out.append(np.column_stack([log_size[cols], symbol_max, template_max, second, count]))
+    return out
+
+
+def round10_experiment(args, embed, embed_name) -> dict:
+    """A tenth round: five more features for round 7's learned topic score
+    (``round10_columns``), none learned from labels, each a single weight, added in the
+    rows of ``ROUND10_ROWS``. The choosing set is round 8's (688 questions); the third set
+    (two looks) and the fifth (none) are not read. Per fold, round 7's six weights are
+    refitted on the training folds (the baseline, as in rounds 8 and 9), and so are a row's
+    6 + k weights (``topic_objective``, L2 ``ROUND8_L2``, L-BFGS). Round 5's rule on both
+    splits; a passing row would be refitted on all 688 questions, rounded and frozen."""
+    from scipy.optimize import minimize
+
+    from tinyllm.rag.collapse import document_ranking
+    from tinyllm.rag.topic_scoring import TOPIC_FEATURES, topic_objective
+
+    questions = round8_choosing_set()
+    store, topics, homes, gold = choosing_setup(args, embed, questions)
+    tables, positives = topic_tables(store, questions, homes)
+    start = time.perf_counter()
+    extra = round10_columns(store, topics, questions, tables, embed, args)
+    print(f"round 10 features: {time.perf_counter() - start:.0f} s", flush=True)
+    names = TOPIC_FEATURES + ROUND10_FEATURES
+    x = [np.column_stack([t.features, e]) for t, e in zip(tables, extra)]
+
+    def fit(features, index) -> np.ndarray:
+        cols = [names.index(f) for f in features]
+        groups = [(x[i][:, cols], positives[i]) for i in index if positives[i].any()]
+        w0 = np.array([float(f == "fused") for f in features])
+        fitted = minimize(topic_objective, w0, args=(groups, ROUND8_L2), jac=True,
+                          method="L-BFGS-B").x  # fmt: skip
+        w = np.zeros(len(names))
+        w[cols] = fitted
+        return w
+
+    def reciprocal(w, index) -> np.ndarray:
+        runs = []
+        for i in index:
+            t = tables[i]
+            prior = dict(zip(t.documents, (x[i][:, 1:] @ w[1:]).tolist()))
+            scaled = [(pid, w[0] * score) for pid, score in t.fused]
+            runs.append([p for _, p, _ in document_ranking(scaled, t.memberships, prior, 1.0,
+                                                           True)[:DEPTH]])  # fmt: skip
+        return reciprocal_ranks(runs, [gold[i] for i in index], homes)
+
+    splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
+    rows = [TOPIC_FEATURES + row for row in ROUND10_ROWS]
+    rr = {(s, r): np.zeros(len(questions)) for s in splits for r in [TOPIC_FEATURES, *rows]}
+    for split, folds in splits.items():
+        for f in range(FOLDS):
+            train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            for row in [TOPIC_FEATURES, *rows]:
+                rr[split, row][test] = reciprocal(fit(row, train), test)
+    out = {"questions": len(questions), "l2": ROUND8_L2, "operator_pattern": OPERATOR.pattern,
+           "choosing_set": "dev + first held-out half + fresh + fourth (688); third and fifth "
+           "not read", "round7": {s: fold_summary(rr[s, TOPIC_FEATURES], splits[s])
+                                  for s in splits}, "rows": [], "adopted": None,
+           "third_set_looked_at": False, "fifth_set_looked_at": False}  # fmt: skip
+    for row in rows:
+        entry = {"added": list(row[len(TOPIC_FEATURES) :])}
+        for split, folds in splits.items():
+            entry[split] = fold_summary(rr[split, row], folds, rr[split, TOPIC_FEATURES])
+        entry["clear_gain"] = all(entry[s]["clear_gain"] for s in splits)
+        entry["weights_all_688"] = {
+            f: round(float(v), WEIGHT_DECIMALS)
+            for f, v in zip(names, fit(row, range(len(questions)))) if f in row
+        }  # fmt: skip
+        out["rows"].append(entry)
+        a, b = entry["interleaved"], entry["by_topic"]
+        print(f"+ {'+'.join(entry['added']):55s} cv {a['hit@1']:.3f} {a['hit@5']:.3f} "
+              f"{a['mrr']:.3f} gain {a['gain_mean']:+.4f} +- {a['gain_std']:.4f} "
+              f"({a['folds_gained']}/{FOLDS}); by topic {b['mrr']:.3f} {b['gain_mean']:+.4f} "
+              f"+- {b['gain_std']:.4f} ({b['folds_gained']}/{FOLDS})", flush=True)  # fmt: skip
+    passing = [r for r in out["rows"] if r["clear_gain"]]
+    if passing:  # a row that passes is recorded; shipping it needs its features in the store
+        out["adopted"] = max(passing, key=lambda r: r["interleaved"]["mrr"])["added"]
     return out
 
 
@@ -2020,6 +2192,8 @@ def main(argv=None) -> int:
             "latency7",
             "round8",
             "round9",
+            "round10",
+            "fifth7",
         ],
     )
     parser.add_argument(
@@ -2120,6 +2294,16 @@ def main(argv=None) -> int:
         round9 = round9_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round9_choosing.json").write_text(json.dumps(round9, indent=1) + "\n")
+    if "round10" in args.parts:  # the same choosing set: five more topic features
+        round10 = round10_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round10_choosing.json").write_text(json.dumps(round10, indent=1) + "\n")
+    if "fifth7" in args.parts:  # the fifth set's one look, round 7's frozen default
+        final = final7_experiment(args, embed, embed_name, ("fourth", "fifth"))
+        final["pooled_first_looks"] = pooled_rows(final["rows"], ("fourth", "fifth"))
+        final["looks_overall"] = {"fourth": 2, "fifth": 1}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_fifth_round7.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0
