@@ -1612,6 +1612,25 @@ def pooled_rows(rows: list[dict], splits: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def depth_metrics(args, embed, split: str) -> dict:
+    """Where the default's misses on ``split`` lie: the share of questions with an answering
+    passage anywhere in the fused first stage (``DOCUMENT_FETCH_K`` per list), and the
+    default's hit@5, hit@10 and hit@20."""
+    from tinyllm.rag.retriever import DOCUMENT_FETCH_K
+
+    store, topics = late_store(args, embed)
+    homes = passage_homes(store.passages, topics)
+    questions = load_questions(split)
+    gold = [q["topics"] for q in questions]
+    present = [any(homes[pid] & set(g) for pid, _ in store.first_stage(q["question"],
+                                                                      DOCUMENT_FETCH_K)[0])
+               for q, g in zip(questions, gold)]  # fmt: skip
+    rankings = [[p.id for _, p, _ in store.search_documents(q["question"], DEPTH)]
+                for q in questions]  # fmt: skip
+    return {"split": split, "first_stage_recall": float(np.mean(present)),
+            **ranking_metrics(rankings, gold, homes, ks=(5, 10, 20))}  # fmt: skip
+
+
 def latency7_experiment(args, embed, embed_name) -> dict:
     """Latency per query, one question at a time (embedding and token states included), of
     the shipped default and round 6's formula on the same store, over the round-7 choosing
@@ -1967,20 +1986,29 @@ def round10_columns(store, topics, questions, tables, embed, args) -> list[np.nd
     return out
 
 
-def round10_experiment(args, embed, embed_name) -> dict:
+def round10_experiment(
+    args,
+    embed,
+    embed_name,
+    questions: list[dict] | None = None,
+    choosing: str = "dev + first held-out half + fresh + fourth (688); third and fifth not read",
+    unread: tuple[str, ...] = ("third", "fifth"),
+) -> dict:
     """A tenth round: five more features for round 7's learned topic score
     (``round10_columns``), none learned from labels, each a single weight, added in the
-    rows of ``ROUND10_ROWS``. The choosing set is round 8's (688 questions); the third set
-    (two looks) and the fifth (none) are not read. Per fold, round 7's six weights are
-    refitted on the training folds (the baseline, as in rounds 8 and 9), and so are a row's
-    6 + k weights (``topic_objective``, L2 ``ROUND8_L2``, L-BFGS). Round 5's rule on both
-    splits; a passing row would be refitted on all 688 questions, rounded and frozen."""
+    rows of ``ROUND10_ROWS``. The choosing set is round 8's (688 questions) unless
+    ``questions`` are given (``choosing`` says which; the sets in ``unread`` are not read).
+    Per fold, round 7's six weights are refitted on the training folds (the baseline, as in
+    rounds 8 and 9), and so are a row's 6 + k weights (``topic_objective``, L2
+    ``ROUND8_L2``, L-BFGS). Round 5's rule on both splits; a passing row is named in
+    "adopted" (shipping it needs its features in the store), its weights refitted on all
+    the questions in the row."""
     from scipy.optimize import minimize
 
     from tinyllm.rag.collapse import document_ranking
     from tinyllm.rag.topic_scoring import TOPIC_FEATURES, topic_objective
 
-    questions = round8_choosing_set()
+    questions = round8_choosing_set() if questions is None else questions
     store, topics, homes, gold = choosing_setup(args, embed, questions)
     tables, positives = topic_tables(store, questions, homes)
     start = time.perf_counter()
@@ -2018,16 +2046,15 @@ def round10_experiment(args, embed, embed_name) -> dict:
             for row in [TOPIC_FEATURES, *rows]:
                 rr[split, row][test] = reciprocal(fit(row, train), test)
     out = {"questions": len(questions), "l2": ROUND8_L2, "operator_pattern": OPERATOR.pattern,
-           "choosing_set": "dev + first held-out half + fresh + fourth (688); third and fifth "
-           "not read", "round7": {s: fold_summary(rr[s, TOPIC_FEATURES], splits[s])
-                                  for s in splits}, "rows": [], "adopted": None,
-           "third_set_looked_at": False, "fifth_set_looked_at": False}  # fmt: skip
+           "choosing_set": choosing, "round7": {s: fold_summary(rr[s, TOPIC_FEATURES], splits[s])
+                                                for s in splits}, "rows": [], "adopted": None,
+           **{f"{name}_set_looked_at": False for name in unread}}  # fmt: skip
     for row in rows:
         entry = {"added": list(row[len(TOPIC_FEATURES) :])}
         for split, folds in splits.items():
             entry[split] = fold_summary(rr[split, row], folds, rr[split, TOPIC_FEATURES])
         entry["clear_gain"] = all(entry[s]["clear_gain"] for s in splits)
-        entry["weights_all_688"] = {
+        entry[f"weights_all_{len(questions)}"] = {
             f: round(float(v), WEIGHT_DECIMALS)
             for f, v in zip(names, fit(row, range(len(questions)))) if f in row
         }  # fmt: skip
@@ -2041,6 +2068,15 @@ def round10_experiment(args, embed, embed_name) -> dict:
     if passing:  # a row that passes is recorded; shipping it needs its features in the store
         out["adopted"] = max(passing, key=lambda r: r["interleaved"]["mrr"])["added"]
     return out
+
+
+def round11_experiment(args, embed, embed_name) -> dict:
+    """An eleventh round: round 10's rows again, on round 8's choosing set and the fifth set
+    (past its one look, ``--parts fifth7``): 928 questions; the third set (two looks) and
+    the sixth (none) are not read."""
+    questions = round8_choosing_set() + load_questions("fifth")
+    choosing = "dev + first held-out half + fresh + fourth + fifth (928); third and sixth not read"
+    return round10_experiment(args, embed, embed_name, questions, choosing, ("third", "sixth"))
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -2194,6 +2230,7 @@ def main(argv=None) -> int:
             "round9",
             "round10",
             "fifth7",
+            "round11",
         ],
     )
     parser.add_argument(
@@ -2301,9 +2338,14 @@ def main(argv=None) -> int:
     if "fifth7" in args.parts:  # the fifth set's one look, round 7's frozen default
         final = final7_experiment(args, embed, embed_name, ("fourth", "fifth"))
         final["pooled_first_looks"] = pooled_rows(final["rows"], ("fourth", "fifth"))
+        final["depth"] = [depth_metrics(args, embed, split) for split in ("fourth", "fifth")]
         final["looks_overall"] = {"fourth": 2, "fifth": 1}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_fifth_round7.json").write_text(json.dumps(final, indent=1) + "\n")
+    if "round11" in args.parts:  # round 10's rows, the fifth set choosing too (928)
+        round11 = round11_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_round11_choosing.json").write_text(json.dumps(round11, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0
