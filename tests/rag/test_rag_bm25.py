@@ -8,7 +8,7 @@ import pytest
 from tinyllm.rag.bm25 import BM25, bm25_idf
 from tinyllm.rag.passages import corpus_passages
 from tinyllm.rag.persistence import load_index
-from tinyllm.rag.text import split_sentences, tokenize
+from tinyllm.rag.text import operator_tokens, split_sentences, tokenize
 
 DOCS = ["the cat sat on the mat", "the dog sat", "cats and dogs"]
 
@@ -114,6 +114,29 @@ def test_tokenizer_and_sentences():
     assert split_sentences("One. Two? Three!\n\nFour") == ["One.", "Two?", "Three!", "Four"]
     with pytest.raises(TypeError, match="BM25: a document must be"):
         BM25().fit([3])
+
+
+def test_operator_tokens():
+    # longest symbol first; a hyphen or slash between two letters is prose
+    assert operator_tokens("x <<= 2 ** -y // z") == ["<<=", "**", "-", "//"]
+    assert operator_tokens("user-defined try/finally, a - b, 7 / 2") == ["-", "/"]
+    assert operator_tokens("m @= w; d | e & f ^ ~g != h -> ... :=") == [
+        "@=",
+        "|",
+        "&",
+        "^",
+        "~",
+        "!=",
+        "->",
+        "...",
+        ":=",
+    ]
+    assert operator_tokens("How do I make a list?") == []
+    # a lexical index over them finds the passage the word tokenizer cannot tell apart
+    index = BM25(tokenizer=operator_tokens).fit(["a << b shifts", "a + b adds", "a b"])
+    assert index.search("what does 1.5 << 2 do", 1)[1].tolist() == [0]
+    with pytest.raises(TypeError, match="operator_tokens: text must be a str"):
+        operator_tokens(None)
 
 
 def test_rank_bm25_oracle_on_corpus():

@@ -15,7 +15,7 @@ from tinyllm.rag.late_interaction import (
     is_content_piece,
 )
 from tinyllm.rag.passages import Passage
-from tinyllm.rag.retriever import TOPIC_WEIGHTS, PassageRetriever
+from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS, TOPIC_WEIGHTS, PassageRetriever
 
 
 def test_content_pieces_are_words_that_are_not_stop_words():
@@ -111,12 +111,12 @@ def late_store(late_interaction=True):
     )
 
 
-def test_a_store_with_late_interaction_scores_documents_by_the_topic_weights(tmp_path):
+def test_a_store_with_late_interaction_scores_documents_by_round_7s_weights(tmp_path):
     store = late_store()
     assert len(store.token_index) == len(PASSAGES)
     query = "the cat on a mat"
     auto = store.search_documents(query, 3)
-    explicit = store.search_documents(query, 3, topic_weights=TOPIC_WEIGHTS)
+    explicit = store.search_documents(query, 3, topic_weights=ROUND7_TOPIC_WEIGHTS)
     assert [(d, p.id, s) for d, p, s in auto] == [(d, p.id, s) for d, p, s in explicit]
     formula = store.search_documents(query, 3, topic_weights=None)
     assert [s for *_, s in auto] != [s for *_, s in formula]
@@ -143,6 +143,42 @@ def test_a_store_with_late_interaction_scores_documents_by_the_topic_weights(tmp
         PassageRetriever.load(tmp_path / "s", embedder=SentencesOnly())
 
 
+TEMPLATES = [("what is a cat", ["cats"]), ("where is the mat", ["mats", "cats"]),
+             ("what is b", ["letters"])]  # fmt: skip
+
+
+def test_template_questions_turn_on_round_11s_weights(tmp_path):
+    store = late_store()
+    query = "where does the cat sit"
+    with pytest.raises(ValueError, match="no template questions"):
+        store.search_documents(query, 3, topic_weights=TOPIC_WEIGHTS)
+    store.add_template_questions(TEMPLATES)
+    assert store.default_topic_weights() is TOPIC_WEIGHTS
+    auto = store.search_documents(query, 3)
+    explicit = store.search_documents(query, 3, topic_weights=TOPIC_WEIGHTS)
+    assert [(d, p.id, s) for d, p, s in auto] == [(d, p.id, s) for d, p, s in explicit]
+    # template_max: the best cosine of the query and each document's template questions
+    vectors = np.asarray(store.embedder([t for t, _ in TEMPLATES]), dtype=np.float64)
+    cosines = vectors @ np.asarray(store.embedder([query])[0], dtype=np.float64)
+    best = {"cats": max(cosines[0], cosines[1]), "mats": cosines[1], "letters": cosines[2]}
+    table = store.topic_features(query)
+    np.testing.assert_allclose(table.features[:, 8], [best[d] for d in table.documents],
+                               rtol=1e-5)  # fmt: skip
+    store.save(tmp_path / "s")
+    assert (tmp_path / "s" / "templates.npz").is_file()
+    loaded = PassageRetriever.load(tmp_path / "s", embedder=store.embedder)
+    assert loaded.template_questions == store.template_questions
+    np.testing.assert_array_equal(loaded._template_vectors, store._template_vectors)
+    again = loaded.search_documents(query, 3)
+    assert [(d, p.id) for d, p, _ in again] == [(d, p.id) for d, p, _ in auto]
+    with pytest.raises(ValueError, match="unknown documents \\['dogs'\\]"):
+        store.add_template_questions([("what is a dog", ["dogs"])])
+    with pytest.raises(ValueError, match=r"vectors \(3, 5\) for 3 questions"):
+        store.add_template_questions(TEMPLATES, np.zeros((3, 5)))
+    with pytest.raises(RuntimeError, match="no dense index"):
+        PassageRetriever.build(PASSAGES).add_template_questions(TEMPLATES)
+
+
 def test_without_late_interaction_the_default_is_round_6s_formula():
     store = late_store(late_interaction=False)
     assert store.token_index is None
@@ -161,8 +197,8 @@ def test_without_late_interaction_the_default_is_round_6s_formula():
 @pytest.mark.parametrize("skip", [False, True])
 def test_cli_minilm_store_keeps_token_states_unless_told(tmp_path, capsys, monkeypatch, skip):
     """``tinyllm rag build --dense minilm`` (here with the tiny random BERT in MiniLM's
-    place) writes late.npz, and ``query`` ranks with the learned score;
-    ``--no-late-interaction`` leaves it out."""
+    place) writes late.npz and templates.npz, and ``query`` ranks with the learned score;
+    ``--no-late-interaction`` leaves both out."""
     import argparse
 
     import tinyllm.embeddings
@@ -177,6 +213,7 @@ def test_cli_minilm_store_keeps_token_states_unless_told(tmp_path, capsys, monke
     assert build.func(build) == 0
     assert ("late interaction" in capsys.readouterr().out) is not skip
     assert (out / "late.npz").is_file() is not skip
+    assert (out / "templates.npz").is_file() is not skip
     query = parser.parse_args(["rag", "query", "--store", str(out), "the cat sat on the mat"])
     assert query.func(query) == 0
     assert capsys.readouterr().out.count("score=") == 5

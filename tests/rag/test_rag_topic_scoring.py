@@ -1,6 +1,6 @@
 """The learned topic score: features against a by-hand computation, ranking against the
 hand-set formula and the store, the listwise fit against a planted ranking, the shipped
-weights against the frozen round-7 fit."""
+weights against the frozen round-7 and round-11 fits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import pytest
 from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.embedders import TfidfProjectionEmbedder
 from tinyllm.rag.passages import corpus_passages
-from tinyllm.rag.retriever import TOPIC_WEIGHTS, corpus_retriever
+from tinyllm.rag.retriever import (
+    ROUND7_TOPIC_WEIGHTS,
+    TEMPLATES_PER_TOPIC,
+    TOPIC_WEIGHTS,
+    corpus_retriever,
+)
 from tinyllm.rag.topic_scoring import (
     TOPIC_FEATURES,
     fit_topic_weights,
@@ -42,9 +47,35 @@ def test_features_by_hand():
         "b": [0.7, 0.2, 0.4, 0.6, 8 / 8, 0.9],
         "c": [0.2, 0.3, 0.6, 0.3, 2 / 8, 0.4],
     }
-    np.testing.assert_allclose(table.features, [expected[d] for d in table.documents])
+    np.testing.assert_allclose(table.features[:, :6], [expected[d] for d in table.documents])
     without = topic_table(FUSED, MEMBERSHIPS, LEXICAL, DENSE, {}, CENTROID)
     assert without.features[:, 1].tolist() == [0, 0, 0] == without.features[:, 5].tolist()
+    # without operator scores or template cosines those columns are 0
+    assert not without.features[:, [7, 8]].any()
+
+
+def test_round_11_features_by_hand():
+    # "c" has three passages, three of them in the fused list; "a" and "b" share passage 1
+    memberships = [{"a"}, {"a", "b"}, {"b"}, {"c"}, {"c"}, {"c"}]
+    fused = [(0, 0.9), (2, 0.7), (1, 0.5), (3, 0.2), (4, 0.15), (5, 0.1)]
+    symbols = np.array([0.0, 2.0, 0.0, 4.0, 0.0, 1.0])  # operator BM25, best 4
+    table = topic_table(fused, memberships, [(0, 1.0)], [(0, 0.5)], {}, dict.fromkeys("abc", 0.0),
+                        None, symbols, {"a": 0.3, "c": 0.7})  # fmt: skip
+    assert table.documents == ["a", "b", "c"]
+    expected = {
+        # log size, operators max / 4, template cosine, second fused, log(1 + listed)
+        "a": [np.log(2), 2 / 4, 0.3, 0.5, np.log(3)],
+        "b": [np.log(2), 2 / 4, 0.0, 0.5, np.log(3)],
+        "c": [np.log(3), 4 / 4, 0.7, 0.15, np.log(4)],
+    }
+    names = TOPIC_FEATURES[6:]
+    assert names == ("log_size", "symbol_max", "template_max", "fused_second", "fused_count")
+    np.testing.assert_allclose(table.features[:, 6:], [expected[d] for d in table.documents])
+    # a query without operators scores 0 everywhere; a document with one listed passage: 0
+    quiet = topic_table(fused[:4], memberships, [], [(0, 0.5)], {}, dict.fromkeys("abc", 0.0),
+                        None, np.zeros(6))  # fmt: skip
+    assert quiet.features[:, 7].tolist() == [0, 0, 0]
+    assert quiet.features[:, 9].tolist() == [0.5, 0.5, 0.0]
 
 
 def test_rank_topics_is_the_weighted_sum_through_document_ranking():
@@ -84,7 +115,7 @@ def planted_tables(rng, truth: np.ndarray, n_questions: int = 60, n_documents: i
 
 def test_the_fit_recovers_a_planted_direction():
     rng = np.random.default_rng(0)
-    truth = np.array([1.0, 0.0, 2.0, 0.0, -1.0, 1.5])
+    truth = np.array([1.0, 0.0, 2.0, 0.0, -1.0, 1.5, -0.5, 0.0, 1.0, 0.5, 0.0])
     tables, positives = planted_tables(rng, truth, n_questions=200)
     fitted = fit_topic_weights(tables, positives, l2=1e-4)
     w = np.array([fitted[f] for f in TOPIC_FEATURES])
@@ -140,8 +171,12 @@ def test_the_store_ranks_by_its_features():
         np.testing.assert_allclose([s for *_, s in a], [s for *_, s in b], rtol=1e-12)
 
 
-def test_shipped_topic_weights_are_the_frozen_round_7_fit():
-    frozen = Path(__file__).parents[2] / "experiments/results/rag_round7_frozen.json"
-    record = json.loads(frozen.read_text())
-    assert record["weights"] == TOPIC_WEIGHTS
+def test_shipped_topic_weights_are_the_frozen_fits():
+    results = Path(__file__).parents[2] / "experiments/results"
+    round7 = json.loads((results / "rag_round7_frozen.json").read_text())
+    assert round7["weights"] == ROUND7_TOPIC_WEIGHTS
+    assert list(ROUND7_TOPIC_WEIGHTS) == list(TOPIC_FEATURES[:6])
+    round11 = json.loads((results / "rag_round11_frozen.json").read_text())
+    assert round11["weights"] == TOPIC_WEIGHTS
     assert list(TOPIC_WEIGHTS) == list(TOPIC_FEATURES)
+    assert round11["pipeline"]["template_questions"] == TEMPLATES_PER_TOPIC

@@ -13,11 +13,13 @@ the query and the topic title and 0.75 x the cosine of the query and the topic's
 (the unit mean of its passage vectors; :meth:`tinyllm.rag.retriever.PassageRetriever.
 search_documents`), each passage shown once (under the first topic it stands for; the
 output names its other topics). A ``--dense minilm`` store also keeps MiniLM's token states
-of every passage (late interaction; ``--no-late-interaction`` to skip), and ``documents`` then
-scores a topic by the learned weighted sum of :data:`tinyllm.rag.retriever.TOPIC_WEIGHTS`
-(fused passage score, title and centroid cosines, best dense and BM25 scores, best MaxSim;
-:mod:`tinyllm.rag.topic_scoring`). Passage size, context, mode and weights were chosen on the
-natural-language question sets (``tinyllm/data/rag_questions*.json``;
+of every passage (late interaction; ``--no-late-interaction`` to skip) and the embeddings of
+template questions made from the topics by rule, and ``documents`` then scores a topic by
+the learned weighted sum of :data:`tinyllm.rag.retriever.TOPIC_WEIGHTS` (fused passage
+score, title and centroid cosines, best dense and BM25 scores, best MaxSim, a size prior,
+best operator-symbol match, best template-question cosine, second fused passage, count of
+fused passages; :mod:`tinyllm.rag.topic_scoring`). Passage size, context, mode and weights
+were chosen on the natural-language question sets (``tinyllm/data/rag_questions*.json``;
 ``experiments/rag_retrieval.py``); the README section "Retrieval judged on natural-language
 questions" lists the dev and held-out scores. ``--rerank`` reorders the fused top 20
 passages with the MiniLM cross-encoder head of :mod:`tinyllm.rag.cross_encoder` (a MiniLM
@@ -77,8 +79,8 @@ def register(subparsers) -> None:
         "--no-late-interaction",
         action="store_true",
         help="with --dense minilm: skip the content-token states (about 30 MB) that the "
-        "learned topic score's MaxSim term reads; documents mode then uses the title and "
-        "centroid formula",
+        "learned topic score's MaxSim term reads, and the template questions; documents mode "
+        "then uses the title and centroid formula",
     )
     build.add_argument(
         "--idf",
@@ -166,6 +168,8 @@ def run_build(args: argparse.Namespace) -> int:
     context = "" if args.no_context else ", with title/heading context"
     if store.token_index is not None:
         context += f", late interaction ({store.token_index.rows} token states)"
+    if store.template_questions is not None:
+        context += f", {len(store.template_questions)} template questions"
     print(f"indexed {len(passages)} passages (BM25 {args.idf} IDF{dense}{context}) into {args.out}")
     return 0
 

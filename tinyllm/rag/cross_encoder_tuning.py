@@ -73,10 +73,13 @@ def mine_groups(
     """A :class:`PairGroup` of ``size`` candidates for each ``(query, topics)`` of ``rows``
     that has both an answering and a non-answering candidate: the shown passages of the top
     documents of ``store.topic_features(query)`` ranked by ``weights`` (default: the
-    store's :data:`~tinyllm.rag.retriever.TOPIC_WEIGHTS`); ``homes[p]``: the topics passage
-    p answers for (:func:`~tinyllm.rag.evaluation.passage_homes`)."""
-    from tinyllm.rag.retriever import TOPIC_WEIGHTS
+    store's :meth:`~tinyllm.rag.retriever.PassageRetriever.default_topic_weights`, round 7's
+    on a store without late interaction); ``homes[p]``: the topics passage p answers for
+    (:func:`~tinyllm.rag.evaluation.passage_homes`)."""
+    from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS
     from tinyllm.rag.topic_scoring import rank_topics
+
+    weights = weights or store.default_topic_weights() or ROUND7_TOPIC_WEIGHTS
 
     if size < 2:
         raise ValueError(f"mine_groups: size must be >= 2, got {size}")
@@ -84,7 +87,7 @@ def mine_groups(
     for query, topics in rows:
         topics = set(topics)
         table = store.topic_features(query)
-        shown = [p for _, p, _ in rank_topics(table, weights or TOPIC_WEIGHTS)[:size]]
+        shown = [p for _, p, _ in rank_topics(table, weights)[:size]]
         positive = [bool(homes[p] & topics) for p in shown]
         if not any(positive):
             best = next((p for p, _ in table.fused if homes[p] & topics), None)

@@ -30,8 +30,11 @@ documents share (the help topics repeat text word for word) is shown once, under
 them (``distinct_passages``, :data:`DISTINCT_PASSAGES`). On a store built with
 ``late_interaction`` (MiniLM's content-token states of every passage,
 :class:`~tinyllm.rag.late_interaction.TokenIndex`, saved as ``late.npz``) the document score
-is instead the learned weighted sum of :mod:`tinyllm.rag.topic_scoring` with
-:data:`TOPIC_WEIGHTS` (fitted on 448 questions in round 7 of the experiment). The
+is instead the learned weighted sum of :mod:`tinyllm.rag.topic_scoring`: with
+:data:`TOPIC_WEIGHTS` (eleven features, fitted on 928 questions in round 11 of the
+experiment) when the store also keeps template questions (:meth:`PassageRetriever.
+add_template_questions`, ``templates.npz``; ``corpus_retriever`` builds them with late
+interaction), else with :data:`ROUND7_TOPIC_WEIGHTS` (six features, round 7). The
 indexes may be built over ``index_texts`` instead of the passage texts, e.g. the passages
 with their title and section heading in front (:func:`tinyllm.rag.context.contextualize`).
 
@@ -40,7 +43,8 @@ The embedder is pluggable (any ``embed(texts) -> (n, D)``); only a
 must be passed again to :meth:`PassageRetriever.load`.
 
 Directory layout: ``passages.json``, ``bm25.npz`` and, with a dense index, ``dense.npz`` and
-``embedder.npz`` (and ``late.npz`` with late interaction); every file is written atomically.
+``embedder.npz`` (and ``late.npz`` with late interaction, ``templates.npz`` with template
+questions); every file is written atomically.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from tinyllm.rag.late_interaction import TokenIndex, encode_with_tokens
 from tinyllm.rag.passages import Passage
 from tinyllm.rag.persistence import load_index
 from tinyllm.rag.similarity import normalize
+from tinyllm.rag.text import operator_tokens
 from tinyllm.rag.topic_scoring import TopicTable, check_topic_weights, rank_topics, topic_table
 
 MODES = ("bm25", "dense", "hybrid", "hybrid_score")
@@ -70,9 +75,24 @@ TITLE_WEIGHT = 0.3  # λ of the title cosine in search_documents, chosen on the 
 CENTROID_WEIGHT = 0.75  # μ of the topic-centroid cosine in search_documents, chosen on dev
 DOCUMENT_FETCH_K = 100
 DISTINCT_PASSAGES = True  # search_documents shows each passage once (round 6, choosing set)
-# the learned topic score of a store with late interaction (round 7, fitted on the choosing
-# set; experiments/results/rag_round7_frozen.json)
+# the learned topic score of a store with late interaction and template questions (round 11,
+# fitted on the 928-question choosing set; experiments/results/rag_round11_frozen.json)
 TOPIC_WEIGHTS = {
+    "fused": 1.3102,
+    "title": -0.7248,
+    "centroid": 3.1462,
+    "dense_max": 3.1814,
+    "bm25_max": 2.0548,
+    "maxsim": 7.839,
+    "log_size": -0.9435,
+    "symbol_max": 2.166,
+    "template_max": 2.4224,
+    "fused_second": 1.2421,
+    "fused_count": 0.26,
+}
+# ... and of a store with late interaction only (round 7, fitted on 448 questions;
+# experiments/results/rag_round7_frozen.json)
+ROUND7_TOPIC_WEIGHTS = {
     "fused": 2.1013,
     "title": 0.4877,
     "centroid": 8.1187,
@@ -80,6 +100,7 @@ TOPIC_WEIGHTS = {
     "bm25_max": 1.7684,
     "maxsim": 7.4995,
 }
+TEMPLATES_PER_TOPIC = 40  # template questions kept per topic (round 11's, seed 0)
 Embedder = Callable[[list[str]], np.ndarray]
 
 
@@ -133,6 +154,11 @@ class PassageRetriever:
         # optional map on query vectors only (e.g. tinyllm.rag.query_adapter.QueryAdapter);
         # passages and titles keep the embedder's vectors
         self.query_adapter: Callable[[np.ndarray], np.ndarray] | None = None
+        # template questions [(text, documents)] and their unit vectors, None when not built
+        self.template_questions: list[tuple[str, tuple[str, ...]]] | None = None
+        self._template_vectors: np.ndarray | None = None
+        self._template_pairs: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._symbol_index: BM25 | None = None  # BM25 over operator tokens, on first use
 
     @classmethod
     def build(
@@ -187,6 +213,59 @@ class PassageRetriever:
     @property
     def has_dense(self) -> bool:
         return self.dense_index is not None
+
+    def add_template_questions(
+        self,
+        questions: Sequence[tuple[str, Sequence[str]]],
+        vectors: np.ndarray | None = None,
+    ) -> None:
+        """Keep template questions [(text, documents it asks about)], e.g.
+        :func:`tinyllm.rag.template_questions.template_questions`, and their embeddings
+        (``vectors``, computed with the store's embedder when None), for the
+        ``template_max`` feature of :meth:`topic_features`."""
+        if not self.has_dense:
+            raise RuntimeError(
+                "PassageRetriever.add_template_questions: this store has no dense index"
+            )
+        questions = [(str(text), tuple(sorted(documents))) for text, documents in questions]
+        known = {d for m in self.memberships for d in m}
+        unknown = {d for _, documents in questions for d in documents} - known
+        if not questions or unknown:
+            raise ValueError(
+                "PassageRetriever.add_template_questions: need questions about the store's "
+                f"documents, got {len(questions)} questions, unknown documents "
+                f"{sorted(unknown)[:3]}"
+            )
+        if vectors is None:
+            vectors = self.embedder([text for text, _ in questions])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(questions), self.dense_index.vectors.shape[1]):
+            raise ValueError(
+                f"PassageRetriever.add_template_questions: vectors {vectors.shape} for "
+                f"{len(questions)} questions of dimension {self.dense_index.vectors.shape[1]}"
+            )
+        self.template_questions, self._template_vectors = questions, vectors
+        names = sorted({d for _, documents in questions for d in documents})
+        row = {d: j for j, d in enumerate(names)}
+        pairs = [(i, row[d]) for i, (_, documents) in enumerate(questions) for d in documents]
+        self._template_pairs = (names, *np.array(pairs, dtype=np.int64).T)
+
+    def _template_cosines(self, query: str) -> dict[str, float]:
+        """The best cosine of the query and each document's template questions."""
+        names, questions, documents = self._template_pairs
+        cosines = self._template_vectors @ self._query_vector(query)
+        best = np.full(len(names), -np.inf)
+        np.maximum.at(best, documents, cosines[questions].astype(np.float64))
+        return dict(zip(names, best.tolist()))
+
+    def _symbol_scores(self, query: str) -> np.ndarray:
+        """BM25 scores [P] of the query's operator tokens over the passage texts (0 for a
+        query without operators)."""
+        if self._symbol_index is None:
+            self._symbol_index = BM25(tokenizer=operator_tokens).fit(
+                [p.text for p in self.passages]
+            )
+        return self._symbol_index.get_scores(query)
 
     def _bm25_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
         scores, ids = self.bm25.search(query, k)
@@ -313,7 +392,8 @@ class PassageRetriever:
         :meth:`topic_centroids`, which is the linear score with w = (fused 1, title λ,
         centroid μ) (without a dense index the passage scores are BM25's alone and neither
         term is added); ``"auto"`` (default) is :data:`TOPIC_WEIGHTS` on a store
-        with late interaction, else None. ``distinct_passages``: a document whose best
+        with late interaction and template questions, :data:`ROUND7_TOPIC_WEIGHTS` on one
+        with late interaction only, else None. ``distinct_passages``: a document whose best
         passage already stands for a document ranked above it is left out (the passage's
         other documents are ``memberships[passage.id]``), so the k results show k distinct
         passages."""
@@ -327,7 +407,7 @@ class PassageRetriever:
                     "PassageRetriever.search_documents: topic_weights must be 'auto', None or "
                     f"a mapping, got {topic_weights!r}"
                 )
-            topic_weights = TOPIC_WEIGHTS if self.token_index is not None else None
+            topic_weights = self.default_topic_weights()
         if topic_weights is None and self.has_dense:  # round 6: w = (fused 1, title λ, centroid μ)
             title_weight = title_weight if self.titles else 0.0
             topic_weights = {"fused": 1.0, "title": title_weight, "centroid": centroid_weight}
@@ -341,6 +421,13 @@ class PassageRetriever:
             ranked = document_ranking(fused, self.memberships, None, 0.0, distinct_passages)[:k]
         return [(doc, self.passages[pid], score) for doc, pid, score in ranked]
 
+    def default_topic_weights(self) -> dict[str, float] | None:
+        """The weights ``topic_weights="auto"`` stands for on this store (see
+        :meth:`search_documents`)."""
+        if self.token_index is None:
+            return None
+        return TOPIC_WEIGHTS if self.template_questions is not None else ROUND7_TOPIC_WEIGHTS
+
     def topic_features(
         self,
         query: str,
@@ -349,15 +436,25 @@ class PassageRetriever:
         topic_weights: Mapping[str, float] | None = None,
     ) -> TopicTable:
         """The documents present in the fused top ``fetch_k`` for ``query`` and their
-        features (:func:`tinyllm.rag.topic_scoring.topic_table`); MaxSim is computed when
-        the store has a token index and ``topic_weights`` does not leave it at 0."""
+        features (:func:`tinyllm.rag.topic_scoring.topic_table`); MaxSim and the template
+        cosines are computed when the store has them and ``topic_weights`` does not leave
+        them at 0, the operator scores unless it does."""
         if not self.has_dense:
             raise RuntimeError("PassageRetriever.topic_features: this store has no dense index")
-        use_maxsim = topic_weights is None or topic_weights.get("maxsim", 0.0) != 0.0
+
+        def used(feature: str) -> bool:
+            return topic_weights is None or topic_weights.get(feature, 0.0) != 0.0
+
+        use_maxsim = used("maxsim")
         if use_maxsim and self.token_index is None and topic_weights is not None:
             raise ValueError(
                 "PassageRetriever: topic_weights use 'maxsim' but the store has no token index "
                 "(build it with late_interaction=True)"
+            )
+        if topic_weights is not None and used("template_max") and self.template_questions is None:
+            raise ValueError(
+                "PassageRetriever: topic_weights use 'template_max' but the store has no "
+                "template questions (add_template_questions)"
             )
         maxsim = None
         if use_maxsim and self.token_index is not None:  # first: one pass embeds the query
@@ -369,8 +466,13 @@ class PassageRetriever:
         missing = set(names) - set(title) if title else set()
         if missing:
             raise ValueError(f"PassageRetriever: no title for {sorted(missing)[:3]}")
+        symbols = self._symbol_scores(query) if used("symbol_max") else None
+        templates = None
+        if used("template_max") and self.template_questions is not None:
+            templates = self._template_cosines(query)
+        centroid = dict(zip(names, cosines))
         return topic_table(
-            fused, self.memberships, lexical, dense, title, dict(zip(names, cosines)), maxsim
+            fused, self.memberships, lexical, dense, title, centroid, maxsim, symbols, templates
         )
 
     def save(self, directory: str | Path) -> Path:
@@ -389,6 +491,9 @@ class PassageRetriever:
                 "titles": self.titles,
                 "dense": self.has_dense,
                 "late_interaction": self.token_index is not None,
+                "template_questions": None
+                if self.template_questions is None
+                else [[text, list(documents)] for text, documents in self.template_questions],
                 "embedder": describe_embedder(self.embedder) if self.has_dense else None,
                 "note": note,
             },
@@ -400,6 +505,9 @@ class PassageRetriever:
                 self.embedder.save(directory / "embedder.npz")
         if self.token_index is not None:
             self.token_index.save(directory / "late.npz")
+        if self.template_questions is not None:
+            with atomic_write(directory / "templates.npz", "wb") as handle:
+                np.savez(handle, vectors=self._template_vectors)
         return directory
 
     @classmethod
@@ -444,7 +552,7 @@ class PassageRetriever:
                     "the token-level embedder it was built with (embedder=MiniLMEmbedder())"
                 )
             tokens = TokenIndex.load(directory / "late.npz")
-        return cls(
+        store = cls(
             passages,
             bm25,
             embedder,
@@ -453,6 +561,10 @@ class PassageRetriever:
             payload.get("titles"),
             tokens,
         )
+        if payload.get("template_questions"):
+            with np.load(directory / "templates.npz", allow_pickle=False) as data:
+                store.add_template_questions(payload["template_questions"], data["vectors"])
+        return store
 
 
 PASSAGE_WORDS = (50, 100)  # (min, max) passage words of the corpus store, chosen on dev
@@ -473,7 +585,9 @@ def corpus_retriever(
     front (``context``), each passage a member of every topic containing its text
     (:func:`tinyllm.rag.evaluation.passage_homes`), and the topic titles for
     :meth:`PassageRetriever.search_documents`; ``late_interaction`` as in
-    :meth:`PassageRetriever.build`."""
+    :meth:`PassageRetriever.build`, and with it the topics' template questions
+    (:func:`tinyllm.rag.template_questions.template_questions`, ``TEMPLATES_PER_TOPIC`` per
+    topic, seed 0), which turn on :data:`TOPIC_WEIGHTS`."""
     from tinyllm.rag.context import contextualize, topic_titles
     from tinyllm.rag.evaluation import passage_homes
     from tinyllm.rag.passages import corpus_passages
@@ -483,7 +597,7 @@ def corpus_retriever(
 
         topics = default_corpus_topics()
     passages = corpus_passages(min_words, max_words, topics)
-    return PassageRetriever.build(
+    store = PassageRetriever.build(
         passages,
         embedder=embedder,
         index=index,
@@ -493,3 +607,8 @@ def corpus_retriever(
         titles=topic_titles(topics),
         late_interaction=late_interaction,
     )
+    if late_interaction:
+        from tinyllm.rag.template_questions import template_questions
+
+        store.add_template_questions(template_questions(topics, TEMPLATES_PER_TOPIC, seed=0))
+    return store

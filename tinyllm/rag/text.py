@@ -1,4 +1,4 @@
-"""Plain-text helpers for lexical retrieval: tokenizer, stop words, sentence splitter.
+"""Plain-text helpers for lexical retrieval: tokenizers, stop words, sentence splitter.
 
 ``tokenize`` lower-cases and splits on the regular expression ``\\w+`` (runs of letters,
 digits and underscores), so "Dict.get(key)" -> ["dict", "get", "key"]. It does no stemming:
@@ -11,6 +11,11 @@ import re
 from collections.abc import Iterable
 
 _WORD = re.compile(r"\w+")
+# Python's operator symbols, longest first; a - or / between two word characters is a hyphen
+# or a slash of prose ("user-defined", "try/finally"), not an operator
+OPERATOR = re.compile(
+    r"\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%@&|^]=|[<>!=]=|(?<!\w)[-/]|[-/](?!\w)|[+*%@&|^~<>=]"
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n")
 
 # a small English stop-word list (function words only)
@@ -35,6 +40,14 @@ def tokenize(text: str, stopwords: Iterable[str] | None = None) -> list[str]:
         return tokens
     stop = stopwords if isinstance(stopwords, (set, frozenset)) else frozenset(stopwords)
     return [token for token in tokens if token not in stop]
+
+
+def operator_tokens(text: str) -> list[str]:
+    """Python's operator symbols in ``text``, in order: "x <<= 2 & y" -> ["<<=", "&"]; the
+    word tokenizer drops them, so a lexical index over these finds "1.5 << 2"."""
+    if not isinstance(text, str):
+        raise TypeError(f"operator_tokens: text must be a str, got {type(text).__name__}")
+    return OPERATOR.findall(text)
 
 
 def split_sentences(text: str) -> list[str]:

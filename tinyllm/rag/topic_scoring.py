@@ -13,6 +13,17 @@ shared passage counting for each of its documents):
     bm25_max  max_p BM25(q, p) / max_p' BM25(q, p')    over the BM25 top list, 0 below it
     maxsim    max_p MaxSim(q, p)   (:mod:`tinyllm.rag.late_interaction`, every passage)
 
+and five more (round 11 of the experiment), none learned from labels:
+
+    log_size      log |t's passages|                  (a prior: MaxP favours long documents)
+    symbol_max    max_p O(q, p) / max_p' O(q, p')     O: BM25 over Python's operator tokens
+                                                      (:func:`tinyllm.rag.text.operator_tokens`),
+                                                      every passage; 0 for a query without any
+    template_max  max_j cos(q, u_j)    over t's template questions u_j
+                                       (:mod:`tinyllm.rag.template_questions`; 0 without)
+    fused_second  the second best F(p) of t's passages in the fused list (0 with one)
+    fused_count   log(1 + |t's passages in the fused list|)
+
 and scores S(t) = Σ_f w_f x_f(t). The shown passage of t is its best fused passage (w_fused
 > 0 keeps it so), and :func:`tinyllm.rag.collapse.document_ranking` orders and collapses
 (ties, distinct passages) exactly as for the hand-set formula, which is the special case
@@ -38,7 +49,19 @@ import numpy as np
 from tinyllm.rag.collapse import document_ranking
 from tinyllm.rag.cross_encoder import listwise_loss
 
-TOPIC_FEATURES = ("fused", "title", "centroid", "dense_max", "bm25_max", "maxsim")
+TOPIC_FEATURES = (
+    "fused",
+    "title",
+    "centroid",
+    "dense_max",
+    "bm25_max",
+    "maxsim",
+    "log_size",
+    "symbol_max",
+    "template_max",
+    "fused_second",
+    "fused_count",
+)
 
 
 @dataclass
@@ -64,10 +87,14 @@ def topic_table(
     title: Mapping[str, float],
     centroid: Mapping[str, float],
     maxsim: np.ndarray | None = None,
+    symbols: np.ndarray | None = None,
+    templates: Mapping[str, float] | None = None,
 ) -> TopicTable:
     """The :class:`TopicTable` of one query from its first stages: ``fused`` [(passage,
     F)], ``lexical`` and ``dense`` [(passage, score)] (the top lists that were fused),
-    ``title`` and ``centroid`` cosines per document, ``maxsim`` [P] (None: the column is 0)."""
+    ``title`` and ``centroid`` cosines per document, ``maxsim`` [P] and ``symbols`` [P]
+    (the operator BM25 scores) of every passage, ``templates`` the best template-question
+    cosine per document (None, or a document missing from it: the column is 0)."""
     ranked = document_ranking(fused, memberships)  # every present document, best passage
     documents = [d for d, _, _ in ranked]
     n_passages = len(memberships)
@@ -92,6 +119,17 @@ def topic_table(
     maxsim_max = np.zeros(len(documents)) if maxsim is None else np.full(len(documents), -np.inf)
     if maxsim is not None:
         np.maximum.at(maxsim_max, cols, np.asarray(maxsim, dtype=np.float64)[pids])
+    symbol_max = np.zeros(len(documents))
+    if symbols is not None:
+        symbols = np.asarray(symbols, dtype=np.float64)
+        if symbols.max(initial=0.0) > 0.0:
+            np.maximum.at(symbol_max, cols, symbols[pids] / symbols.max())
+    listed: list[list[float]] = [[] for _ in documents]  # fused scores of each one's passages
+    for pid, score in fused:
+        for d in memberships[pid]:
+            if d in column:
+                listed[column[d]].append(score)
+    second = [sorted(scores)[-2] if len(scores) > 1 else 0.0 for scores in listed]
     features = np.column_stack(
         [
             [f for _, _, f in ranked],
@@ -100,6 +138,11 @@ def topic_table(
             dense_max,
             bm25_max,
             maxsim_max,
+            np.log(np.bincount(cols, minlength=len(documents))),
+            symbol_max,
+            [(templates or {}).get(d, 0.0) for d in documents],
+            second,
+            np.log1p([len(scores) for scores in listed]),
         ]
     )
     passages = np.array([p for _, p, _ in ranked], dtype=np.int64)
