@@ -98,11 +98,16 @@ fourth set), each fold tuning a fresh model (about 50 minutes on 2 cores); write
 Part "round9": a cross-encoder tuned to the corpus reorders round 7's top 10 (about 15
 minutes); part "round10": five more label-free features for round 7's topic score (about 3
 minutes); part "fifth7": round 7's frozen default on the fifth held-out set, its one look,
-next to the fourth set's numbers and pooled with them:
+next to the fourth set's numbers and pooled with them; part "round11": round 10's rows on
+928 questions (the fifth set choosing too), which adopted all five features and writes
+``rag_round11_frozen.json``; part "final11": the sixth set's one look at round 11's frozen
+default:
 
     python experiments/rag_retrieval.py --parts round9
     python experiments/rag_retrieval.py --parts round10
     python experiments/rag_retrieval.py --parts fifth7
+    python experiments/rag_retrieval.py --parts round11
+    python experiments/rag_retrieval.py --parts final11
 
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
@@ -136,7 +141,6 @@ import importlib
 import itertools
 import json
 import keyword
-import re
 import sys
 import time
 from pathlib import Path
@@ -1421,6 +1425,7 @@ ROUND7_FEATURE_SETS = (
     ("fused", "title", "centroid", "dense_max", "bm25_max"),
     ("fused", "title", "centroid", "dense_max", "bm25_max", "maxsim"),
 )
+ROUND7_FEATURES = ("fused", "title", "centroid", "dense_max", "bm25_max", "maxsim")
 ROUND7_L2 = (1e-4, 1e-3)
 WEIGHT_DECIMALS = 4  # the shipped TOPIC_WEIGHTS are the fitted weights rounded to this
 
@@ -1430,10 +1435,13 @@ def round7_choosing_set() -> list[dict]:
     return [q for split in ("dev", "heldout", "fresh") for q in load_questions(split)]
 
 
-def late_store(args, embed):
-    """``shipped_store`` with the late-interaction token index (``tinyllm rag build --dense
-    minilm``'s store), the index cached in ``args.cache``."""
+def late_store(args, embed, templates: bool = False):
+    """``shipped_store`` with the late-interaction token index (round 7's store), the index
+    cached in ``args.cache``; with ``templates`` also the template questions (round 11's:
+    ``tinyllm rag build --dense minilm``'s store), their vectors cached too."""
     from tinyllm.rag.late_interaction import TokenIndex
+    from tinyllm.rag.retriever import TEMPLATES_PER_TOPIC as PER_TOPIC
+    from tinyllm.rag.template_questions import template_questions
 
     store, topics = shipped_store(args, embed)
     texts = [p.text for p in store.passages]
@@ -1445,13 +1453,19 @@ def late_store(args, embed):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             store.token_index.save(path)
+    if templates:
+        pairs = template_questions(topics, PER_TOPIC, seed=0)
+        vectors = cached_vectors(embed, [t for t, _ in pairs], args.cache,
+                                 f"template-questions-{PER_TOPIC}")  # fmt: skip
+        store.add_template_questions(pairs, vectors)
     return store, topics
 
 
-def choosing_setup(args, embed, questions: list[dict]) -> tuple:
-    """(the store with late interaction, topics, passage homes, each question's labels as a
-    set): what the rounds chosen on ``questions`` from round 7 on start from."""
-    store, topics = late_store(args, embed)
+def choosing_setup(args, embed, questions: list[dict], templates: bool = False) -> tuple:
+    """(the store with late interaction (and ``templates``), topics, passage homes, each
+    question's labels as a set): what the rounds chosen on ``questions`` from round 7 on
+    start from."""
+    store, topics = late_store(args, embed, templates)
     return (
         store,
         topics,
@@ -1548,38 +1562,54 @@ def round7_experiment(args, embed, embed_name) -> dict:
 
 
 def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> dict:
-    """Round 7's looks: the shipped default (``TOPIC_WEIGHTS`` on a store with late
-    interaction), checked against ``FROZEN_ROUND7`` first, and round 6's formula on the same
-    store, scored on ``splits`` by passage homes and strictly by topic name, with the
-    latency per query (question embedding and token states included)."""
+    """Round 7's looks: its weights (``ROUND7_TOPIC_WEIGHTS``, the default from round 7 to
+    round 11, labelled "shipped default" as in the looks' records) on a store with late
+    interaction, checked against ``FROZEN_ROUND7`` first, and round 6's formula on the same
+    store, scored on ``splits`` by ``held_out_rows``."""
+    from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS
+
+    frozen = check_frozen(FROZEN_ROUND7, ROUND7_TOPIC_WEIGHTS, embed_name, late_interaction=True)
+    store, topics = late_store(args, embed)
+    methods = (("round 7: learned topic score (shipped default)", ROUND7_TOPIC_WEIGHTS),
+               ("round 6 formula", None))  # fmt: skip
+    return {"frozen": frozen, "rows": held_out_rows(store, topics, splits, methods)}
+
+
+def shipped_pipeline(embed_name: str, **pipeline) -> dict:
+    """The shipped constants of the document pipeline and ``pipeline`` (the keys a round
+    adds), as a frozen record states them."""
     from tinyllm.rag.retriever import (
         DISTINCT_PASSAGES,
         DOCUMENT_FETCH_K,
         FUSION_WEIGHTS,
         PASSAGE_WORDS,
-        TOPIC_WEIGHTS,
     )
 
-    frozen = json.loads(FROZEN_ROUND7.read_text())
-    shipped = {
-        "passage_words": list(PASSAGE_WORDS),
-        "context": True,
-        "fusion_weights": list(FUSION_WEIGHTS),
-        "fetch_k": DOCUMENT_FETCH_K,
-        "distinct_passages": DISTINCT_PASSAGES,
-        "late_interaction": True,
-        "embedder": embed_name,
-    }
-    if frozen["weights"] != TOPIC_WEIGHTS or frozen["pipeline"] != shipped:
-        raise ValueError(f"shipped {shipped}, {TOPIC_WEIGHTS} differ from {FROZEN_ROUND7}")
-    store, topics = late_store(args, embed)
+    return {"passage_words": list(PASSAGE_WORDS), "context": True,
+            "fusion_weights": list(FUSION_WEIGHTS), "fetch_k": DOCUMENT_FETCH_K,
+            "distinct_passages": DISTINCT_PASSAGES, **pipeline, "embedder": embed_name}  # fmt: skip
+
+
+def check_frozen(path: Path, weights: dict, embed_name: str, **pipeline) -> dict:
+    """The frozen record at ``path``, after checking that its weights and pipeline are the
+    shipped ones (``pipeline``: the keys a round adds)."""
+    frozen = json.loads(path.read_text())
+    shipped = shipped_pipeline(embed_name, **pipeline)
+    if frozen["weights"] != weights or frozen["pipeline"] != shipped:
+        raise ValueError(f"shipped {shipped}, {weights} differ from {path}")
+    return frozen
+
+
+def held_out_rows(store, topics, splits, methods) -> list[dict]:
+    """hit@1 / hit@5 / MRR by passage homes and strictly by topic name, and the latency per
+    query (question embedding and token states included), of each (label, topic weights)
+    of ``methods`` on each split."""
     homes = passage_homes(store.passages, topics)
     rows = []
     for split in splits:
         questions = load_questions(split)
         gold = [q["topics"] for q in questions]
-        for label, weights in (("round 7: learned topic score (shipped default)", "auto"),
-                               ("round 6 formula", None)):  # fmt: skip
+        for label, weights in methods:
             store.embedder.memory.clear()  # the latency includes embedding each question
             store._last_query = store._last_tokens = None
             start = time.perf_counter()
@@ -1596,7 +1626,7 @@ def final7_experiment(args, embed, embed_name, splits=("third", "fourth")) -> di
                   f"{row['mrr']:.3f} strict {row['strict_hit@1']:.3f} "
                   f"{row['strict_hit@5']:.3f} {row['strict_mrr']:.3f} {ms:7.2f} ms",
                   flush=True)  # fmt: skip
-    return {"frozen": frozen, "rows": rows}
+    return rows
 
 
 def pooled_rows(rows: list[dict], splits: tuple[str, ...]) -> list[dict]:
@@ -1612,13 +1642,13 @@ def pooled_rows(rows: list[dict], splits: tuple[str, ...]) -> list[dict]:
     return out
 
 
-def depth_metrics(args, embed, split: str) -> dict:
+def depth_metrics(args, embed, split: str, templates: bool = False) -> dict:
     """Where the default's misses on ``split`` lie: the share of questions with an answering
     passage anywhere in the fused first stage (``DOCUMENT_FETCH_K`` per list), and the
-    default's hit@5, hit@10 and hit@20."""
+    default's hit@5, hit@10 and hit@20 (``late_store``'s, with ``templates``)."""
     from tinyllm.rag.retriever import DOCUMENT_FETCH_K
 
-    store, topics = late_store(args, embed)
+    store, topics = late_store(args, embed, templates)
     homes = passage_homes(store.passages, topics)
     questions = load_questions(split)
     gold = [q["topics"] for q in questions]
@@ -1704,7 +1734,7 @@ def round8_experiment(args, embed, embed_name) -> dict:
         save_adapter,
     )
     from tinyllm.rag.template_questions import template_questions
-    from tinyllm.rag.topic_scoring import TOPIC_FEATURES, fit_topic_weights, rank_topics
+    from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
 
     questions = round8_choosing_set()
     base, topics, homes, gold = choosing_setup(args, embed, questions)
@@ -1729,13 +1759,15 @@ def round8_experiment(args, embed, embed_name) -> dict:
         for f in range(FOLDS):
             train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             w = fit_topic_weights([base_tables[i] for i in train],
-                                  [base_positives[i] for i in train], ROUND8_L2)  # fmt: skip
+                                  [base_positives[i] for i in train], ROUND8_L2,
+                                  features=ROUND7_FEATURES)  # fmt: skip
             rr_base[test] = reciprocal(base_tables, w, test)
             start = time.perf_counter()
             store, _ = tuned_store(args, texts, templates + [mined[i] for i in train], f)
             tables, positives = topic_tables(store, questions, homes)
             w = fit_topic_weights([tables[i] for i in train],
-                                  [positives[i] for i in train], ROUND8_L2)  # fmt: skip
+                                  [positives[i] for i in train], ROUND8_L2,
+                                  features=ROUND7_FEATURES)  # fmt: skip
             rr_tuned[test] = reciprocal(tables, w, test)
             print(f"{split} fold {f}: round 7 {rr_base[test].mean():.3f}, tuned "
                   f"{rr_tuned[test].mean():.3f} MRR ({time.perf_counter() - start:.0f} s)",
@@ -1751,8 +1783,8 @@ def round8_experiment(args, embed, embed_name) -> dict:
         save_adapter(default_adapter_path(), adapter, ROUND8_TUNING["rank"],
                      ROUND8_TUNING["alpha"])  # fmt: skip
         tables, positives = topic_tables(store, questions, homes)
-        fitted = fit_topic_weights(tables, positives, ROUND8_L2)
-        weights = {f: round(fitted[f], WEIGHT_DECIMALS) for f in TOPIC_FEATURES}
+        fitted = fit_topic_weights(tables, positives, ROUND8_L2, features=ROUND7_FEATURES)
+        weights = {f: round(fitted[f], WEIGHT_DECIMALS) for f in ROUND7_FEATURES}
         rr = reciprocal(tables, weights, range(len(questions)))
         out["adopted"] = {"weights": weights, "adapter": adapter_digest(adapter),
                           "in_sample": fold_summary(rr, dev_folds(questions, False))}  # fmt: skip
@@ -1814,7 +1846,8 @@ def round9_experiment(args, embed, embed_name) -> dict:
     over the top documents too; the test fold is reordered. Also reported: the top
     documents reordered by c alone (the cross-encoder as a plain reranker). Round 5's rule
     on both splits; when it holds, (a, b) is refitted on all 688 questions over the
-    shipped ``TOPIC_WEIGHTS`` ranking, and the cross-encoder and (a, b) are frozen."""
+    shipped ranking (round 7's weights, ``ROUND7_TOPIC_WEIGHTS``, the default when this
+    round ran), and the cross-encoder and (a, b) are frozen."""
     from tinyllm.embeddings import MiniLMEmbedder
     from tinyllm.rag.context import contextualize
     from tinyllm.rag.cross_encoder_tuning import (
@@ -1825,7 +1858,7 @@ def round9_experiment(args, embed, embed_name) -> dict:
         tune_cross_encoder,
     )
     from tinyllm.rag.embedder_tuning import adapter_digest, save_adapter
-    from tinyllm.rag.retriever import TOPIC_WEIGHTS
+    from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS
     from tinyllm.rag.template_questions import template_questions
     from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
 
@@ -1842,12 +1875,15 @@ def round9_experiment(args, embed, embed_name) -> dict:
     cross = TunedCrossEncoder(tuned, adapter[HEAD])
     tables, positives = topic_tables(store, questions, homes)
     splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
-    weights = {("shipped", 0): TOPIC_WEIGHTS}
+    weights = {("shipped", 0): ROUND7_TOPIC_WEIGHTS}
     for split, folds in splits.items():
         for f in range(FOLDS):
             train = np.flatnonzero(folds != f)
             weights[split, f] = fit_topic_weights(
-                [tables[i] for i in train], [positives[i] for i in train], ROUND8_L2
+                [tables[i] for i in train],
+                [positives[i] for i in train],
+                ROUND8_L2,
+                features=ROUND7_FEATURES,
             )
     rankings = {key: [rank_topics(t, w)[:DEPTH] for t in tables] for key, w in weights.items()}
     needed = sorted({(i, p) for runs in rankings.values() for i, run in enumerate(runs)
@@ -1920,7 +1956,10 @@ def round9_experiment(args, embed, embed_name) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Round 10: five more label-free features for round 7's learned topic score; part "round10".
 
+# the features round 10 added (tinyllm.rag.topic_scoring computes them since round 11)
 ROUND10_FEATURES = ("log_size", "symbol_max", "template_max", "fused_second", "fused_count")
+FROZEN_ROUND11 = Path("experiments/results/rag_round11_frozen.json")
+ROUND11_PIPELINE = {"late_interaction": True, "template_questions": 40}
 ROUND10_ROWS = (  # added to round 7's six features
     ("log_size",),
     ("symbol_max",),
@@ -1933,57 +1972,6 @@ ROUND10_ROWS = (  # added to round 7's six features
     ("log_size", "template_max", "fused_second", "fused_count"),
     ROUND10_FEATURES,
 )
-# Python's operator symbols, longest first; a - or / between two word characters is a
-# hyphen or a slash of prose ("user-defined", "try/finally"), not an operator
-OPERATOR = re.compile(
-    r"\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%@&|^]=|[<>!=]=|(?<!\w)[-/]|[-/](?!\w)|[+*%@&|^~<>=]"
-)
-
-
-def round10_columns(store, topics, questions, tables, embed, args) -> list[np.ndarray]:
-    """The ``ROUND10_FEATURES`` of every table's documents [n, 5]:
-
-    log_size      log |passages of t|                     (a prior: MaxP favours long topics)
-    symbol_max    max_p BM25_op(q, p) / max_p' BM25_op(q, p')   BM25 over ``OPERATOR``
-                  tokens, which the word tokenizer drops (0 for a query without them)
-    template_max  max_j cos(q, u_j) over t's template questions (round 5's idea 2)
-    fused_second  the second best fused score of t's passages (0 with one)
-    fused_count   log(1 + |t's passages in the fused list|)"""
-    from tinyllm.rag.template_questions import template_questions
-
-    names, _ = store.topic_centroids()
-    column = {name: j for j, name in enumerate(names)}
-    member = np.zeros((len(store.passages), len(names)), dtype=bool)
-    for pid, members in enumerate(store.memberships):
-        member[pid, [column[d] for d in members]] = True
-    log_size = np.log(member.sum(axis=0))
-    symbols = BM25(tokenizer=OPERATOR.findall).fit([p.text for p in store.passages])
-    pairs = template_questions(topics, per_topic=TEMPLATES_PER_TOPIC, seed=args.seed)
-    vectors = cached_vectors(
-        embed, [t for t, _ in pairs], args.cache, f"template-questions-{TEMPLATES_PER_TOPIC}"
-    )
-    owner = np.zeros((len(pairs), len(names)), dtype=bool)
-    for i, (_, answers) in enumerate(pairs):
-        owner[i, [column[t] for t in answers]] = True
-    out = []
-    for q, table in zip(questions, tables):
-        cols = [column[d] for d in table.documents]
-        op = symbols.get_scores(q["question"])
-        op = op / op.max() if op.max() > 0.0 else op
-        symbol_max = np.where(member[:, cols], op[:, None], 0.0).max(axis=0)
-        cos = vectors @ store._query_vector(q["question"])
-        template_max = np.where(owner[:, cols], cos[:, None], -np.inf).max(axis=0)
-        template_max[~np.isfinite(template_max)] = 0.0
-        scores = np.zeros((len(table.fused), len(names)))  # fused score of each listed passage
-        listed = np.zeros((len(table.fused), len(names)), dtype=bool)
-        for r, (pid, score) in enumerate(table.fused):
-            scores[r], listed[r] = np.where(member[pid], score, 0.0), member[pid]
-        ordered = -np.sort(-np.where(listed[:, cols], scores[:, cols], -np.inf), axis=0)
-        second = ordered[1] if len(ordered) > 1 else np.full(len(cols), -np.inf)
-        second = np.where(np.isfinite(second), second, 0.0)
-        count = np.log1p(listed[:, cols].sum(axis=0))
-        out.append(np.column_stack([log_size[cols], symbol_max, template_max, second, count]))
-    return out
 
 
 def round10_experiment(
@@ -1995,8 +1983,10 @@ def round10_experiment(
     unread: tuple[str, ...] = ("third", "fifth"),
 ) -> dict:
     """A tenth round: five more features for round 7's learned topic score
-    (``round10_columns``), none learned from labels, each a single weight, added in the
-    rows of ``ROUND10_ROWS``. The choosing set is round 8's (688 questions) unless
+    (``ROUND10_FEATURES``, in :mod:`tinyllm.rag.topic_scoring` since round 11: a size prior,
+    BM25 over operator tokens, the best template-question cosine, the second fused passage,
+    the count of fused passages), none learned from labels, each a single weight, added in
+    the rows of ``ROUND10_ROWS``. The choosing set is round 8's (688 questions) unless
     ``questions`` are given (``choosing`` says which; the sets in ``unread`` are not read).
     Per fold, round 7's six weights are refitted on the training folds (the baseline, as in
     rounds 8 and 9), and so are a row's 6 + k weights (``topic_objective``, L2
@@ -2006,16 +1996,14 @@ def round10_experiment(
     from scipy.optimize import minimize
 
     from tinyllm.rag.collapse import document_ranking
-    from tinyllm.rag.topic_scoring import TOPIC_FEATURES, topic_objective
+    from tinyllm.rag.text import OPERATOR
+    from tinyllm.rag.topic_scoring import TOPIC_FEATURES as names
+    from tinyllm.rag.topic_scoring import topic_objective
 
     questions = round8_choosing_set() if questions is None else questions
-    store, topics, homes, gold = choosing_setup(args, embed, questions)
+    store, topics, homes, gold = choosing_setup(args, embed, questions, templates=True)
     tables, positives = topic_tables(store, questions, homes)
-    start = time.perf_counter()
-    extra = round10_columns(store, topics, questions, tables, embed, args)
-    print(f"round 10 features: {time.perf_counter() - start:.0f} s", flush=True)
-    names = TOPIC_FEATURES + ROUND10_FEATURES
-    x = [np.column_stack([t.features, e]) for t, e in zip(tables, extra)]
+    x = [t.features for t in tables]
 
     def fit(features, index) -> np.ndarray:
         cols = [names.index(f) for f in features]
@@ -2038,21 +2026,21 @@ def round10_experiment(
         return reciprocal_ranks(runs, [gold[i] for i in index], homes)
 
     splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
-    rows = [TOPIC_FEATURES + row for row in ROUND10_ROWS]
-    rr = {(s, r): np.zeros(len(questions)) for s in splits for r in [TOPIC_FEATURES, *rows]}
+    rows = [ROUND7_FEATURES + row for row in ROUND10_ROWS]
+    rr = {(s, r): np.zeros(len(questions)) for s in splits for r in [ROUND7_FEATURES, *rows]}
     for split, folds in splits.items():
         for f in range(FOLDS):
             train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            for row in [TOPIC_FEATURES, *rows]:
+            for row in [ROUND7_FEATURES, *rows]:
                 rr[split, row][test] = reciprocal(fit(row, train), test)
     out = {"questions": len(questions), "l2": ROUND8_L2, "operator_pattern": OPERATOR.pattern,
-           "choosing_set": choosing, "round7": {s: fold_summary(rr[s, TOPIC_FEATURES], splits[s])
+           "choosing_set": choosing, "round7": {s: fold_summary(rr[s, ROUND7_FEATURES], splits[s])
                                                 for s in splits}, "rows": [], "adopted": None,
            **{f"{name}_set_looked_at": False for name in unread}}  # fmt: skip
     for row in rows:
-        entry = {"added": list(row[len(TOPIC_FEATURES) :])}
+        entry = {"added": list(row[len(ROUND7_FEATURES) :])}
         for split, folds in splits.items():
-            entry[split] = fold_summary(rr[split, row], folds, rr[split, TOPIC_FEATURES])
+            entry[split] = fold_summary(rr[split, row], folds, rr[split, ROUND7_FEATURES])
         entry["clear_gain"] = all(entry[s]["clear_gain"] for s in splits)
         entry[f"weights_all_{len(questions)}"] = {
             f: round(float(v), WEIGHT_DECIMALS)
@@ -2076,7 +2064,31 @@ def round11_experiment(args, embed, embed_name) -> dict:
     the sixth (none) are not read."""
     questions = round8_choosing_set() + load_questions("fifth")
     choosing = "dev + first held-out half + fresh + fourth + fifth (928); third and sixth not read"
-    return round10_experiment(args, embed, embed_name, questions, choosing, ("third", "sixth"))
+    out = round10_experiment(args, embed, embed_name, questions, choosing, ("third", "sixth"))
+    if out["adopted"]:  # the row's weights, fitted on all 928 questions and rounded
+        row = next(r for r in out["rows"] if r["added"] == out["adopted"])
+        FROZEN_ROUND11.write_text(json.dumps({
+            "weights": row[f"weights_all_{len(questions)}"],
+            "pipeline": shipped_pipeline(embed_name, **ROUND11_PIPELINE),
+            "fitted_on": choosing, "l2": ROUND8_L2}, indent=1) + "\n")  # fmt: skip
+    return out
+
+
+def final11_experiment(args, embed, embed_name) -> dict:
+    """Round 11's look at the sixth set: the shipped default (``TOPIC_WEIGHTS`` on the store
+    of ``tinyllm rag build --dense minilm``: late interaction and template questions),
+    checked against ``FROZEN_ROUND11`` first, round 7's weights and round 6's formula on the
+    same store (``held_out_rows``), and where the default's misses lie (``depth_metrics``)."""
+    from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS, TOPIC_WEIGHTS
+
+    frozen = check_frozen(FROZEN_ROUND11, TOPIC_WEIGHTS, embed_name, **ROUND11_PIPELINE)
+    store, topics = late_store(args, embed, templates=True)
+    methods = (("round 11: eleven features (shipped default)", "auto"),
+               ("round 7 weights", ROUND7_TOPIC_WEIGHTS), ("round 6 formula", None))  # fmt: skip
+    rows = held_out_rows(store, topics, ("sixth",), methods)
+    return {"frozen": frozen, "rows": rows,
+            "depth": [depth_metrics(args, embed, "sixth", templates=True)],
+            "looks_overall": {"sixth": 1}}  # fmt: skip
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -2231,6 +2243,7 @@ def main(argv=None) -> int:
             "round10",
             "fifth7",
             "round11",
+            "final11",
         ],
     )
     parser.add_argument(
@@ -2346,6 +2359,10 @@ def main(argv=None) -> int:
         round11 = round11_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_round11_choosing.json").write_text(json.dumps(round11, indent=1) + "\n")
+    if "final11" in args.parts:  # the sixth set's one look, round 11's frozen default
+        final = final11_experiment(args, embed, embed_name)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_final_round11.json").write_text(json.dumps(final, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0
