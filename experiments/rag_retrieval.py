@@ -108,6 +108,7 @@ default:
     python experiments/rag_retrieval.py --parts fifth7
     python experiments/rag_retrieval.py --parts round11
     python experiments/rag_retrieval.py --parts final11
+    python experiments/rag_retrieval.py --parts latency11
 
 Part "keyword":
 the standard library's help topics split into ~100-200-word passages (exact
@@ -1661,16 +1662,23 @@ def depth_metrics(args, embed, split: str, templates: bool = False) -> dict:
             **ranking_metrics(rankings, gold, homes, ks=(5, 10, 20))}  # fmt: skip
 
 
-def latency7_experiment(args, embed, embed_name) -> dict:
+def latency7_experiment(args, embed, embed_name, templates: bool = False) -> dict:
     """Latency per query, one question at a time (embedding and token states included), of
     the shipped default and round 6's formula on the same store, over the round-7 choosing
     set (no held-out set is read): round 7's looks measured the code of the look, which ran
-    a second forward pass for the token states."""
-    store, _ = late_store(args, embed)
+    a second forward pass for the token states. With ``templates`` (part "latency11") the
+    store is round 11's and round 7's weights are timed on it too."""
+    from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS
+
+    store, _ = late_store(args, embed, templates)
     questions = [q["question"] for q in round7_choosing_set()]
     store.search_documents(questions[0], 5)  # first-use costs (title vectors, centroids)
+    methods = [("round 7 (shipped default)", "auto"), ("round 6 formula", None)]
+    if templates:
+        methods = [("round 11 (shipped default)", "auto"), ("round 7 weights",
+                   ROUND7_TOPIC_WEIGHTS), ("round 6 formula", None)]  # fmt: skip
     out = {"questions": len(questions), "rounds": 3, "ms_per_query": {}}
-    for label, weights in (("round 7 (shipped default)", "auto"), ("round 6 formula", None)):
+    for label, weights in methods:
         times = []
         for _ in range(out["rounds"]):
             store.embedder.memory.clear()
@@ -2244,6 +2252,7 @@ def main(argv=None) -> int:
             "fifth7",
             "round11",
             "final11",
+            "latency11",
         ],
     )
     parser.add_argument(
@@ -2363,6 +2372,11 @@ def main(argv=None) -> int:
         final = final11_experiment(args, embed, embed_name)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_final_round11.json").write_text(json.dumps(final, indent=1) + "\n")
+    if "latency11" in args.parts:  # latency of round 11's store, on round 7's choosing set
+        latency = latency7_experiment(args, embed, embed_name, templates=True)
+        latency["machine"] = results["machine"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rag_latency_round11.json").write_text(json.dumps(latency, indent=1) + "\n")
     if ("questions" in args.parts or "documents" in args.parts) and not args.dev_only:
         write_outputs(results, args.out)
     return 0
