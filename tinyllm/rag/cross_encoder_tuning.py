@@ -79,10 +79,9 @@ def mine_groups(
     from tinyllm.rag.retriever import ROUND7_TOPIC_WEIGHTS
     from tinyllm.rag.topic_scoring import rank_topics
 
-    weights = weights or store.default_topic_weights() or ROUND7_TOPIC_WEIGHTS
-
     if size < 2:
         raise ValueError(f"mine_groups: size must be >= 2, got {size}")
+    weights = weights or store.default_topic_weights() or ROUND7_TOPIC_WEIGHTS
     groups = []
     for query, topics in rows:
         topics = set(topics)

@@ -154,7 +154,7 @@ class PassageRetriever:
         # optional map on query vectors only (e.g. tinyllm.rag.query_adapter.QueryAdapter);
         # passages and titles keep the embedder's vectors
         self.query_adapter: Callable[[np.ndarray], np.ndarray] | None = None
-        # template questions [(text, documents)] and their unit vectors, None when not built
+        # template questions [(text, documents)] and their embeddings, None when not added
         self.template_questions: list[tuple[str, tuple[str, ...]]] | None = None
         self._template_vectors: np.ndarray | None = None
         self._template_pairs: tuple[list[str], np.ndarray, np.ndarray] | None = None
