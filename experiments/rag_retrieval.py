@@ -1484,6 +1484,16 @@ def topic_tables(store, questions: list[dict], homes) -> tuple[list, list]:
     return tables, positives
 
 
+def topic_reciprocal(tables, weights, index, gold, homes) -> np.ndarray:
+    """Reciprocal ranks of the questions ``index``, their ``tables`` ranked by ``weights``
+    (``rank_topics``, depth ``DEPTH``), judged by passage homes."""
+    from tinyllm.rag.topic_scoring import rank_topics
+
+    runs = [rank_topics(tables[i], weights)[:DEPTH] for i in index]
+    return reciprocal_ranks([[pid for _, pid, _ in r] for r in runs],
+                            [gold[i] for i in index], homes)  # fmt: skip
+
+
 def round7_experiment(args, embed, embed_name) -> dict:
     """A seventh round, on a larger choosing set: the dev half, the first held-out half and
     the fresh set (448 questions; the fresh set has had its two looks and chooses now). The
@@ -1512,9 +1522,7 @@ def round7_experiment(args, embed, embed_name) -> dict:
 
     def reciprocal(weights, index=None):
         index = range(len(questions)) if index is None else index
-        runs = ranked(weights, index)
-        return reciprocal_ranks([[pid for _, pid, _ in r] for r in runs],
-                                [gold[i] for i in index], homes)  # fmt: skip
+        return topic_reciprocal(tables, weights, index, gold, homes)
 
     def strict(weights):
         runs = ranked(weights, range(len(questions)))
@@ -1643,13 +1651,12 @@ def pooled_rows(rows: list[dict], splits: tuple[str, ...]) -> list[dict]:
     return out
 
 
-def depth_metrics(args, embed, split: str, templates: bool = False) -> dict:
+def depth_metrics(store, topics, split: str) -> dict:
     """Where the default's misses on ``split`` lie: the share of questions with an answering
     passage anywhere in the fused first stage (``DOCUMENT_FETCH_K`` per list), and the
-    default's hit@5, hit@10 and hit@20 (``late_store``'s, with ``templates``)."""
+    default's hit@5, hit@10 and hit@20 on ``store``."""
     from tinyllm.rag.retriever import DOCUMENT_FETCH_K
 
-    store, topics = late_store(args, embed, templates)
     homes = passage_homes(store.passages, topics)
     questions = load_questions(split)
     gold = [q["topics"] for q in questions]
@@ -1742,18 +1749,13 @@ def round8_experiment(args, embed, embed_name) -> dict:
         save_adapter,
     )
     from tinyllm.rag.template_questions import template_questions
-    from tinyllm.rag.topic_scoring import fit_topic_weights, rank_topics
+    from tinyllm.rag.topic_scoring import fit_topic_weights
 
     questions = round8_choosing_set()
     base, topics, homes, gold = choosing_setup(args, embed, questions)
     templates = mine_rows(base, homes, template_questions(topics))
     mined = mine_rows(base, homes, [(q["question"], q["topics"]) for q in questions])
     texts = contextualize(base.passages, topics)  # what the dense index embeds
-
-    def reciprocal(tables, weights, index):
-        runs = [rank_topics(tables[i], weights)[:DEPTH] for i in index]
-        return reciprocal_ranks([[pid for _, pid, _ in r] for r in runs],
-                                [gold[i] for i in index], homes)  # fmt: skip
 
     base_tables, base_positives = topic_tables(base, questions, homes)
     out = {"questions": len(questions), "tuning": ROUND8_TUNING, "l2": ROUND8_L2,
@@ -1769,14 +1771,14 @@ def round8_experiment(args, embed, embed_name) -> dict:
             w = fit_topic_weights([base_tables[i] for i in train],
                                   [base_positives[i] for i in train], ROUND8_L2,
                                   features=ROUND7_FEATURES)  # fmt: skip
-            rr_base[test] = reciprocal(base_tables, w, test)
+            rr_base[test] = topic_reciprocal(base_tables, w, test, gold, homes)
             start = time.perf_counter()
             store, _ = tuned_store(args, texts, templates + [mined[i] for i in train], f)
             tables, positives = topic_tables(store, questions, homes)
             w = fit_topic_weights([tables[i] for i in train],
                                   [positives[i] for i in train], ROUND8_L2,
                                   features=ROUND7_FEATURES)  # fmt: skip
-            rr_tuned[test] = reciprocal(tables, w, test)
+            rr_tuned[test] = topic_reciprocal(tables, w, test, gold, homes)
             print(f"{split} fold {f}: round 7 {rr_base[test].mean():.3f}, tuned "
                   f"{rr_tuned[test].mean():.3f} MRR ({time.perf_counter() - start:.0f} s)",
                   flush=True)  # fmt: skip
@@ -1793,7 +1795,7 @@ def round8_experiment(args, embed, embed_name) -> dict:
         tables, positives = topic_tables(store, questions, homes)
         fitted = fit_topic_weights(tables, positives, ROUND8_L2, features=ROUND7_FEATURES)
         weights = {f: round(fitted[f], WEIGHT_DECIMALS) for f in ROUND7_FEATURES}
-        rr = reciprocal(tables, weights, range(len(questions)))
+        rr = topic_reciprocal(tables, weights, range(len(questions)), gold, homes)
         out["adopted"] = {"weights": weights, "adapter": adapter_digest(adapter),
                           "in_sample": fold_summary(rr, dev_folds(questions, False))}  # fmt: skip
         FROZEN_ROUND8.write_text(json.dumps({
@@ -2001,37 +2003,19 @@ def round10_experiment(
     ``ROUND8_L2``, L-BFGS). Round 5's rule on both splits; a passing row is named in
     "adopted" (shipping it needs its features in the store), its weights refitted on all
     the questions in the row."""
-    from scipy.optimize import minimize
-
-    from tinyllm.rag.collapse import document_ranking
     from tinyllm.rag.text import OPERATOR
-    from tinyllm.rag.topic_scoring import TOPIC_FEATURES as names
-    from tinyllm.rag.topic_scoring import topic_objective
+    from tinyllm.rag.topic_scoring import fit_topic_weights
 
     questions = round8_choosing_set() if questions is None else questions
     store, topics, homes, gold = choosing_setup(args, embed, questions, templates=True)
     tables, positives = topic_tables(store, questions, homes)
-    x = [t.features for t in tables]
 
-    def fit(features, index) -> np.ndarray:
-        cols = [names.index(f) for f in features]
-        groups = [(x[i][:, cols], positives[i]) for i in index if positives[i].any()]
-        w0 = np.array([float(f == "fused") for f in features])
-        fitted = minimize(topic_objective, w0, args=(groups, ROUND8_L2), jac=True,
-                          method="L-BFGS-B").x  # fmt: skip
-        w = np.zeros(len(names))
-        w[cols] = fitted
-        return w
+    def fit(features, index) -> dict[str, float]:
+        return fit_topic_weights([tables[i] for i in index], [positives[i] for i in index],
+                                 ROUND8_L2, features=features)  # fmt: skip
 
-    def reciprocal(w, index) -> np.ndarray:
-        runs = []
-        for i in index:
-            t = tables[i]
-            prior = dict(zip(t.documents, (x[i][:, 1:] @ w[1:]).tolist()))
-            scaled = [(pid, w[0] * score) for pid, score in t.fused]
-            runs.append([p for _, p, _ in document_ranking(scaled, t.memberships, prior, 1.0,
-                                                           True)[:DEPTH]])  # fmt: skip
-        return reciprocal_ranks(runs, [gold[i] for i in index], homes)
+    def reciprocal(weights, index) -> np.ndarray:
+        return topic_reciprocal(tables, weights, index, gold, homes)
 
     splits = {"interleaved": dev_folds(questions, False), "by_topic": dev_folds(questions, True)}
     rows = [ROUND7_FEATURES + row for row in ROUND10_ROWS]
@@ -2051,9 +2035,8 @@ def round10_experiment(
             entry[split] = fold_summary(rr[split, row], folds, rr[split, ROUND7_FEATURES])
         entry["clear_gain"] = all(entry[s]["clear_gain"] for s in splits)
         entry[f"weights_all_{len(questions)}"] = {
-            f: round(float(v), WEIGHT_DECIMALS)
-            for f, v in zip(names, fit(row, range(len(questions)))) if f in row
-        }  # fmt: skip
+            f: round(v, WEIGHT_DECIMALS) for f, v in fit(row, range(len(questions))).items()
+        }
         out["rows"].append(entry)
         a, b = entry["interleaved"], entry["by_topic"]
         print(f"+ {'+'.join(entry['added']):55s} cv {a['hit@1']:.3f} {a['hit@5']:.3f} "
@@ -2095,7 +2078,7 @@ def final11_experiment(args, embed, embed_name) -> dict:
                ("round 7 weights", ROUND7_TOPIC_WEIGHTS), ("round 6 formula", None))  # fmt: skip
     rows = held_out_rows(store, topics, ("sixth",), methods)
     return {"frozen": frozen, "rows": rows,
-            "depth": [depth_metrics(args, embed, "sixth", templates=True)],
+            "depth": [depth_metrics(store, topics, "sixth")],
             "looks_overall": {"sixth": 1}}  # fmt: skip
 
 
@@ -2360,7 +2343,8 @@ def main(argv=None) -> int:
     if "fifth7" in args.parts:  # the fifth set's one look, round 7's frozen default
         final = final7_experiment(args, embed, embed_name, ("fourth", "fifth"))
         final["pooled_first_looks"] = pooled_rows(final["rows"], ("fourth", "fifth"))
-        final["depth"] = [depth_metrics(args, embed, split) for split in ("fourth", "fifth")]
+        store, topics = late_store(args, embed)  # round 7's store, as the look's
+        final["depth"] = [depth_metrics(store, topics, split) for split in ("fourth", "fifth")]
         final["looks_overall"] = {"fourth": 2, "fifth": 1}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rag_fifth_round7.json").write_text(json.dumps(final, indent=1) + "\n")
