@@ -122,8 +122,9 @@ def topic_table(
     symbol_max = np.zeros(len(documents))
     if symbols is not None:
         symbols = np.asarray(symbols, dtype=np.float64)
-        if symbols.max(initial=0.0) > 0.0:
-            np.maximum.at(symbol_max, cols, symbols[pids] / symbols.max())
+        best = symbols.max(initial=0.0)
+        if best > 0.0:
+            np.maximum.at(symbol_max, cols, symbols[pids] / best)
     listed: list[list[float]] = [[] for _ in documents]  # fused scores of each one's passages
     for pid, score in fused:
         for d in memberships[pid]:
@@ -140,7 +141,7 @@ def topic_table(
             maxsim_max,
             np.log(np.bincount(cols, minlength=len(documents))),
             symbol_max,
-            [(templates or {}).get(d, 0.0) for d in documents],
+            [templates.get(d, 0.0) for d in documents] if templates else np.zeros(len(documents)),
             second,
             np.log1p([len(scores) for scores in listed]),
         ]
